@@ -1,0 +1,1 @@
+"""The outside world of models, data and attributions, as ordinary plugins."""

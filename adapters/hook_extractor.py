@@ -1,0 +1,527 @@
+"""The ``hooks`` extractor: read layer activations with PyTorch forward hooks.
+
+Layers are named by their dotted module path (``layer4``, ``blocks.3``,
+``encoder.layers.encoder_layer_5``), the names of ``model.named_modules()``. Outputs
+come back detached, in float32, on the extractor's device:
+
+- ``[B, C, H, W]`` (convolutions) and ``[B, C]`` (linear layers, logits) as they are;
+- transformer tokens ``[B, T, C]`` without their prefix tokens (CLS, registers),
+  reshaped to the patch grid ``[B, C, h, w]``;
+- tuples, lists and dicts: their first tensor.
+
+Examples:
+    >>> import torch, torchvision
+    >>> from neurolabel.plugin_core.protocols import LoadedModel
+    >>> from neurolabel.plugin_core.preprocessing import Preprocessing
+    >>> loaded = LoadedModel(torchvision.models.resnet18().eval(), Preprocessing(), "resnet18")
+    >>> extractor = HookExtractor(torch.device("cpu"))
+    >>> with extractor.open(loaded, ["layer3", "fc"]) as read:
+    ...     acts = read(torch.zeros(2, 3, 224, 224))
+    >>> acts["layer3"].shape, acts["fc"].shape
+    (torch.Size([2, 256, 14, 14]), torch.Size([2, 1000]))
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from neurolabel.plugin_core.errors import LayerNotFoundError, NeurolabelError
+from neurolabel.plugin_core.hookspecs import hookimpl
+from neurolabel.plugin_core.protocols import (
+    ActivationReader,
+    LayerInfo,
+    LoadedModel,
+    ResolveContext,
+)
+from neurolabel.plugin_core.spec import Spec
+
+
+@hookimpl
+def register_extractors(register: Callable[..., None]) -> None:
+    """Register the ``hooks`` extractor."""
+    register(
+        "hooks",
+        hooks_extractor,
+        description="PyTorch forward hooks on modules by dotted name (any nn.Module, ViT tokens "
+        "reshaped to their grid)",
+    )
+
+
+def hooks_extractor(spec: Spec, ctx: ResolveContext) -> HookExtractor:
+    """Build the ``hooks`` extractor for ``ctx.device``.
+
+    Args:
+        spec: ``hooks`` (no argument, no options).
+        ctx: Resolve context; the extractor runs models on ``ctx.device``.
+
+    Returns:
+        A :class:`HookExtractor`.
+    """
+    spec.check_options(set())
+    return HookExtractor(ctx.device)
+
+
+class _StopForward(BaseException):
+    """Raised from the last needed hook to skip the rest of the forward pass.
+
+    A BaseException, like ``GeneratorExit``, so model code that catches ``Exception``
+    cannot swallow it.
+    """
+
+
+def first_tensor(output: Any) -> Tensor | None:
+    """Return ``output`` if it is a tensor, else the first tensor inside it (depth first).
+
+    Args:
+        output: A module's return value (tensor, tuple, list, dict, or anything else).
+
+    Returns:
+        The tensor, or None when there is none.
+
+    Examples:
+        >>> first_tensor((None, torch.ones(2)))
+        tensor([1., 1.])
+    """
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, Mapping):
+        values: Any = output.values()
+    elif isinstance(output, (tuple, list)):
+        values = output
+    else:
+        return None
+    for value in values:
+        found = first_tensor(value)
+        if found is not None:
+            return found
+    return None
+
+
+class HookExtractor:
+    """Reads activations of named modules through forward hooks.
+
+    The first batch read through an :meth:`open` reader runs the whole model and counts
+    how often each requested module runs; later batches stop the forward pass as soon as
+    every requested module has produced its last output (much faster for early layers).
+    A module called several times in one forward pass (a shared ``ReLU``) reports its
+    last call.
+
+    Args:
+        device: Where the model runs and the activations are returned.
+
+    Examples:
+        >>> import torch, timm
+        >>> from neurolabel.plugin_core.protocols import LoadedModel
+        >>> from neurolabel.plugin_core.preprocessing import Preprocessing
+        >>> vit = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
+        >>> loaded = LoadedModel(vit, Preprocessing(), "vit")
+        >>> with HookExtractor(torch.device("cpu")).open(loaded, ["blocks.5"]) as read:
+        ...     read(torch.zeros(1, 3, 224, 224))["blocks.5"].shape  # CLS dropped, 14x14 grid
+        torch.Size([1, 192, 14, 14])
+    """
+
+    name = "hooks"
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+
+    # ------------------------------------------------------------------ public API
+
+    @contextmanager
+    def open(self, loaded: LoadedModel, layers: Sequence[str]) -> Iterator[ActivationReader]:
+        """Attach hooks to ``layers``; yield a reader; remove the hooks on exit.
+
+        Args:
+            loaded: The model to probe.
+            layers: Dotted module names; duplicates are read once.
+
+        Returns:
+            A context manager yielding ``reader(batch) -> {layer: activations}``.
+
+        Examples:
+            >>> with extractor.open(loaded, ["layer4"]) as read:  # doctest: +SKIP
+            ...     for batch in loader:
+            ...         acts = read(batch)["layer4"]  # [B, 512, 7, 7]
+        """
+        names = list(dict.fromkeys(layers))
+        if not names:
+            raise NeurolabelError("No layers given: name at least one (see `neurolabel layers`)")
+        model = loaded.model
+        modules = {name: resolve_layer(model, name) for name in names}
+        _require_hookable(model)
+        model.to(self.device)
+        reader = _Reader(self, loaded, modules)
+        handles = [
+            module.register_forward_hook(reader.make_hook(name)) for name, module in modules.items()
+        ]
+        try:
+            yield reader
+        finally:  # also on exceptions and KeyboardInterrupt in the caller's loop
+            for handle in handles:
+                handle.remove()
+            reader.closed = True
+
+    def list_layers(self, loaded: LoadedModel) -> list[LayerInfo]:
+        """List every module that produces a tensor, with its output shape for one image.
+
+        Runs two zero images of the model's preprocessing crop size through the model.
+
+        Args:
+            loaded: The model.
+
+        Returns:
+            One :class:`LayerInfo` per module in definition order: shape without the batch
+            dimension (tokens layers as ``[T, C]``) and kind ``spatial``, ``tokens``,
+            ``vector`` or ``other`` (also for outputs whose first dimension is not the
+            batch). Containers that never run (``ModuleList``) are left out.
+
+        Examples:
+            >>> infos = HookExtractor().list_layers(loaded)  # doctest: +SKIP
+            >>> [(i.name, i.shape, i.kind) for i in infos][-1]  # doctest: +SKIP
+            ('fc', (1000,), 'vector')
+        """
+        model = loaded.model
+        _require_hookable(model)
+        model.to(self.device)
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def make_hook(name: str) -> Callable[..., None]:
+            def hook(module: nn.Module, args: Any, output: Any) -> None:
+                tensor = first_tensor(output)
+                if tensor is not None:
+                    shapes[name] = tuple(tensor.shape)
+
+            return hook
+
+        named = [(n, m) for n, m in model.named_modules() if n]
+        handles = [m.register_forward_hook(make_hook(n)) for n, m in named]
+        try:
+            with torch.inference_mode():
+                # Two images, so outputs that fold something into the batch stand out.
+                model(self._zeros(loaded, 2))
+        finally:
+            for handle in handles:
+                handle.remove()
+        infos = []
+        crop = loaded.preprocessing.crop_size
+        for name, module in named:
+            if name not in shapes:
+                continue
+            full = shapes[name]
+            if len(full) == 3 and full[0] != 2 and full[1] == 2:
+                full = (full[1], full[0], full[2])  # sequence-first tokens [T, B, C]
+            shape = full[1:]
+            kind = _kind(shape) if full and full[0] == 2 else "other"
+            if is_channels_last_output(model, full, crop):
+                shape = (shape[2], shape[0], shape[1])
+            infos.append(LayerInfo(name, type(module).__name__, shape, kind))
+        return infos
+
+    # ------------------------------------------------------------------ internals
+
+    def _input_dtype(self, model: nn.Module) -> torch.dtype:
+        for param in model.parameters():
+            if param.is_floating_point():
+                return param.dtype  # a half-precision model needs half inputs
+        return torch.float32
+
+    def _zeros(self, loaded: LoadedModel, batch: int) -> Tensor:
+        height, width = loaded.preprocessing.crop_size
+        dtype = self._input_dtype(loaded.model)
+        return torch.zeros(batch, 3, height, width, device=self.device, dtype=dtype)
+
+
+class _Reader:
+    """The callable an :meth:`HookExtractor.open` block yields."""
+
+    def __init__(
+        self, extractor: HookExtractor, loaded: LoadedModel, modules: dict[str, nn.Module]
+    ) -> None:
+        self.extractor = extractor
+        self.loaded = loaded
+        self.modules = modules
+        self.closed = False
+        self.captured: dict[str, Tensor] = {}
+        self.calls: dict[str, int] = {}
+        # Calls per module in one forward pass; None until the first full pass counted them.
+        self.expected: dict[str, int] | None = None
+        self.input_hw: tuple[int, int] = (0, 0)
+
+    def make_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            tensor = first_tensor(output)
+            if tensor is None:
+                raise NeurolabelError(
+                    f"Layer '{name}' ({type(module).__name__}) returned "
+                    f"{type(output).__name__} with no tensor in it; pick another layer"
+                )
+            # Copy now: a later in-place op (ReLU(inplace=True)) would overwrite the output.
+            # The copy is made outside inference mode so callers may modify it freely.
+            with torch.inference_mode(False):
+                self.captured[name] = tensor.detach().to(torch.float32, copy=True)
+            self.calls[name] = self.calls.get(name, 0) + 1
+            expected = self.expected
+            if expected is not None and all(
+                self.calls.get(n, 0) >= count for n, count in expected.items()
+            ):
+                raise _StopForward
+
+        return hook
+
+    def __call__(self, batch: Tensor) -> dict[str, Tensor]:
+        if self.closed:
+            raise NeurolabelError("This reader's extractor block has ended; open a new one")
+        if batch.dim() != 4:
+            raise NeurolabelError(
+                f"Expected a batch of images [B, 3, H, W], got {tuple(batch.shape)}"
+            )
+        model = self.loaded.model
+        device = self.extractor.device
+        inputs = batch.to(device=device, dtype=self.extractor._input_dtype(model))
+        self.input_hw = (int(batch.shape[-2]), int(batch.shape[-1]))
+        self.captured, self.calls = {}, {}
+        try:
+            with torch.inference_mode():
+                model(inputs)
+        except _StopForward:
+            pass
+        if self.expected is None:
+            missing = [n for n in self.modules if n not in self.calls]
+            if missing:
+                raise NeurolabelError(
+                    f"Layer(s) {', '.join(missing)} did not run in the model's forward pass "
+                    "(unused modules, or modules the forward bypasses); pick layers that "
+                    "`neurolabel layers` lists"
+                )
+            self.expected = dict(self.calls)
+        size = int(batch.shape[0])
+        out = {name: self._convert(name, self.captured[name], size) for name in self.modules}
+        for name, acts in out.items():
+            if acts.shape[0] != size:
+                raise NeurolabelError(
+                    f"Layer '{name}' outputs {tuple(self.captured[name].shape)}, whose first "
+                    f"dimension is not the batch size {size} (e.g. windowed attention that "
+                    "folds windows into the batch); pick the enclosing block or stage"
+                )
+        return out
+
+    def _convert(self, name: str, tensor: Tensor, batch_size: int) -> Tensor:
+        if tensor.dim() == 4 and is_channels_last_output(
+            self.loaded.model, tuple(tensor.shape), self.input_hw
+        ):
+            return tensor.permute(0, 3, 1, 2).contiguous()
+        if tensor.dim() in (2, 4):
+            return tensor
+        if tensor.dim() == 3:
+            if tensor.shape[0] != batch_size and tensor.shape[1] == batch_size:
+                # Sequence-first transformers (nn.MultiheadAttention default) give [T, B, C].
+                tensor = tensor.transpose(0, 1)
+            return tokens_to_grid(tensor, self._prefix_tokens(), self._patch_grid(), name)
+        raise NeurolabelError(
+            f"Layer '{name}' outputs a {tensor.dim()}-D tensor {tuple(tensor.shape)}; the "
+            "hooks extractor reads [B,C,H,W], [B,T,C] tokens or [B,C]: pick another layer"
+        )
+
+    def _prefix_tokens(self) -> int | None:
+        if self.loaded.prefix_tokens is not None:
+            return self.loaded.prefix_tokens
+        return model_prefix_tokens(self.loaded.model)
+
+    def _patch_grid(self) -> tuple[int, int] | None:
+        patch = model_patch_size(self.loaded.model)
+        if patch is None:
+            return None
+        return self.input_hw[0] // patch[0], self.input_hw[1] // patch[1]
+
+
+def resolve_layer(model: nn.Module, name: str) -> nn.Module:
+    """Return the submodule called ``name`` or fail listing the valid layer names.
+
+    Args:
+        model: The model.
+        name: Dotted module path, as in ``model.named_modules()``.
+
+    Returns:
+        The submodule.
+
+    Examples:
+        >>> import torchvision
+        >>> type(resolve_layer(torchvision.models.resnet18(), "layer4.1.conv2")).__name__
+        'Conv2d'
+    """
+    if name:
+        try:
+            return model.get_submodule(name)
+        except AttributeError:
+            pass
+    valid = [n for n, _ in model.named_modules() if n]
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f" Closest: {', '.join(close)}." if close else ""
+    raise LayerNotFoundError(
+        f"The model has no layer '{name}'.{hint} Valid layers ({len(valid)}): {', '.join(valid)}"
+    )
+
+
+def model_prefix_tokens(model: nn.Module) -> int | None:
+    """How many leading tokens of a transformer are not patches, if the model says.
+
+    Reads timm's ``num_prefix_tokens`` (CLS, distillation and register tokens) and
+    torchvision's ``VisionTransformer.class_token``.
+
+    Args:
+        model: The model.
+
+    Returns:
+        The count, or None when the model does not say.
+    """
+    prefix = getattr(model, "num_prefix_tokens", None)
+    if isinstance(prefix, int):
+        return prefix
+    if isinstance(getattr(model, "class_token", None), Tensor):
+        return 1
+    return None
+
+
+def model_patch_size(model: nn.Module) -> tuple[int, int] | None:
+    """The patch size of a vision transformer (timm ``patch_embed.patch_size`` or
+    torchvision ``patch_size``), or None.
+
+    Args:
+        model: The model.
+
+    Returns:
+        ``(patch_h, patch_w)`` or None.
+    """
+    embed = getattr(model, "patch_embed", None)
+    size = getattr(embed, "patch_size", None) if embed is not None else None
+    if size is None:
+        size = getattr(model, "patch_size", None)
+    if isinstance(size, int):
+        return size, size
+    if isinstance(size, (tuple, list)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    return None
+
+
+def tokens_to_grid(
+    tokens: Tensor,
+    prefix_tokens: int | None = None,
+    grid: tuple[int, int] | None = None,
+    layer: str = "",
+) -> Tensor:
+    """Drop prefix tokens from ``[B, T, C]`` and reshape the patches to ``[B, C, h, w]``.
+
+    A layer before the prefix tokens are prepended (a ViT's ``patch_embed``) has exactly
+    ``h*w`` tokens; it is read with no prefix even when the model has one.
+
+    Args:
+        tokens: Token activations, batch first.
+        prefix_tokens: Leading non-patch tokens (CLS, registers); None infers ``T - h*w``
+            from ``grid``, or ``T - floor(sqrt(T))**2`` (a square grid) without one.
+        grid: The ``(h, w)`` patch grid (input size // patch size) when known; needed for
+            non-square grids.
+        layer: Layer name for error messages.
+
+    Returns:
+        ``[B, C, h, w]`` patch activations.
+
+    Examples:
+        >>> tokens_to_grid(torch.zeros(2, 1 + 14 * 14, 192)).shape
+        torch.Size([2, 192, 14, 14])
+        >>> tokens_to_grid(torch.zeros(2, 5 + 4 * 6, 8), grid=(4, 6)).shape
+        torch.Size([2, 8, 4, 6])
+    """
+    batch, num_tokens, channels = tokens.shape
+    if prefix_tokens is None:
+        if grid is not None and 0 < grid[0] * grid[1] <= num_tokens:
+            prefix_tokens = num_tokens - grid[0] * grid[1]
+        else:
+            prefix_tokens = num_tokens - math.isqrt(num_tokens) ** 2
+    # Exact matches with the input's patch grid first, then square grids; in each case
+    # also the count without prefix (tokens before the prefix is prepended).
+    shape: tuple[int, int] | None = None
+    for grid_ok in (_exact_grid(grid), _square_grid):
+        if (found := grid_ok(num_tokens - prefix_tokens)) is not None:
+            shape = found
+        elif prefix_tokens and (found := grid_ok(num_tokens)) is not None:
+            shape, prefix_tokens = found, 0
+        if shape is not None:
+            break
+    if shape is None:
+        where = f"Layer '{layer}'" if layer else "The layer"
+        raise NeurolabelError(
+            f"{where} outputs a 3-D tensor {tuple(tokens.shape)} that is not a grid of patch "
+            f"tokens ({num_tokens} tokens - {prefix_tokens} prefix tokens is neither a square "
+            "nor the input's patch grid). Set LoadedModel.prefix_tokens if the prefix count "
+            "is wrong, or pick a layer with [B,C,H,W] or [B,C] output"
+        )
+    patch_tokens = tokens[:, prefix_tokens:, :]
+    return patch_tokens.transpose(1, 2).reshape(batch, channels, shape[0], shape[1]).contiguous()
+
+
+def _exact_grid(grid: tuple[int, int] | None) -> Callable[[int], tuple[int, int] | None]:
+    def match(patches: int) -> tuple[int, int] | None:
+        return grid if grid is not None and patches > 0 and grid[0] * grid[1] == patches else None
+
+    return match
+
+
+def _square_grid(patches: int) -> tuple[int, int] | None:
+    side = math.isqrt(max(patches, 0))
+    return (side, side) if patches > 0 and side * side == patches else None
+
+
+def is_channels_last_output(
+    model: nn.Module, shape: tuple[int, ...], input_hw: tuple[int, int]
+) -> bool:
+    """Whether a 4-D output of ``model`` is laid out ``[B, H, W, C]`` rather than ``[B, C, H, W]``.
+
+    Only models that declare timm's ``output_fmt = "NHWC"`` (Swin and relatives) are
+    considered; in them, stages and norms are channels-last while convolutions are not.
+    An output is taken as channels-last when its dims 1-2 have the input's aspect ratio
+    and its dims 2-3 do not.
+
+    Args:
+        model: The model.
+        shape: The output's shape, batch first.
+        input_hw: Height and width of the model input.
+
+    Returns:
+        True for a channels-last output.
+
+    Examples:
+        >>> m = nn.Identity(); m.output_fmt = "NHWC"
+        >>> is_channels_last_output(m, (1, 56, 56, 96), (224, 224))
+        True
+        >>> is_channels_last_output(m, (1, 96, 56, 56), (224, 224))
+        False
+    """
+    if str(getattr(model, "output_fmt", "")).upper() != "NHWC" or len(shape) != 4:
+        return False
+    height, width = input_hw
+
+    def aspect_fits(rows: int, cols: int) -> bool:
+        # rows/cols == height/width, within one cell (strided maps round sizes).
+        return abs(rows * width - cols * height) < max(height, width)
+
+    return aspect_fits(shape[1], shape[2]) and not aspect_fits(shape[2], shape[3])
+
+
+def _require_hookable(model: nn.Module) -> None:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise NeurolabelError(
+            "TorchScript models do not run Python forward hooks, so their layers cannot be "
+            "read. Load the model from code instead (python:module:callable?state_dict=PATH, "
+            "timm:, torchvision:) or as a pickled module (file:PATH?trust=true)"
+        )
+
+
+def _kind(shape: tuple[int, ...]) -> str:
+    return {3: "spatial", 2: "tokens", 1: "vector"}.get(len(shape), "other")

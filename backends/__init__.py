@@ -1,0 +1,1 @@
+"""Foundation-model backends (scorers, vocabularies), as ordinary plugins."""

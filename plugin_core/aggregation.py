@@ -1,0 +1,231 @@
+"""Turn patch-concept similarities into per-neuron concept scores, vectorized over neurons.
+
+Every function takes the exemplars of all neurons of a layer at once:
+
+* ``sims``: ``[C, k, V]`` similarity of neuron c's j-th exemplar patch to concept v;
+* ``acts``: ``[C, k]`` the exemplars' activations, descending, ``-inf`` where missing;
+
+and returns ``[C, V]`` scores, higher = better description. Functions that, like
+CLIP-Dissect's ``cos-cubed``, need image-level statistics over the whole probing set also
+receive a :class:`ImageSample`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .errors import NeurolabelError
+
+
+@dataclass(frozen=True)
+class ImageSample:
+    """Whole-image statistics over (a uniform sample of) the probing set.
+
+    Args:
+        acts: ``[S, C]`` per-image activation of every neuron.
+        sims: ``[S, V]`` whole-image similarity to every concept.
+    """
+
+    acts: Tensor
+    sims: Tensor
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """A named aggregation function and whether it needs an :class:`ImageSample`."""
+
+    name: str
+    function: Callable[..., Tensor]
+    needs_sample: bool = False
+    description: str = ""
+
+
+def _valid(acts: Tensor) -> Tensor:
+    return torch.isfinite(acts)
+
+
+def activation_weights(acts: Tensor, sharpness: float | None = None) -> Tensor:
+    """Per-exemplar weights ``[C, k]`` summing to 1 over each neuron's valid exemplars.
+
+    Args:
+        acts: ``[C, k]`` exemplar activations (``-inf`` = missing).
+        sharpness: None weights proportionally to the activation above the neuron's weakest
+            exemplar (the paper's activation weighting, made shift-invariant so it also works
+            for logits and pre-activation layers). A number ``b`` instead uses
+            ``softmax(b * (a - a_max) / spread)``: larger = trust the top exemplars more.
+
+    Returns:
+        Weights with zeros at missing exemplars.
+    """
+    valid = _valid(acts)
+    filled = torch.where(valid, acts, torch.zeros_like(acts))
+    top = filled.amax(dim=1, keepdim=True)
+    low = torch.where(valid, acts, top.expand_as(acts)).amin(dim=1, keepdim=True)
+    spread = (top - low).clamp(min=1e-8)
+    if sharpness is None:
+        raw = torch.where(valid, (filled - low) / spread + 1e-3, torch.zeros_like(acts))
+    else:
+        logits = torch.where(
+            valid, sharpness * (filled - top) / spread, torch.full_like(acts, -math.inf)
+        )
+        raw = torch.softmax(logits, dim=1)
+    return raw / raw.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def mean_similarity(sims: Tensor, acts: Tensor, sample: ImageSample | None = None) -> Tensor:
+    """The paper's aggregation: activation-weighted mean patch similarity, minus the
+    concept's average over all neurons (so concepts that fit everything do not win).
+
+    Examples:
+        >>> sims = torch.tensor([[[0.9, 0.5]], [[0.1, 0.5]]])  # 2 neurons, 1 exemplar, 2 concepts
+        >>> mean_similarity(sims, torch.ones(2, 1)).round(decimals=3).tolist()
+        [[0.4, 0.0], [-0.4, 0.0]]
+    """
+    weights = activation_weights(acts)
+    per_neuron = torch.einsum("ck,ckv->cv", weights, torch.nan_to_num(sims))
+    if per_neuron.shape[0] > 1:
+        per_neuron = per_neuron - per_neuron.mean(dim=0, keepdim=True)
+    return per_neuron
+
+
+def _top_rows(sims: Tensor, acts: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
+    k = min(top_k, sims.shape[1])
+    return sims[:, :k], _valid(acts[:, :k])
+
+
+def wpmi(
+    sims: Tensor,
+    acts: Tensor,
+    sample: ImageSample | None = None,
+    top_k: int = 28,
+    a: float = 2.0,
+    lam: float = 0.6,
+    min_prob: float = 1e-7,
+) -> Tensor:
+    """CLIP-Dissect's WPMI: ``sum_j log p(concept | exemplar j) - lam * log p(concept)``.
+
+    ``p(concept | image)`` is the softmax over concepts of ``a * similarity``; ``p(concept)``
+    is the mean over neurons (log-sum-exp), as in CLIP-Dissect's code.
+    """
+    top, valid = _top_rows(sims, acts, top_k)
+    log_p = torch.log(torch.softmax(a * top, dim=-1) + min_prob)
+    log_p = torch.where(valid.unsqueeze(-1), log_p, torch.zeros_like(log_p))
+    given = log_p.sum(dim=1)  # [C, V]
+    prior = torch.logsumexp(given, dim=0, keepdim=True) - math.log(given.shape[0])
+    return given - lam * prior
+
+
+def soft_wpmi(
+    sims: Tensor,
+    acts: Tensor,
+    sample: ImageSample | None = None,
+    top_k: int = 100,
+    a: float = 10.0,
+    lam: float = 1.0,
+    p_start: float = 0.998,
+    p_end: float = 0.97,
+    min_prob: float = 1e-7,
+) -> Tensor:
+    """CLIP-Dissect's soft-WPMI with its defaults (top_k=100, a=10, lam=1, p 0.998→0.97).
+
+    Exemplar j of the top_k is "in the concept's example set" with probability decreasing
+    linearly from ``p_start`` to ``p_end``;
+    ``log p(concept | neuron) = sum_j log(1 + p_j (p(concept|image_j) - 1))``.
+
+    Examples:
+        >>> sims = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+        >>> soft_wpmi(sims, torch.ones(2, 1)).argmax(dim=1).tolist()
+        [0, 1]
+    """
+    top, valid = _top_rows(sims, acts, top_k)
+    k = top.shape[1]
+    p_in = p_start - torch.arange(k, dtype=top.dtype) / max(top_k, 1) * (p_start - p_end)
+    probs = torch.softmax(a * top, dim=-1)
+    terms = torch.log(1 + p_in.view(1, k, 1) * (probs - 1) + min_prob)
+    terms = torch.where(valid.unsqueeze(-1), terms, torch.zeros_like(terms))
+    given = terms.sum(dim=1)
+    prior = torch.logsumexp(given, dim=0, keepdim=True) - math.log(given.shape[0])
+    return given - lam * prior
+
+
+def cos_cubed(
+    sims: Tensor, acts: Tensor, sample: ImageSample | None = None, min_norm: float = 1e-3
+) -> Tensor:
+    """CLIP-Dissect's cos^3: cosine between each neuron's centered, cubed activations and
+    each concept's centered, cubed similarities over the probing images."""
+    if sample is None:
+        raise NeurolabelError("cos-cubed needs whole-image statistics over the probing set")
+    s = sample.sims.double()
+    t = sample.acts.double()
+    s = (s - s.mean(dim=0, keepdim=True)) ** 3
+    t = (t - t.mean(dim=0, keepdim=True)) ** 3
+    s = s / s.norm(dim=0, keepdim=True).clamp(min=min_norm)
+    t = t / t.norm(dim=0, keepdim=True).clamp(min=min_norm)
+    return (t.T @ s).float()
+
+
+def contrast(
+    sims: Tensor,
+    acts: Tensor,
+    sample: ImageSample | None = None,
+    sharpness: float = 4.0,
+    specificity: float = 1.0,
+) -> Tensor:
+    """neurolabel's default: activation-weighted mean of *standardized* patch similarities.
+
+    Each concept's similarities are standardized over all exemplar patches of the layer, so
+    a concept counts by how much better it fits this neuron's patches than the layer's
+    patches in general (a concept that fits everything gets no credit, which corrects what
+    soft-WPMI's prior corrects, without needing 100 exemplars per concept). Exemplars are
+    weighted by a softmax over their normalized activations (``sharpness``), so the strongest
+    exemplars dominate but runners-up still vote. ``specificity`` scales how much the
+    layer-wide mean is subtracted (1 = full z-score, 0 = scale only).
+
+    Examples:
+        >>> sims = torch.tensor([[[0.9, 0.5]], [[0.1, 0.5]], [[0.5, 0.6]]])
+        >>> contrast(sims, torch.ones(3, 1)).argmax(dim=1).tolist()
+        [0, 1, 1]
+    """
+    valid = _valid(acts)
+    flat = sims[valid]  # [P, V]
+    mean = flat.mean(dim=0) if flat.shape[0] else torch.zeros(sims.shape[-1])
+    std = flat.std(dim=0) if flat.shape[0] > 1 else torch.ones(sims.shape[-1])
+    z = (sims - specificity * mean) / std.clamp(min=1e-6)
+    weights = activation_weights(acts, sharpness=sharpness)
+    return torch.einsum("ck,ckv->cv", weights, torch.nan_to_num(z))
+
+
+AGGREGATIONS: dict[str, Aggregation] = {
+    "contrast": Aggregation(
+        "contrast", contrast, description="standardized similarities, softmax activation weights"
+    ),
+    "mean": Aggregation(
+        "mean", mean_similarity, description="the paper's activation-weighted mean, corrected"
+    ),
+    "soft-wpmi": Aggregation("soft-wpmi", soft_wpmi, description="CLIP-Dissect's default"),
+    "wpmi": Aggregation("wpmi", wpmi, description="CLIP-Dissect's WPMI"),
+    "cos-cubed": Aggregation(
+        "cos-cubed", cos_cubed, needs_sample=True, description="CLIP-Dissect's cos^3"
+    ),
+}
+
+DEFAULT_AGGREGATION = "contrast"
+
+
+def get_aggregation(name: str) -> Aggregation:
+    """Look up an aggregation by name (``default`` = :data:`DEFAULT_AGGREGATION`)."""
+    key = DEFAULT_AGGREGATION if name == "default" else name
+    if key not in AGGREGATIONS:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(AGGREGATIONS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise NeurolabelError(
+            f"Unknown aggregation '{name}'.{hint} Available: {', '.join(AGGREGATIONS)}, default"
+        )
+    return AGGREGATIONS[key]

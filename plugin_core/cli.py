@@ -1,0 +1,291 @@
+"""The ``neurolabel`` command line (typer + rich). Heavy modules are imported per command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .errors import NeurolabelError
+
+app = typer.Typer(
+    name="neurolabel",
+    help="Explain in natural language what each neuron of a vision network responds to.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
+
+
+def _parse_units(text: str | None) -> list[int] | None:
+    """``0-9,17`` -> [0..9, 17]."""
+    if not text:
+        return None
+    units: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                low, high = part.split("-", 1)
+                units.extend(range(int(low), int(high) + 1))
+            elif part:
+                units.append(int(part))
+        except ValueError:
+            raise NeurolabelError(f"--units {text!r}: write unit numbers like 0-9,17") from None
+    return units
+
+
+@app.command()
+def explain(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Model spec: torchvision:resnet18, timm:NAME, file:PATH, python:mod:fn, "
+            "packaged:efficientnet_lite0"
+        ),
+    ],
+    layer: Annotated[
+        list[str], typer.Option("--layer", "-l", help="Layer to explain (repeatable)")
+    ],
+    images: Annotated[Path, typer.Option("--images", "-i", help="Folder of probing images")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Result folder")] = Path(
+        "neurolabel-out"
+    ),
+    scorer: Annotated[
+        str, typer.Option(help="Scorer spec")
+    ] = "open_clip:ViT-B-32/laion2b_s34b_b79k",
+    vocab: Annotated[str, typer.Option("--vocab", help="Vocabulary spec, '+' joins")] = "imagenet",
+    top_k: Annotated[int, typer.Option("--top-k", help="Exemplars per neuron")] = 10,
+    aggregation: Annotated[
+        str, typer.Option(help="default, contrast, mean, soft-wpmi, wpmi, cos-cubed")
+    ] = "default",
+    extractor: Annotated[str, typer.Option(help="Extractor spec")] = "hooks",
+    units: Annotated[str | None, typer.Option(help="Units to explain, e.g. 0-63,100")] = None,
+    threshold: Annotated[str, typer.Option(help="Patch threshold: quantile or otsu")] = "quantile",
+    activation: Annotated[str, typer.Option(help="Rank images by map max or mean")] = "max",
+    device: Device = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    num_workers: Annotated[int, typer.Option("--num-workers")] = 0,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Allow unpickling a whole module from file: (runs code from the file)",
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or table")] = False,
+) -> None:
+    """Label the neurons of one or more layers and write result.json, descriptions.csv, patches."""
+    from .context import build_context
+    from .labeler import NeuronLabeler
+    from .report import result_table
+
+    ctx = build_context(device, trust_pickle=trust_pickle)
+    labeler = NeuronLabeler(
+        model,
+        layers=layer,
+        scorer=scorer,
+        vocabulary=vocab,
+        top_k=top_k,
+        aggregation=aggregation,
+        extractor=extractor,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        units=_parse_units(units),
+        threshold=threshold,
+        activation=activation,
+        context=ctx,
+        progress=not quiet,
+    )
+    result = labeler.run(images)
+    path = result.save(out)
+    if not quiet:
+        console.print(result_table(result))
+    skipped = result.dataset.get("num_skipped", 0)
+    if skipped:
+        err_console.print(f"[yellow]{skipped} input(s) skipped[/yellow] (reasons in {path})")
+    console.print(f"Wrote {path} and {out / 'descriptions.csv'}")
+
+
+@app.command()
+def layers(
+    model: Annotated[str, typer.Argument(help="Model spec")],
+    contains: Annotated[
+        str | None, typer.Option("--contains", help="Only names containing this")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    extractor: Annotated[str, typer.Option(help="Extractor spec")] = "hooks",
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle")] = False,
+) -> None:
+    """List the hookable layers of MODEL with their output shapes."""
+    from rich.table import Table
+
+    from .context import build_context
+    from .labeler import resolve_model
+
+    ctx = build_context("cpu", trust_pickle=trust_pickle)
+    loaded = resolve_model(model, ctx, None)
+    infos = ctx.registries.extractors.resolve(extractor, ctx).list_layers(loaded)
+    if contains:
+        infos = [i for i in infos if contains in i.name]
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {"name": i.name, "type": i.type, "shape": list(i.shape), "kind": i.kind}
+                    for i in infos
+                ],
+                indent=1,
+            )
+        )
+        return
+    table = Table(title=f"Layers of {model}")
+    for column in ("name", "type", "output shape", "kind"):
+        table.add_column(column)
+    for info in infos:
+        table.add_row(info.name, info.type, "×".join(map(str, info.shape)), info.kind)
+    console.print(table)
+
+
+@app.command()
+def plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Show the registered plugins and what each registers."""
+    from rich.table import Table
+
+    from .plugins import get_plugins
+
+    facade = get_plugins()
+    regs = facade.registries()
+    kinds = {
+        "model source": regs.model_sources,
+        "extractor": regs.extractors,
+        "vocabulary": regs.vocabularies,
+        "scorer": regs.scorers,
+        "evaluator": regs.evaluators,
+    }
+    rows = [(kind, e.name, e.plugin, e.description) for kind, reg in kinds.items() for e in reg]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "plugins": facade.plugin_names(),
+                    "registered": [
+                        dict(zip(("kind", "name", "plugin", "description"), row, strict=True))
+                        for row in rows
+                    ],
+                },
+                indent=1,
+            )
+        )
+        return
+    table = Table(title="neurolabel plugins")
+    for column in ("kind", "name", "plugin", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
+def report(
+    result_path: Annotated[
+        Path, typer.Argument(metavar="RESULT", help="Result folder or result.json")
+    ],
+    layer: Annotated[str | None, typer.Option("--layer", "-l")] = None,
+    limit: Annotated[int, typer.Option(help="Rows per layer (0 = all)")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result JSON")] = False,
+) -> None:
+    """Show a saved result as a terminal table."""
+    from .report import result_table
+    from .result import LabelingResult
+
+    result = LabelingResult.load(result_path)
+    if layer is not None and layer not in result.neurons:
+        from .errors import LayerNotFoundError
+
+        raise LayerNotFoundError(
+            f"Layer '{layer}' is not in {result_path}. Layers: {', '.join(result.neurons)}"
+        )
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return
+    console.print(result_table(result, layer=layer, limit=limit or None))
+
+
+@app.command()
+def evaluate(
+    result_path: Annotated[
+        Path, typer.Argument(metavar="RESULT", help="Result folder or result.json")
+    ],
+    metric: Annotated[
+        list[str],
+        typer.Option(
+            "--metric", "-m", help="Evaluator spec (repeatable), e.g. accuracy?ground_truth=gt.csv"
+        ),
+    ],
+    device: Device = "auto",
+) -> None:
+    """Run evaluators on a saved result and store their figures in it."""
+    from .atomic import atomic_write
+    from .context import build_context
+    from .result import RESULT_FILE, LabelingResult
+
+    ctx = build_context(device)
+    result = LabelingResult.load(result_path)
+    for spec in metric:
+        evaluator = ctx.registries.evaluators.resolve(spec, ctx)
+        figures = evaluator.evaluate(result, ctx)
+        result.metrics[evaluator.name] = figures
+        console.print(f"[bold]{evaluator.name}[/bold]: {json.dumps(figures)}")
+    target = result_path / RESULT_FILE if result_path.is_dir() else result_path
+    with atomic_write(target) as handle:
+        json.dump(result.to_dict(), handle, indent=1)
+
+
+_commands_registered = False
+
+
+def _register_plugin_commands() -> None:
+    global _commands_registered
+    if not _commands_registered:
+        _commands_registered = True
+        from .plugins import get_plugins
+
+        get_plugins().register_commands(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, printing user errors without a traceback."""
+    _register_plugin_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except NeurolabelError as exc:
+        err_console.print(f"[bold red]Error:[/bold red] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print(
+            "[yellow]Interrupted[/yellow]: outputs are written atomically; "
+            "nothing half-written was left."
+        )
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,622 @@
+"""The end-to-end pipeline: exemplars -> patches -> scores -> explanations."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from .aggregation import ImageSample, get_aggregation
+from .context import build_context
+from .errors import EmptyInputError, NeurolabelError
+from .images import ImageLoadError, ImageSource, ProbeDataset, SkippedInput, as_image_source
+from .patches import PatchSettings, flatten_maps, image_box, input_boxes
+from .preprocessing import Preprocessing
+from .progress import Steps, progress_steps
+from .protocols import ConceptScorer, EmbeddingScorer, Extractor, LoadedModel, ResolveContext
+from .result import Exemplar, LabelingResult, NeuronExplanation
+from .spec import Spec
+from .topk import StreamingTopK, TopKState
+from .vocabulary import Vocabulary
+
+DEFAULT_SCORER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
+DEFAULT_VOCABULARY = "imagenet"
+PATCH_THUMBNAIL = 160
+_VERSIONED = ("neurolabel", "torch", "torchvision", "timm", "open_clip_torch", "pillow", "numpy")
+
+UnitSelection = Sequence[int] | Mapping[str, Sequence[int]] | None
+
+
+def resolve_vocabulary(
+    vocabulary: str | Vocabulary | Sequence[str], ctx: ResolveContext
+) -> Vocabulary:
+    """Build a vocabulary from a spec (``imagenet+words:5000``), a list, or a Vocabulary.
+
+    ``+`` joins vocabularies; it only splits where the next part starts with a registered
+    vocabulary name, so a file path containing ``+`` still works.
+
+    Args:
+        vocabulary: Spec string, list of concepts, or :class:`Vocabulary`.
+        ctx: Resolve context (its vocabulary registry).
+
+    Returns:
+        The normalized, non-empty :class:`Vocabulary`.
+    """
+    if isinstance(vocabulary, Vocabulary):
+        return vocabulary.require_nonempty()
+    if not isinstance(vocabulary, str):
+        return Vocabulary.build(list(vocabulary), source="list").require_nonempty()
+    registry = ctx.registries.vocabularies
+    parts: list[str] = []
+    for piece in vocabulary.split("+"):
+        name = Spec.parse(piece).name if piece.strip() else ""
+        if parts and name not in registry:
+            parts[-1] += "+" + piece
+        else:
+            parts.append(piece)
+    merged: Vocabulary | None = None
+    for part in parts:
+        vocab = registry.resolve(part, ctx)()
+        merged = vocab if merged is None else merged.union(vocab)
+    assert merged is not None
+    return merged.require_nonempty()
+
+
+def resolve_model(
+    model: str | nn.Module | LoadedModel, ctx: ResolveContext, preprocessing: Preprocessing | None
+) -> LoadedModel:
+    """A model spec, a module (with ``preprocessing`` or the ImageNet default) or a LoadedModel."""
+    if isinstance(model, LoadedModel):
+        loaded = model
+    elif isinstance(model, str):
+        loaded = ctx.registries.model_sources.resolve(model, ctx)
+    elif isinstance(model, nn.Module):
+        loaded = LoadedModel(model, preprocessing or Preprocessing(), type(model).__name__)
+    else:
+        raise NeurolabelError(
+            f"Cannot use a {type(model).__name__} as the model: give a spec such as "
+            "'torchvision:resnet18', an nn.Module, or a LoadedModel"
+        )
+    if preprocessing is not None:
+        loaded.preprocessing = preprocessing
+    loaded.model.eval().to(ctx.device)
+    return loaded
+
+
+@dataclass
+class _Layer:
+    name: str
+    state: TopKState
+    spatial: bool
+    shape: tuple[int, ...]
+    units: list[int]
+
+
+class NeuronLabeler:
+    """Explain what each neuron of some layers responds to.
+
+    Args:
+        model: A model spec (``torchvision:resnet18``, ``packaged:efficientnet_lite0``), an
+            ``nn.Module`` or a :class:`LoadedModel`.
+        layers: Dotted layer names (``neurolabel layers MODEL`` lists them).
+        scorer: Scorer spec or object (embedding or concept scorer).
+        vocabulary: Vocabulary spec (``imagenet``, ``words:20000``, ``file:PATH``,
+            ``imagenet+words:5000``), a list of concepts, or a :class:`Vocabulary`.
+        top_k: Exemplar images kept per neuron.
+        aggregation: ``default``, ``contrast``, ``mean``, ``soft-wpmi``, ``wpmi``, ``cos-cubed``.
+        extractor: Extractor spec (``hooks``).
+        device: ``auto``, ``cpu``, ``cuda``...
+        batch_size: Images per forward pass (and per scorer call).
+        num_workers: DataLoader workers.
+        activation: ``max`` or ``mean`` over a map, to rank images.
+        threshold: Patch threshold, ``quantile`` or ``otsu``.
+        quantile: Map-cell quantile for ``quantile`` thresholds (0.995 = NetDissect).
+        min_patch_size: Minimum patch side, as a fraction of the input's shorter side.
+        units: Units to explain, for every layer or per layer (all by default).
+        num_concepts: Ranked concepts stored per neuron.
+        saved_patches: Exemplar patches per neuron kept for :meth:`LabelingResult.save`.
+        sample_size: Images sampled for whole-image statistics (``cos-cubed``).
+        preprocessing: Input preprocessing when ``model`` is a bare module.
+        context: A prepared :class:`ResolveContext` (else one is built for ``device``).
+        progress: Show rich progress bars.
+
+    Examples:
+        >>> labeler = NeuronLabeler("torchvision:resnet18", layers=["layer4"],
+        ...                         vocabulary="imagenet")  # doctest: +SKIP
+        >>> result = labeler.run("images/")  # doctest: +SKIP
+        >>> result.explanation("layer4", 17).top(3)  # doctest: +SKIP
+        [('tabby', 1.9), ('tiger cat', 1.7), ('egyptian cat', 1.5)]
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module | LoadedModel,
+        layers: Sequence[str],
+        scorer: str | EmbeddingScorer | ConceptScorer = DEFAULT_SCORER,
+        vocabulary: str | Vocabulary | Sequence[str] = DEFAULT_VOCABULARY,
+        *,
+        top_k: int = 10,
+        aggregation: str = "default",
+        extractor: str | Extractor = "hooks",
+        device: str | torch.device = "auto",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        activation: str = "max",
+        threshold: str = "quantile",
+        quantile: float = 0.995,
+        min_patch_size: float = 0.25,
+        units: UnitSelection = None,
+        num_concepts: int = 10,
+        saved_patches: int = 5,
+        sample_size: int = 10000,
+        preprocessing: Preprocessing | None = None,
+        context: ResolveContext | None = None,
+        progress: bool = True,
+    ) -> None:
+        if isinstance(layers, str):
+            layers = [layers]
+        if not layers:
+            raise NeurolabelError("Give at least one layer (neurolabel layers MODEL lists them)")
+        if top_k < 1:
+            raise NeurolabelError(f"top_k must be at least 1, got {top_k}")
+        if batch_size < 1:
+            raise NeurolabelError(f"batch_size must be at least 1, got {batch_size}")
+        self.ctx = context or build_context(device)
+        self.aggregation = get_aggregation(aggregation)
+        self.aggregation_name = aggregation
+        self.patch_settings = PatchSettings(threshold=threshold, min_size=min_patch_size)
+        self.layers = list(dict.fromkeys(layers))
+        self.model_spec = model
+        self.scorer_spec = scorer
+        self.vocabulary_spec = vocabulary
+        self.extractor_spec = extractor
+        self.top_k = top_k
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.activation = activation
+        self.quantile = quantile
+        self.units = units
+        self.num_concepts = num_concepts
+        self.saved_patches = saved_patches
+        self.sample_size = sample_size
+        self.preprocessing = preprocessing
+        self.progress = progress
+        self._loaded: LoadedModel | None = None
+
+    # -- resolution -------------------------------------------------------------------
+    @property
+    def loaded(self) -> LoadedModel:
+        """The target model, loaded on first use."""
+        if self._loaded is None:
+            self._loaded = resolve_model(self.model_spec, self.ctx, self.preprocessing)
+        return self._loaded
+
+    def _extractor(self) -> Extractor:
+        spec = self.extractor_spec
+        return (
+            spec
+            if not isinstance(spec, str)
+            else self.ctx.registries.extractors.resolve(spec, self.ctx)
+        )
+
+    def _scorer(self) -> EmbeddingScorer | ConceptScorer:
+        spec = self.scorer_spec
+        scorer = (
+            spec
+            if not isinstance(spec, str)
+            else self.ctx.registries.scorers.resolve(spec, self.ctx)
+        )
+        if not isinstance(scorer, (EmbeddingScorer, ConceptScorer)):
+            raise NeurolabelError(
+                f"Scorer {scorer!r} has neither encode_images/encode_texts nor score_images"
+            )
+        return scorer
+
+    def _units_for(self, layer: str, channels: int) -> list[int]:
+        selection = self.units
+        if isinstance(selection, Mapping):
+            selection = selection.get(layer)
+        if selection is None:
+            return list(range(channels))
+        chosen = sorted(set(int(u) for u in selection))
+        bad = [u for u in chosen if not 0 <= u < channels]
+        if bad:
+            raise NeurolabelError(
+                f"Layer '{layer}' has units 0..{channels - 1}; {bad[:5]} are out of range"
+            )
+        return chosen
+
+    # -- stages -----------------------------------------------------------------------
+    def collect_exemplars(
+        self, source: ImageSource, steps: Steps
+    ) -> tuple[dict[str, TopKState], list[SkippedInput], dict[str, Tensor], Tensor]:
+        """Stream the probing set through the model; keep each neuron's top-k.
+
+        Returns:
+            Per-layer :class:`TopKState`, skipped inputs, per-layer ``[S, C]`` activations of
+            the sampled images (only when the aggregation needs them) and their indices.
+        """
+        loaded = self.loaded
+        extractor = self._extractor()
+        device = self.ctx.device
+        loader = torch.utils.data.DataLoader(
+            ProbeDataset(source, loaded.preprocessing),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        streams = {
+            layer: StreamingTopK(self.top_k, reduce=self.activation, quantile=self.quantile)
+            for layer in self.layers
+        }
+        want_sample = self.aggregation.needs_sample
+        sample_ids = _sample_indices(len(source), self.sample_size) if want_sample else None
+        sample_acts: dict[str, list[Tensor]] = {layer: [] for layer in self.layers}
+        skipped: list[SkippedInput] = []
+        skipped_ids: list[int] = []
+        task = steps.task("Finding exemplars", len(source))
+        with extractor.open(loaded, self.layers) as read:
+            for batch, indices, errors in loader:
+                ok = torch.tensor([not e for e in errors], dtype=torch.bool)
+                for index, error in zip(indices.tolist(), errors, strict=True):
+                    if error:
+                        skipped.append(SkippedInput(source.describe(index), error))
+                        skipped_ids.append(index)
+                if ok.any():
+                    batch, indices = batch[ok].to(device, non_blocking=True), indices[ok]
+                    with torch.inference_mode():  # activations never need gradients
+                        activations = read(batch)
+                    for layer, acts in activations.items():
+                        streams[layer].update(acts, indices.to(acts.device))
+                        if sample_ids is not None:
+                            keep = torch.isin(indices, sample_ids)
+                            if keep.any():
+                                per_image = (
+                                    acts
+                                    if acts.ndim == 2
+                                    else (
+                                        acts.amax((2, 3))
+                                        if self.activation == "max"
+                                        else acts.mean((2, 3))
+                                    )
+                                )
+                                sample_acts[layer].append(
+                                    per_image[keep.to(acts.device)].float().cpu()
+                                )
+                task.advance(len(errors))
+        if len(skipped) == len(source):
+            raise EmptyInputError(
+                f"None of the {len(source)} probing images could be read; first problem: "
+                f"{skipped[0].item}: {skipped[0].reason}"
+            )
+        states = {layer: stream.finalize() for layer, stream in streams.items()}
+        samples: dict[str, Tensor] = {}
+        kept_ids = torch.empty(0, dtype=torch.long)
+        if sample_ids is not None:
+            kept_ids = sample_ids[
+                ~torch.isin(sample_ids, torch.tensor(skipped_ids, dtype=torch.long))
+            ]
+            samples = {layer: torch.cat(chunks) for layer, chunks in sample_acts.items()}
+        return states, skipped, samples, kept_ids
+
+    def run(self, images: Any) -> LabelingResult:
+        """Label the neurons of every layer on the probing ``images``.
+
+        Args:
+            images: A folder path, a torch Dataset, or an iterable of PIL images.
+
+        Returns:
+            A :class:`LabelingResult` (``save`` it to write JSON, CSV and patches).
+        """
+        started = time.perf_counter()
+        source = as_image_source(images)
+        scorer = self._scorer()
+        vocabulary = resolve_vocabulary(self.vocabulary_spec, self.ctx)
+        with progress_steps(self.progress) as steps:
+            states, skipped, sample_acts, sample_ids = self.collect_exemplars(source, steps)
+            layers = [self._layer_info(name, state) for name, state in states.items()]
+            requests = self._patch_requests(layers, source, steps)
+            for image_index in sample_ids.tolist():  # whole images for image-level statistics
+                requests.unique[(int(image_index), None)] = None
+            sims = _score_requests(
+                requests,
+                source,
+                scorer,
+                vocabulary,
+                self.batch_size,
+                steps,
+                thumbnails=self._thumbnail_keys(layers),
+            )
+            neurons: dict[str, list[NeuronExplanation]] = {}
+            for layer in layers:
+                neurons[layer.name] = self._explain_layer(
+                    layer, requests, sims, source, vocabulary, sample_acts, sample_ids
+                )
+        skipped_all = [*source.skipped_upfront, *skipped]
+        result = LabelingResult(
+            model=self._model_info(),
+            layers={
+                layer.name: {
+                    "shape": list(layer.shape),
+                    "kind": "spatial" if layer.spatial else "vector",
+                    "units": layer.state.num_neurons,
+                    "explained_units": len(layer.units),
+                    "dead_units": int(layer.state.dead()[layer.units].sum()),
+                }
+                for layer in layers
+            },
+            neurons=neurons,
+            dataset={
+                "fingerprint": source.fingerprint(),
+                "num_images": len(source),
+                "num_used": len(source) - len(skipped),
+                "num_skipped": len(skipped_all),
+                "skipped": [vars(s) for s in skipped_all],
+            },
+            settings=self._settings(scorer, vocabulary),
+            versions=_versions(),
+        )
+        result.patch_images = sims.thumbnails
+        result.settings["seconds"] = round(time.perf_counter() - started, 3)
+        return result
+
+    # -- helpers ----------------------------------------------------------------------
+    def _layer_info(self, name: str, state: TopKState) -> _Layer:
+        spatial = state.maps is not None
+        shape = (state.num_neurons, *state.maps.shape[-2:]) if spatial else (state.num_neurons,)
+        return _Layer(name, state, spatial, shape, self._units_for(name, state.num_neurons))
+
+    def _patch_requests(self, layers: list[_Layer], source: ImageSource, steps: Steps) -> _Requests:
+        requests = _Requests()
+        preprocessing = self.loaded.preprocessing
+        sizes: dict[int, tuple[int, int]] = {}
+        for layer in layers:
+            state = layer.state
+            units = torch.tensor(layer.units, dtype=torch.long)
+            ids = state.ids[units]
+            if not layer.spatial:
+                for row, unit in enumerate(layer.units):
+                    for rank, image_index in enumerate(ids[row].tolist()):
+                        if image_index >= 0:
+                            requests.add(layer.name, unit, rank, image_index, None)
+                continue
+            assert state.maps is not None
+            maps, rows, ranks = flatten_maps(state.maps[units], ids)
+            task = steps.task(f"Cutting patches ({layer.name})", len(rows))
+            boxes = input_boxes(
+                maps, state.threshold[units][rows], preprocessing, self.patch_settings
+            )
+            for box, row, rank in zip(boxes, rows.tolist(), ranks.tolist(), strict=True):
+                image_index = int(ids[row, rank])
+                if image_index not in sizes:
+                    sizes[image_index] = source.size(image_index)
+                original = image_box(box, preprocessing, sizes[image_index])
+                requests.add(layer.name, layer.units[row], rank, image_index, original)
+                task.advance()
+        return requests
+
+    def _thumbnail_keys(self, layers: list[_Layer]) -> set[tuple[str, int, int]]:
+        keys = set()
+        for layer in layers:
+            for unit in layer.units:
+                for rank in range(min(self.saved_patches, self.top_k)):
+                    keys.add((layer.name, unit, rank))
+        return keys
+
+    def _explain_layer(
+        self,
+        layer: _Layer,
+        requests: _Requests,
+        sims: _Scores,
+        source: ImageSource,
+        vocabulary: Vocabulary,
+        sample_acts: dict[str, Tensor],
+        sample_ids: Tensor,
+    ) -> list[NeuronExplanation]:
+        state = layer.state
+        units = torch.tensor(layer.units, dtype=torch.long)
+        values = state.values[units].clone()
+        exemplar_sims = torch.full((len(layer.units), self.top_k, len(vocabulary)), float("nan"))
+        for row, unit in enumerate(layer.units):
+            for rank in range(self.top_k):
+                key = requests.key_of.get((layer.name, unit, rank))
+                if key is None:
+                    values[row, rank] = float("-inf")
+                else:
+                    exemplar_sims[row, rank] = sims.row(key)
+        sample = None
+        if self.aggregation.needs_sample:
+            whole = torch.stack([sims.row((int(i), None)) for i in sample_ids.tolist()])
+            sample = ImageSample(acts=sample_acts[layer.name][:, units], sims=whole)
+        scores = self.aggregation.function(exemplar_sims, values, sample)
+        dead = state.dead()[units]
+        order = scores.argsort(dim=1, descending=True)[:, : self.num_concepts]
+        neurons = []
+        for row, unit in enumerate(layer.units):
+            exemplars = [
+                Exemplar(
+                    image_index=int(state.ids[unit, rank]),
+                    image=source.describe(int(state.ids[unit, rank])),
+                    activation=_finite(state.values[unit, rank]),
+                    box=list(requests.box_of[(layer.name, unit, rank)] or []) or None,
+                )
+                for rank in range(self.top_k)
+                if (layer.name, unit, rank) in requests.key_of
+            ]
+            stats = {
+                "mean": _finite(state.mean[unit]),
+                "std": _finite(state.std[unit]),
+                "min": _finite(state.min[unit]),
+                "max": _finite(state.max[unit]),
+                "threshold": _finite(state.threshold[unit]),
+            }
+            if bool(dead[row]):
+                neurons.append(
+                    NeuronExplanation(layer.name, unit, [], exemplars, True, stats=stats)
+                )
+                continue
+            ranked = [[vocabulary.concepts[int(c)], _finite(scores[row, c])] for c in order[row]]
+            best = int(order[row, 0])
+            valid = torch.isfinite(values[row])
+            similarity = (
+                _finite(torch.nanmean(exemplar_sims[row, valid, best])) if valid.any() else None
+            )
+            neurons.append(
+                NeuronExplanation(
+                    layer.name, unit, ranked, exemplars, False, stats=stats, similarity=similarity
+                )
+            )
+        return neurons
+
+    def _model_info(self) -> dict[str, Any]:
+        loaded = self.loaded
+        return {
+            "name": loaded.name,
+            "class": type(loaded.model).__name__,
+            "num_parameters": sum(p.numel() for p in loaded.model.parameters()),
+            "num_classes": len(loaded.class_names) if loaded.class_names else None,
+            "class_names": loaded.class_names,
+            "preprocessing": loaded.preprocessing.to_dict(),
+        }
+
+    def _settings(self, scorer: Any, vocabulary: Vocabulary) -> dict[str, Any]:
+        return {
+            "layers": self.layers,
+            "scorer": self.scorer_spec if isinstance(self.scorer_spec, str) else scorer.name,
+            "vocabulary": vocabulary.source or "list",
+            "vocabulary_size": len(vocabulary),
+            "aggregation": self.aggregation.name,
+            "extractor": self.extractor_spec
+            if isinstance(self.extractor_spec, str)
+            else self.extractor_spec.name,
+            "top_k": self.top_k,
+            "activation": self.activation,
+            "threshold": self.patch_settings.threshold,
+            "quantile": self.quantile,
+            "min_patch_size": self.patch_settings.min_size,
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "device": str(self.ctx.device),
+            "sample_size": self.sample_size if self.aggregation.needs_sample else None,
+        }
+
+
+class _Requests:
+    """Unique (image, box) patches needed, and which exemplar slot each one fills."""
+
+    def __init__(self) -> None:
+        self.unique: dict[tuple[int, tuple[int, int, int, int] | None], None] = {}
+        self.key_of: dict[tuple[str, int, int], tuple[int, tuple[int, int, int, int] | None]] = {}
+        self.box_of: dict[tuple[str, int, int], tuple[int, int, int, int] | None] = {}
+
+    def add(self, layer: str, unit: int, rank: int, image_index: int, box) -> None:
+        key = (image_index, tuple(box) if box is not None else None)
+        self.unique[key] = None
+        self.key_of[(layer, unit, rank)] = key
+        self.box_of[(layer, unit, rank)] = key[1]
+
+
+class _Scores:
+    def __init__(
+        self, rows: dict[Any, Tensor], thumbnails: dict[tuple[str, int, int], Image.Image]
+    ):
+        self.rows = rows
+        self.thumbnails = thumbnails
+
+    def row(self, key: Any) -> Tensor:
+        return self.rows[key]
+
+
+def _score_requests(
+    requests: _Requests,
+    source: ImageSource,
+    scorer: EmbeddingScorer | ConceptScorer,
+    vocabulary: Vocabulary,
+    batch_size: int,
+    steps: Steps,
+    thumbnails: set[tuple[str, int, int]],
+) -> _Scores:
+    """Score every unique patch against the vocabulary, reading each image only once."""
+    keys = list(requests.unique)
+    by_image: dict[int, list[Any]] = {}
+    for key in keys:
+        by_image.setdefault(key[0], []).append(key)
+    thumb_slots: dict[Any, list[tuple[str, int, int]]] = {}
+    for slot in thumbnails:
+        if slot in requests.key_of:
+            thumb_slots.setdefault(requests.key_of[slot], []).append(slot)
+    text = None
+    if isinstance(scorer, EmbeddingScorer):
+        text = scorer.encode_texts(list(vocabulary.concepts)).float()
+    rows: dict[Any, Tensor] = {}
+    thumbs: dict[tuple[str, int, int], Image.Image] = {}
+    pending_keys: list[Any] = []
+    pending_images: list[Image.Image] = []
+
+    def flush() -> None:
+        if not pending_images:
+            return
+        if text is not None:
+            scores = scorer.encode_images(pending_images).float() @ text.T  # type: ignore[union-attr]
+        else:
+            scores = scorer.score_images(pending_images, vocabulary).float()  # type: ignore[union-attr]
+        for key, row in zip(pending_keys, scores.cpu(), strict=True):
+            rows[key] = row
+        task.advance(len(pending_images))
+        pending_keys.clear()
+        pending_images.clear()
+
+    task = steps.task("Scoring patches", len(keys))
+    for image_index in sorted(by_image):
+        try:
+            image = source.load(image_index)
+        except ImageLoadError as exc:  # the file changed since the first pass
+            raise NeurolabelError(
+                f"{source.describe(image_index)} became unreadable: {exc}"
+            ) from None
+        for key in by_image[image_index]:
+            patch = image if key[1] is None else image.crop(key[1])
+            for slot in thumb_slots.get(key, []):
+                thumb = patch.copy()
+                thumb.thumbnail((PATCH_THUMBNAIL, PATCH_THUMBNAIL))
+                thumbs[slot] = thumb
+            pending_keys.append(key)
+            pending_images.append(patch)
+            if len(pending_images) >= batch_size:
+                flush()
+    flush()
+    calibrate = getattr(scorer, "calibrate", None)
+    if callable(calibrate) and rows:
+        stacked = torch.stack([rows[k] for k in keys])
+        stacked = calibrate(stacked, vocabulary)
+        rows = {k: stacked[i] for i, k in enumerate(keys)}
+    return _Scores(rows, thumbs)
+
+
+def _sample_indices(count: int, size: int) -> Tensor:
+    generator = torch.Generator().manual_seed(0)
+    if count <= size:
+        return torch.arange(count)
+    return torch.randperm(count, generator=generator)[:size].sort().values
+
+
+def _finite(value: Any) -> float | None:
+    number = float(value)
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in _VERSIONED:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -1,0 +1,42 @@
+"""A synthetic target whose unit 0 fires on red, unit 1 on blue, unit 2 never (dead)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+
+class ColorDetector(nn.Module):
+    """conv (stride 4) -> relu: unit 0 = redness, unit 1 = blueness, unit 2 = always 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 3, kernel_size=4, stride=4), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, 2)
+        with torch.no_grad():
+            weight = torch.zeros(3, 3, 4, 4)
+            weight[0, 0], weight[0, 1], weight[0, 2] = (
+                1 / 16,
+                -1 / 16,
+                -1 / 16,
+            )  # red - green - blue
+            weight[1, 2], weight[1, 0], weight[1, 1] = 1 / 16, -1 / 16, -1 / 16
+            self.features[0].weight.copy_(weight)
+            self.features[0].bias.copy_(torch.tensor([0.0, 0.0, -100.0]))
+            self.fc.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def square_image(size: tuple[int, int], box: tuple[int, int, int, int], color, seed: int = 0):
+    """Gray noisy background with a solid square ``box`` (x0, y0, x1, y1) of ``color``."""
+    rng = np.random.default_rng(seed)
+    array = rng.integers(90, 140, size=(size[1], size[0], 1), dtype=np.uint8).repeat(3, axis=2)
+    x0, y0, x1, y1 = box
+    array[y0:y1, x0:x1] = color
+    return Image.fromarray(array, "RGB")

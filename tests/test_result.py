@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from neurolabel.plugin_core.atomic import atomic_write
+from neurolabel.plugin_core.errors import LayerNotFoundError, NeurolabelError
+from neurolabel.plugin_core.result import Exemplar, LabelingResult, NeuronExplanation
+
+
+def sample_result() -> LabelingResult:
+    neurons = [
+        NeuronExplanation(
+            "layer4",
+            0,
+            [["dog", 1.5], ["cat", 0.5]],
+            [Exemplar(3, "a.png", 2.0, [0, 0, 5, 5])],
+            similarity=0.31,
+        ),
+        NeuronExplanation("layer4", 1, [], [], dead=True),
+    ]
+    result = LabelingResult(
+        model={"name": "m"},
+        layers={"layer4": {"units": 2}},
+        neurons={"layer4": neurons},
+        settings={"top_k": 1},
+    )
+    result.patch_images[("layer4", 0, 0)] = Image.new("RGB", (5, 5), "red")
+    return result
+
+
+def test_save_load_round_trip(tmp_path):
+    result = sample_result()
+    path = result.save(tmp_path / "out")
+    loaded = LabelingResult.load(tmp_path / "out")
+    assert loaded.explanation("layer4", 0).top(1) == [("dog", 1.5)]
+    assert loaded.explanation("layer4", 1).description == "(dead)"
+    patch = loaded.explanation("layer4", 0).exemplars[0].patch
+    assert patch and (tmp_path / "out" / patch).is_file()
+    assert json.loads(path.read_text())["schema_version"] == "1.0"
+    rows = list(csv.reader((tmp_path / "out" / "descriptions.csv").open()))
+    assert rows == [
+        ["layer", "unit", "description", "similarity"],
+        ["layer4", "0", "dog", "0.31"],
+        ["layer4", "1", "(dead)", ""],
+    ]
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_lookup_errors(tmp_path):
+    result = sample_result()
+    with pytest.raises(LayerNotFoundError, match="Layers: layer4"):
+        result.explanation("layer3", 0)
+    with pytest.raises(NeurolabelError, match="units explained: 0..1"):
+        result.explanation("layer4", 7)
+    with pytest.raises(NeurolabelError, match="No result"):
+        LabelingResult.load(tmp_path)
+    (tmp_path / "result.json").write_text('{"schema_version": "9.0"}')
+    with pytest.raises(NeurolabelError, match="schema 9.0"):
+        LabelingResult.load(tmp_path)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as handle:
+            handle.write("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
