@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -327,7 +327,7 @@ def build_classifier_scorer(spec: Spec, ctx: ResolveContext) -> ClassifierScorer
 
 
 @hookimpl
-def register_scorers(register):  # type: ignore[no-untyped-def]
+def register_scorers(register: Callable[..., None]) -> None:
     """Register the ``classifier`` scorer."""
     register(
         "classifier",

@@ -12,7 +12,7 @@ Spec: ``color[:PALETTES][?delta_e=15&metric=cie76&size=64]``, PALETTES a comma l
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -134,7 +134,9 @@ def _hex_to_rgb(value: str) -> tuple[int, int, int]:
 
 
 @lru_cache(maxsize=8)
-def color_table(palettes: tuple[str, ...] = PALETTES) -> dict[str, tuple[tuple[int, int, int], ...]]:
+def color_table(
+    palettes: tuple[str, ...] = PALETTES,
+) -> dict[str, tuple[tuple[int, int, int], ...]]:
     """Known color names and their sRGB prototypes.
 
     When palettes share a name, the first in :data:`PALETTES` order wins (basic, then CSS4,
@@ -406,7 +408,7 @@ def build_color_scorer(spec: Spec, ctx: ResolveContext | None = None) -> ColorSc
 
 
 @hookimpl
-def register_scorers(register):  # type: ignore[no-untyped-def]
+def register_scorers(register: Callable[..., None]) -> None:
     """Register the ``color`` scorer."""
     register(
         "color",

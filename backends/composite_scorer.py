@@ -24,8 +24,9 @@ times the median standard deviation of its sub-scorer's columns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
@@ -87,9 +88,8 @@ def calibrate_columns(
 
     Examples:
         >>> s = torch.tensor([[0.0, 0.2], [1.0, 0.4]])
-        >>> calibrate_columns(s, [torch.tensor([0]), torch.tensor([1])])
-        tensor([[-1., -1.],
-                [ 1.,  1.]])
+        >>> calibrate_columns(s, [torch.tensor([0]), torch.tensor([1])]).round(decimals=4).tolist()
+        [[-1.0, -1.0], [1.0, 1.0]]
     """
     if mode not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {mode!r}")
@@ -168,7 +168,8 @@ class CompositeScorer:
                 f"{', '.join(generalists)} all do; the second would never be used"
             )
         self.name = name
-        self.scorers = list(scorers)
+        # Any: sub-scorers are duck-typed (score_images | encode_*, optional can_score).
+        self.scorers: list[Any] = list(scorers)
         self.calibration = calibration
         self.std_floor = float(std_floor)
         self._generalist = next(
@@ -193,7 +194,7 @@ class CompositeScorer:
                 (
                     i
                     for i, s in enumerate(self.scorers)
-                    if _has(s, "can_score") and s.can_score(concept, category)  # type: ignore[attr-defined]
+                    if _has(s, "can_score") and s.can_score(concept, category)
                 ),
                 self._generalist,
             )
@@ -224,7 +225,9 @@ class CompositeScorer:
                 if not columns:
                     continue
                 concepts = [vocabulary.concepts[c] for c in columns]
-                categories = {c: vocabulary.categories[c] for c in concepts if c in vocabulary.categories}
+                categories = {
+                    c: vocabulary.categories[c] for c in concepts if c in vocabulary.categories
+                }
                 sub = Vocabulary(tuple(concepts), categories, vocabulary.source)
                 blocks.append(Block(index, torch.tensor(columns), sub))
             unseen = torch.tensor([c for c, r in enumerate(routes) if r is None], dtype=torch.long)
@@ -234,7 +237,7 @@ class CompositeScorer:
     def _text_embeddings(self, index: int, concepts: tuple[str, ...]) -> Tensor:
         key = (index, concepts)
         if key not in self._texts:
-            self._texts = {key: self.scorers[index].encode_texts(list(concepts))}  # type: ignore[attr-defined]
+            self._texts = {key: self.scorers[index].encode_texts(list(concepts))}
         return self._texts[key]
 
     def score_images(self, images: Sequence[Image.Image], vocabulary: Vocabulary) -> Tensor:
@@ -256,10 +259,10 @@ class CompositeScorer:
         for block in self.plan(vocabulary).blocks:
             scorer = self.scorers[block.scorer]
             if _has(scorer, "score_images"):
-                scores = scorer.score_images(images, block.vocabulary)  # type: ignore[attr-defined]
+                scores = scorer.score_images(images, block.vocabulary)
             else:
                 texts = self._text_embeddings(block.scorer, block.vocabulary.concepts)
-                scores = scorer.encode_images(images).float().cpu() @ texts.float().cpu().T  # type: ignore[attr-defined]
+                scores = scorer.encode_images(images).float().cpu() @ texts.float().cpu().T
             out[:, block.columns] = scores.float().cpu()
         return out
 
@@ -281,7 +284,9 @@ class CompositeScorer:
         for block in plan.blocks:
             scorer = self.scorers[block.scorer]
             if _has(scorer, "calibrate"):
-                out[:, block.columns] = scorer.calibrate(out[:, block.columns], block.vocabulary).float()  # type: ignore[attr-defined]
+                out[:, block.columns] = scorer.calibrate(
+                    out[:, block.columns], block.vocabulary
+                ).float()
         out = calibrate_columns(
             out, [b.columns for b in plan.blocks], self.calibration, self.std_floor
         )
@@ -307,8 +312,8 @@ def split_sub_specs(spec: Spec) -> list[Spec]:
         One :class:`Spec` per sub-scorer.
 
     Examples:
-        >>> subs = split_sub_specs(Spec.parse("composite:color+classifier:packaged:m?color.delta_e=9"))
-        >>> [str(s) for s in subs]
+        >>> spec = Spec.parse("composite:color+classifier:packaged:m?color.delta_e=9")
+        >>> [str(s) for s in split_sub_specs(spec)]
         ['color?delta_e=9', 'classifier:packaged:m']
     """
     argument = spec.require_argument("sub-scorer specs joined by '+'")
@@ -329,7 +334,9 @@ def split_sub_specs(spec: Spec) -> list[Spec]:
         if target.isdigit():
             index = int(target) - 1
             if not 0 <= index < len(subs):
-                raise SpecError(f"'{spec}': option {key!r} names sub-scorer {target}, but there are {len(subs)}")
+                raise SpecError(
+                    f"'{spec}': option {key!r} names sub-scorer {target}, but there are {len(subs)}"
+                )
             matches = [index]
         else:
             matches = [i for i, s in enumerate(subs) if s.name == target]
@@ -367,7 +374,7 @@ def build_composite_scorer(spec: Spec, ctx: ResolveContext) -> CompositeScorer:
 
 
 @hookimpl
-def register_scorers(register):  # type: ignore[no-untyped-def]
+def register_scorers(register: Callable[..., None]) -> None:
     """Register the ``composite`` scorer."""
     register(
         "composite",

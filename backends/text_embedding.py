@@ -70,9 +70,7 @@ class TextEmbedder:
         torch.Size([2, 384])
     """
 
-    def __init__(
-        self, model: Any, name: str, device: torch.device, batch_size: int = 256
-    ) -> None:
+    def __init__(self, model: Any, name: str, device: torch.device, batch_size: int = 256) -> None:
         self.model = model
         self.name = name
         self.device = device
@@ -84,7 +82,10 @@ class TextEmbedder:
     @property
     def dim(self) -> int:
         """Embedding width ``D``."""
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         return int(get_dim())
 
     def encode(self, texts: Sequence[str]) -> Tensor:

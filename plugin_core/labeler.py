@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .aggregation import ImageSample, get_aggregation
+from .aggregation import Aggregation, ImageSample, get_aggregation
 from .context import build_context
 from .errors import EmptyInputError, NeurolabelError
 from .images import ImageLoadError, ImageSource, ProbeDataset, SkippedInput, as_image_source
@@ -235,7 +235,7 @@ class NeuronLabeler:
 
     # -- stages -----------------------------------------------------------------------
     def collect_exemplars(
-        self, source: ImageSource, steps: Steps
+        self, source: ImageSource, steps: Steps, with_sample: bool = False
     ) -> tuple[dict[str, TopKState], list[SkippedInput], dict[str, Tensor], Tensor]:
         """Stream the probing set through the model; keep each neuron's top-k.
 
@@ -256,8 +256,7 @@ class NeuronLabeler:
             layer: StreamingTopK(self.top_k, reduce=self.activation, quantile=self.quantile)
             for layer in self.layers
         }
-        want_sample = self.aggregation.needs_sample
-        sample_ids = _sample_indices(len(source), self.sample_size) if want_sample else None
+        sample_ids = _sample_indices(len(source), self.sample_size) if with_sample else None
         sample_acts: dict[str, list[Tensor]] = {layer: [] for layer in self.layers}
         skipped: list[SkippedInput] = []
         skipped_ids: list[int] = []
@@ -315,12 +314,32 @@ class NeuronLabeler:
         Returns:
             A :class:`LabelingResult` (``save`` it to write JSON, CSV and patches).
         """
+        return self.explain(self.gather_evidence(images))
+
+    def gather_evidence(self, images: Any, with_sample: bool | None = None) -> Evidence:
+        """Run every stage up to the patch-concept scores (the expensive part).
+
+        :meth:`explain` then aggregates the evidence, so several aggregations can be
+        compared on one run without re-reading images or re-scoring patches.
+
+        Args:
+            images: A folder path, a torch Dataset, or an iterable of PIL images.
+            with_sample: Also score a uniform sample of whole images (needed by aggregations
+                such as ``cos-cubed``); default: when the labeler's aggregation needs it.
+
+        Returns:
+            An :class:`Evidence`.
+        """
         started = time.perf_counter()
         source = as_image_source(images)
         scorer = self._scorer()
         vocabulary = resolve_vocabulary(self.vocabulary_spec, self.ctx)
+        if with_sample is None:
+            with_sample = self.aggregation.needs_sample
         with progress_steps(self.progress) as steps:
-            states, skipped, sample_acts, sample_ids = self.collect_exemplars(source, steps)
+            states, skipped, sample_acts, sample_ids = self.collect_exemplars(
+                source, steps, with_sample
+            )
             layers = [self._layer_info(name, state) for name, state in states.items()]
             requests = self._patch_requests(layers, source, steps)
             for image_index in sample_ids.tolist():  # whole images for image-level statistics
@@ -334,12 +353,41 @@ class NeuronLabeler:
                 steps,
                 thumbnails=self._thumbnail_keys(layers),
             )
-            neurons: dict[str, list[NeuronExplanation]] = {}
-            for layer in layers:
-                neurons[layer.name] = self._explain_layer(
-                    layer, requests, sims, source, vocabulary, sample_acts, sample_ids
-                )
-        skipped_all = [*source.skipped_upfront, *skipped]
+        return Evidence(
+            source=source,
+            scorer_name=getattr(scorer, "name", type(scorer).__name__),
+            vocabulary=vocabulary,
+            layers=layers,
+            requests=requests,
+            scores=sims,
+            sample_acts=sample_acts,
+            sample_ids=sample_ids,
+            skipped=[*source.skipped_upfront, *skipped],
+            num_unreadable=len(skipped),
+            seconds=time.perf_counter() - started,
+        )
+
+    def explain(self, evidence: Evidence, aggregation: str | None = None) -> LabelingResult:
+        """Aggregate gathered evidence into explanations.
+
+        Args:
+            evidence: From :meth:`gather_evidence`.
+            aggregation: Aggregation name; default: the labeler's.
+
+        Returns:
+            The :class:`LabelingResult`.
+        """
+        started = time.perf_counter()
+        chosen = self.aggregation if aggregation is None else get_aggregation(aggregation)
+        if chosen.needs_sample and not len(evidence.sample_ids):
+            raise NeurolabelError(
+                f"Aggregation '{chosen.name}' needs whole-image statistics: gather the "
+                "evidence with with_sample=True"
+            )
+        neurons = {
+            layer.name: self._explain_layer(layer, evidence, chosen) for layer in evidence.layers
+        }
+        source = evidence.source
         result = LabelingResult(
             model=self._model_info(),
             layers={
@@ -350,21 +398,22 @@ class NeuronLabeler:
                     "explained_units": len(layer.units),
                     "dead_units": int(layer.state.dead()[layer.units].sum()),
                 }
-                for layer in layers
+                for layer in evidence.layers
             },
             neurons=neurons,
             dataset={
                 "fingerprint": source.fingerprint(),
                 "num_images": len(source),
-                "num_used": len(source) - len(skipped),
-                "num_skipped": len(skipped_all),
-                "skipped": [vars(s) for s in skipped_all],
+                "num_used": len(source) - evidence.num_unreadable,
+                "num_skipped": len(evidence.skipped),
+                "skipped": [vars(s) for s in evidence.skipped],
             },
-            settings=self._settings(scorer, vocabulary),
+            settings=self._settings(evidence, chosen),
             versions=_versions(),
         )
-        result.patch_images = sims.thumbnails
-        result.settings["seconds"] = round(time.perf_counter() - started, 3)
+        result.patch_images = dict(evidence.scores.thumbnails)
+        seconds = evidence.seconds + time.perf_counter() - started
+        result.settings["seconds"] = round(seconds, 3)
         return result
 
     # -- helpers ----------------------------------------------------------------------
@@ -411,31 +460,13 @@ class NeuronLabeler:
         return keys
 
     def _explain_layer(
-        self,
-        layer: _Layer,
-        requests: _Requests,
-        sims: _Scores,
-        source: ImageSource,
-        vocabulary: Vocabulary,
-        sample_acts: dict[str, Tensor],
-        sample_ids: Tensor,
+        self, layer: _Layer, evidence: Evidence, aggregation: Aggregation
     ) -> list[NeuronExplanation]:
         state = layer.state
+        requests, source, vocabulary = evidence.requests, evidence.source, evidence.vocabulary
         units = torch.tensor(layer.units, dtype=torch.long)
-        values = state.values[units].clone()
-        exemplar_sims = torch.full((len(layer.units), self.top_k, len(vocabulary)), float("nan"))
-        for row, unit in enumerate(layer.units):
-            for rank in range(self.top_k):
-                key = requests.key_of.get((layer.name, unit, rank))
-                if key is None:
-                    values[row, rank] = float("-inf")
-                else:
-                    exemplar_sims[row, rank] = sims.row(key)
-        sample = None
-        if self.aggregation.needs_sample:
-            whole = torch.stack([sims.row((int(i), None)) for i in sample_ids.tolist()])
-            sample = ImageSample(acts=sample_acts[layer.name][:, units], sims=whole)
-        scores = self.aggregation.function(exemplar_sims, values, sample)
+        exemplar_sims, values, sample = evidence.layer_tensors(layer.name, aggregation.needs_sample)
+        scores = aggregation.function(exemplar_sims, values, sample)
         dead = state.dead()[units]
         order = scores.argsort(dim=1, descending=True)[:, : self.num_concepts]
         neurons = []
@@ -486,13 +517,16 @@ class NeuronLabeler:
             "preprocessing": loaded.preprocessing.to_dict(),
         }
 
-    def _settings(self, scorer: Any, vocabulary: Vocabulary) -> dict[str, Any]:
+    def _settings(self, evidence: Evidence, aggregation: Aggregation) -> dict[str, Any]:
+        vocabulary = evidence.vocabulary
         return {
             "layers": self.layers,
-            "scorer": self.scorer_spec if isinstance(self.scorer_spec, str) else scorer.name,
+            "scorer": self.scorer_spec
+            if isinstance(self.scorer_spec, str)
+            else evidence.scorer_name,
             "vocabulary": vocabulary.source or "list",
             "vocabulary_size": len(vocabulary),
-            "aggregation": self.aggregation.name,
+            "aggregation": aggregation.name,
             "extractor": self.extractor_spec
             if isinstance(self.extractor_spec, str)
             else self.extractor_spec.name,
@@ -504,8 +538,60 @@ class NeuronLabeler:
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
             "device": str(self.ctx.device),
-            "sample_size": self.sample_size if self.aggregation.needs_sample else None,
+            "sample_size": len(evidence.sample_ids) or None,
         }
+
+
+@dataclass
+class Evidence:
+    """Everything gathered before aggregation: exemplars, patch-concept scores, samples.
+
+    Returned by :meth:`NeuronLabeler.gather_evidence`; :meth:`NeuronLabeler.explain` turns it
+    into a result with any aggregation, and :meth:`layer_tensors` exposes the raw tensors.
+    """
+
+    source: ImageSource
+    scorer_name: str
+    vocabulary: Vocabulary
+    layers: list[_Layer]
+    requests: _Requests
+    scores: _Scores
+    sample_acts: dict[str, Tensor]
+    sample_ids: Tensor
+    skipped: list[SkippedInput]
+    num_unreadable: int
+    seconds: float
+
+    def layer(self, name: str) -> _Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise NeurolabelError(f"No layer '{name}' in this evidence")
+
+    def layer_tensors(
+        self, name: str, with_sample: bool = False
+    ) -> tuple[Tensor, Tensor, ImageSample | None]:
+        """``(sims [U, k, V], activations [U, k], sample)`` of the explained units of a layer.
+
+        Missing exemplars have ``-inf`` activation and NaN similarities.
+        """
+        layer = self.layer(name)
+        k = layer.state.values.shape[1]
+        units = torch.tensor(layer.units, dtype=torch.long)
+        values = layer.state.values[units].clone()
+        sims = torch.full((len(layer.units), k, len(self.vocabulary)), float("nan"))
+        for row, unit in enumerate(layer.units):
+            for rank in range(k):
+                key = self.requests.key_of.get((name, unit, rank))
+                if key is None:
+                    values[row, rank] = float("-inf")
+                else:
+                    sims[row, rank] = self.scores.row(key)
+        sample = None
+        if with_sample:
+            whole = torch.stack([self.scores.row((int(i), None)) for i in self.sample_ids.tolist()])
+            sample = ImageSample(acts=self.sample_acts[name][:, units], sims=whole)
+        return sims, values, sample
 
 
 class _Requests:

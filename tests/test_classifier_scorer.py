@@ -221,10 +221,11 @@ def test_text_embedder_errors(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def packaged_scorer() -> ClassifierScorer:
+def packaged_scorer(tmp_path_factory: pytest.TempPathFactory) -> ClassifierScorer:
     from neurolabel.plugin_core.context import build_context
 
-    ctx = build_context("cpu")
+    # Module scope runs before the per-test cache isolation: give the cache folder explicitly.
+    ctx = build_context("cpu", cache_dir=tmp_path_factory.mktemp("classifier-cache"))
     if "packaged" not in ctx.registries.model_sources:
         pytest.skip("the 'packaged' model source (adapters/packaged_models.py) is not registered")
     return build_classifier_scorer(Spec.parse("classifier"), ctx)
