@@ -287,18 +287,57 @@ class ClassifierScorer:
         )
 
 
-def build_classifier_scorer(spec: Spec, ctx: ResolveContext) -> ClassifierScorer:
-    """Factory for ``classifier[:MODEL_SPEC][?options]``.
+class ClassifierEnsembleScorer:
+    """Several classifiers as one eye: the mean of their ConSE embeddings, renormalized.
+
+    Classifiers err on different images, so averaging their embeddings (all in the same
+    sentence-model space) lowers the eye's error rate.
+
+    Args:
+        members: Classifier scorers sharing one text embedder and template.
+        name: Spec it was built from.
+
+    Examples:
+        >>> ctx = build_context("cpu")  # doctest: +SKIP
+        >>> eye = ctx.registries.scorers.resolve(
+        ...     "classifier:packaged:efficientnet_lite1,packaged:efficientnet_lite2", ctx)  # doctest: +SKIP
+        >>> eye.encode_images([Image.new("RGB", (64, 64))]).shape  # doctest: +SKIP
+        torch.Size([1, 384])
+    """
+
+    def __init__(self, members: Sequence[ClassifierScorer], name: str) -> None:
+        if len({(m.embedder.name, m.template) for m in members}) != 1:
+            raise NeurolabelError(f"{name}: ensemble members must share text model and template")
+        self.members = list(members)
+        self.name = name
+
+    def encode_texts(self, texts: Sequence[str]) -> Tensor:
+        """Concept embeddings (the members share the sentence model)."""
+        return self.members[0].encode_texts(texts)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> Tensor:
+        """Mean of the members' ConSE embeddings, L2-normalized."""
+        stacked = torch.stack([m.encode_images(images) for m in self.members])
+        return F.normalize(stacked.mean(dim=0), dim=1)
+
+    def __repr__(self) -> str:
+        return f"ClassifierEnsembleScorer({self.name!r}, members={len(self.members)})"
+
+
+def build_classifier_scorer(
+    spec: Spec, ctx: ResolveContext
+) -> ClassifierScorer | ClassifierEnsembleScorer:
+    """Factory for ``classifier[:MODEL_SPEC[,MODEL_SPEC...]][?options]``.
 
     Args:
         spec: Parsed spec; the argument is a model-source spec (default
-            ``packaged:efficientnet_lite1``). Options ``top``, ``temperature``, ``tta``,
-            ``text``, ``batch_size``, ``template`` configure the scorer; any other option
-            is passed on to the model spec.
+            ``packaged:efficientnet_lite1``), or several separated by ``,`` for an ensemble
+            of eyes. Options ``top``, ``temperature``, ``tta``, ``text``, ``batch_size``,
+            ``template`` configure the scorer; any other option is passed on to the models.
         ctx: Resolve context: the classifier is resolved through its model-source registry.
 
     Returns:
-        The scorer.
+        The scorer (an ensemble when several models are given).
 
     Examples:
         >>> from neurolabel.plugin_core.context import build_context
@@ -306,24 +345,32 @@ def build_classifier_scorer(spec: Spec, ctx: ResolveContext) -> ClassifierScorer
         >>> build_classifier_scorer(Spec.parse("classifier?top=3&tta=true"), ctx)  # doctest: +SKIP
         ClassifierScorer('classifier?top=3&tta=true', top=3, temperature=2.5, tta=True)
     """
-    model_spec = Spec.parse(spec.argument or DEFAULT_MODEL_SPEC)
+    model_specs = [part for part in (spec.argument or DEFAULT_MODEL_SPEC).split(",") if part]
     passed_on = {k: v for k, v in spec.options.items() if k not in _OWN_OPTIONS}
-    if passed_on:
-        model_spec = Spec(model_spec.name, model_spec.argument, {**model_spec.options, **passed_on})
-    loaded = ctx.registries.model_sources.resolve(model_spec, ctx)
     embedder = load_text_embedder(spec.option("text"), ctx.device)
-    return ClassifierScorer(
-        loaded,
-        embedder,
-        name=str(spec),
-        top=spec.option_int("top", DEFAULT_TOP) or 0,
-        temperature=spec.option_float("temperature", DEFAULT_TEMPERATURE) or 0.0,
-        tta=spec.option_bool("tta", False),
-        batch_size=spec.option_int("batch_size", DEFAULT_BATCH_SIZE) or 0,
-        template=spec.option("template", DEFAULT_TEMPLATE) or DEFAULT_TEMPLATE,
-        device=ctx.device,
-        cache_dir=ctx.cache_dir,
-    )
+    members = []
+    for text in model_specs:
+        model_spec = Spec.parse(text)
+        if passed_on:
+            model_spec = Spec(
+                model_spec.name, model_spec.argument, {**model_spec.options, **passed_on}
+            )
+        loaded = ctx.registries.model_sources.resolve(model_spec, ctx)
+        members.append(
+            ClassifierScorer(
+                loaded,
+                embedder,
+                name=str(spec) if len(model_specs) == 1 else f"classifier:{model_spec}",
+                top=spec.option_int("top", DEFAULT_TOP) or 0,
+                temperature=spec.option_float("temperature", DEFAULT_TEMPERATURE) or 0.0,
+                tta=spec.option_bool("tta", False),
+                batch_size=spec.option_int("batch_size", DEFAULT_BATCH_SIZE) or 0,
+                template=spec.option("template", DEFAULT_TEMPLATE) or DEFAULT_TEMPLATE,
+                device=ctx.device,
+                cache_dir=ctx.cache_dir,
+            )
+        )
+    return members[0] if len(members) == 1 else ClassifierEnsembleScorer(members, str(spec))
 
 
 @hookimpl

@@ -9,7 +9,6 @@ scorer. Probing set: the real photographs scikit-image ships, and their quadrant
 from __future__ import annotations
 
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -86,6 +85,27 @@ def write_probe_images(folder: Path) -> int:
     return count
 
 
+def predicted_classes(loaded: Any, folder: Path) -> list[int]:
+    """The classes the model predicts (top-1) for the images of ``folder``, sorted."""
+    import torch
+
+    from neurolabel.plugin_core.images import FolderSource
+
+    source = FolderSource(folder)
+    device = next(loaded.model.parameters()).device
+    predicted: set[int] = set()
+    with torch.inference_mode():
+        for start in range(0, len(source), 16):
+            batch = torch.stack(
+                [
+                    loaded.preprocessing(source.load(i))
+                    for i in range(start, min(start + 16, len(source)))
+                ]
+            )
+            predicted.update(loaded.model(batch.to(device)).argmax(dim=1).tolist())
+    return sorted(predicted)
+
+
 def layer_profile(result: Any, color_names: set[str]) -> dict[str, float]:
     """Share of each layer's labeled units whose top concept is a color."""
     profile = {}
@@ -101,7 +121,7 @@ def run_demo(out: Path, units: int, top_k: int, device: str, progress: bool = Tr
 
     Args:
         out: Result folder (the probing images go to ``out/images``).
-        units: Units explained per hidden layer (the logits layer is always complete).
+        units: Units explained per hidden layer (logits: the classes predicted on the photos).
         top_k: Exemplars per neuron.
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: Show progress bars.
@@ -155,7 +175,9 @@ def _demo_command(cli: typer.Typer) -> None:
             for layer in result.neurons:
                 console.print(result_table(result, layer=layer, limit=8))
         profile = layer_profile(result, set(BASIC_COLORS))
-        labels = Counter(n.description for n in result.neurons["classifier"])
+        logits = result.neurons["classifier"]
+        classes = result.model["class_names"] or []
+        own = sum(classes[n.unit].lower() in [c for c, _ in n.concepts[:5]] for n in logits)
         console.print(
             f"\n[bold]EfficientNet-Lite0[/bold] explained by EfficientNet-Lite1's eyes in "
             f"{seconds:.0f} s on {result.dataset['num_used']} bundled photographs."
@@ -164,7 +186,10 @@ def _demo_command(cli: typer.Typer) -> None:
             "Units labeled with a color, by depth: "
             + ", ".join(f"{layer} {share:.0%}" for layer, share in profile.items())
         )
-        console.print(f"Most common logit labels: {', '.join(c for c, _ in labels.most_common(5))}")
+        console.print(
+            f"Logit units of the {len(logits)} predicted classes with their own class name "
+            f"among their top-5 labels: {own}/{len(logits)}"
+        )
         console.print(f"Wrote {out / 'result.json'}, {out / 'descriptions.csv'} and patches/")
 
 

@@ -4,7 +4,7 @@
 
 Target EfficientNet-Lite0 (packaged weights), layer = logits, probing set = the shared
 ImageNet sample (one image per even class), vocabulary = the 1000 ImageNet class names,
-scorer = the classifier-grounded (ConSE) scorer with EfficientNet-Lite1 as its eye. For every
+scorer = the classifier-grounded (ConSE) scorer with EfficientNet-Lite1 and -Lite2 as its eye. For every
 aggregation (ours and CLIP-Dissect's), top-1/top-5 exact-match accuracy over the units that
 have ground truth and the mean text-embedding cosine (all-MiniLM-L6-v2) between the label and
 the true class name; the same with a ``words:N`` vocabulary (cosine only).
@@ -22,6 +22,11 @@ from pathlib import Path
 import torch
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+#: Two classifiers the target is not, as one eye; temperature 1 and top-1 because the
+#: vocabulary is exactly their class names (ConSE's exact-class setting).
+DEFAULT_EYE = (
+    "classifier:packaged:efficientnet_lite1,packaged:efficientnet_lite2?temperature=1&top=1"
+)
 AGGREGATIONS = ("mean", "soft-wpmi", "wpmi", "cos-cubed", "contrast")
 
 
@@ -58,10 +63,12 @@ def score_result(result, layer: str, truth: dict[int, str], concept_of_class, em
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--target", default="efficientnet_lite0",
-                        help="efficientnet_liteN (packaged weights) or any model spec")
-    parser.add_argument("--eye", default="classifier:packaged:efficientnet_lite1",
-                        help="scorer spec")
+    parser.add_argument(
+        "--target",
+        default="efficientnet_lite0",
+        help="efficientnet_liteN (packaged weights) or any model spec",
+    )
+    parser.add_argument("--eye", default=DEFAULT_EYE, help="scorer spec")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--layer", default="classifier")
     parser.add_argument("--top-k", type=int, default=100)
@@ -86,13 +93,22 @@ def main() -> None:
     vocab_names = [c.lower() for c in imagenet_classes()]
     report: dict = {"imagenet_vocab": {}, "words_vocab": {}, "default": DEFAULT_AGGREGATION}
     timings = {}
-    for vocab_key, vocabulary in (("imagenet_vocab", "imagenet"),
-                                  ("words_vocab", f"words:{args.words}")):
+    for vocab_key, vocabulary in (
+        ("imagenet_vocab", "imagenet"),
+        ("words_vocab", f"words:{args.words}"),
+    ):
         started = time.perf_counter()
-        labeler = NeuronLabeler(target, layers=[args.layer], scorer=args.eye,
-                                vocabulary=vocabulary, top_k=args.top_k, context=ctx,
-                                units=sorted(truth), batch_size=args.batch_size,
-                                progress=not args.quiet)
+        labeler = NeuronLabeler(
+            target,
+            layers=[args.layer],
+            scorer=args.eye,
+            vocabulary=vocabulary,
+            top_k=args.top_k,
+            context=ctx,
+            units=sorted(truth),
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+        )
         evidence = labeler.gather_evidence(args.images, with_sample=True)
         concept_of_class = None
         if vocab_key == "imagenet_vocab":
@@ -106,15 +122,24 @@ def main() -> None:
                 result, args.layer, truth, concept_of_class, embedder
             )
         timings[vocab_key] = round(time.perf_counter() - started, 1)
-    best_baseline = max(report["imagenet_vocab"][a]["top1"] for a in AGGREGATIONS
-                        if a not in ("contrast",))
+    best_baseline = max(
+        report["imagenet_vocab"][a]["top1"] for a in AGGREGATIONS if a not in ("contrast",)
+    )
     report["default_margin_over_best_clip_dissect"] = round(
-        report["imagenet_vocab"][DEFAULT_AGGREGATION]["top1"] - best_baseline, 4)
+        report["imagenet_vocab"][DEFAULT_AGGREGATION]["top1"] - best_baseline, 4
+    )
     report["settings"] = {
-        "target": target, "eye": args.eye, "layer": args.layer, "images": str(args.images),
-        "units_with_ground_truth": len(truth), "top_k": args.top_k,
-        "words_vocabulary": f"words:{args.words}", "text_embedder": "all-MiniLM-L6-v2",
-        "seconds": timings, "device": str(ctx.device), "torch_threads": torch.get_num_threads(),
+        "target": target,
+        "eye": args.eye,
+        "layer": args.layer,
+        "images": str(args.images),
+        "units_with_ground_truth": len(truth),
+        "top_k": args.top_k,
+        "words_vocabulary": f"words:{args.words}",
+        "text_embedder": "all-MiniLM-L6-v2",
+        "seconds": timings,
+        "device": str(ctx.device),
+        "torch_threads": torch.get_num_threads(),
     }
     text = json.dumps(report, indent=1)
     print(text)

@@ -43,6 +43,8 @@ class Aggregation:
     function: Callable[..., Tensor]
     needs_sample: bool = False
     description: str = ""
+    #: Whether the function takes ``groups`` (each concept's category as an integer).
+    uses_groups: bool = False
 
 
 def _valid(acts: Tensor) -> Tensor:
@@ -83,7 +85,7 @@ def mean_similarity(sims: Tensor, acts: Tensor, sample: ImageSample | None = Non
 
     Examples:
         >>> sims = torch.tensor([[[0.9, 0.5]], [[0.1, 0.5]]])  # 2 neurons, 1 exemplar, 2 concepts
-        >>> mean_similarity(sims, torch.ones(2, 1)).round(decimals=3).tolist()
+        >>> [[round(x, 3) for x in row] for row in mean_similarity(sims, torch.ones(2, 1)).tolist()]
         [[0.4, 0.0], [-0.4, 0.0]]
     """
     weights = activation_weights(acts)
@@ -169,25 +171,66 @@ def cos_cubed(
     return (t.T @ s).float()
 
 
+def family_adjusted(scores: Tensor, groups: Tensor) -> Tensor:
+    """Put concept categories of different sizes on an equal footing (Sidak correction).
+
+    A neuron's best score among 1000 object concepts is large by chance alone compared with
+    its best among 11 colors. For roughly standard-normal scores ``z`` of a category with
+    ``n`` concepts, ``-ndtri(1 - ndtr(z) ** n)`` is the z-score of the category's best
+    match under the null, so the best color and the best object become comparable. The
+    order within a category does not change.
+
+    Args:
+        scores: ``[C, V]`` z-like scores.
+        groups: ``[V]`` integer category of each concept.
+
+    Returns:
+        Adjusted ``[C, V]`` scores.
+
+    Examples:
+        >>> adjusted = family_adjusted(torch.tensor([[3.0, 0.0, 2.0]]), torch.tensor([0, 0, 1]))
+        >>> [round(x, 2) for x in adjusted[0].tolist()]  # the pair's best shrinks, the single stays
+        [2.78, -0.67, 2.0]
+    """
+    out = scores.clone().double()
+    for group in groups.unique():
+        columns = groups == group
+        count = int(columns.sum())
+        if count <= 1:
+            continue
+        tail = -torch.expm1(count * torch.special.log_ndtr(out[:, columns]))
+        out[:, columns] = -torch.special.ndtri(tail.clamp(min=1e-300))
+    return out.float()
+
+
 def contrast(
     sims: Tensor,
     acts: Tensor,
     sample: ImageSample | None = None,
     sharpness: float = 4.0,
-    specificity: float = 1.0,
+    power: float = 3.0,
+    groups: Tensor | None = None,
 ) -> Tensor:
-    """neurolabel's default: activation-weighted mean of *standardized* patch similarities.
+    """neurolabel's default: exemplar evidence, standardized on the concept side and across
+    neurons.
 
-    Each concept's similarities are standardized over all exemplar patches of the layer, so
-    a concept counts by how much better it fits this neuron's patches than the layer's
-    patches in general (a concept that fits everything gets no credit, which corrects what
-    soft-WPMI's prior corrects, without needing 100 exemplars per concept). Exemplars are
-    weighted by a softmax over their normalized activations (``sharpness``), so the strongest
-    exemplars dominate but runners-up still vote. ``specificity`` scales how much the
-    layer-wide mean is subtracted (1 = full z-score, 0 = scale only).
+    1. Each concept's similarities are standardized over all exemplar patches of the layer
+       (z-scores), so a concept counts by how much better it fits *this* patch than patches
+       in general — a concept that fits everything gets no credit.
+    2. Only positive evidence counts, raised to ``power`` so that a patch where the concept
+       is clearly present outweighs many where it is marginally above average (the same
+       emphasis on extremes as CLIP-Dissect's cos^3, applied to exemplars only).
+    3. Exemplars are weighted by a softmax over their normalized activations
+       (``sharpness``): the strongest exemplars dominate, runners-up still vote.
+    4. The per-neuron scores of each concept are standardized across the layer's explained
+       neurons, so a concept that wins for many neurons (a hub) must win clearly to be
+       chosen — the paper's "corrected by the concept's average over all neurons", scaled.
+       With fewer than three neurons this step is skipped.
+    5. With concept ``groups`` (categories such as color and object), each category's
+       scores are :func:`family_adjusted`, so a large category does not win by multiplicity.
 
     Examples:
-        >>> sims = torch.tensor([[[0.9, 0.5]], [[0.1, 0.5]], [[0.5, 0.6]]])
+        >>> sims = torch.tensor([[[0.9, 0.5]], [[0.1, 0.5]], [[0.5, 0.9]]])
         >>> contrast(sims, torch.ones(3, 1)).argmax(dim=1).tolist()
         [0, 1, 1]
     """
@@ -195,14 +238,23 @@ def contrast(
     flat = sims[valid]  # [P, V]
     mean = flat.mean(dim=0) if flat.shape[0] else torch.zeros(sims.shape[-1])
     std = flat.std(dim=0) if flat.shape[0] > 1 else torch.ones(sims.shape[-1])
-    z = (sims - specificity * mean) / std.clamp(min=1e-6)
+    z = torch.nan_to_num((sims - mean) / std.clamp(min=1e-6)).clamp(min=0) ** power
     weights = activation_weights(acts, sharpness=sharpness)
-    return torch.einsum("ck,ckv->cv", weights, torch.nan_to_num(z))
+    scores = torch.einsum("ck,ckv->cv", weights, z)
+    if scores.shape[0] >= 3:
+        spread = scores.std(dim=0, keepdim=True).clamp(min=1e-6)
+        scores = (scores - scores.mean(dim=0, keepdim=True)) / spread
+        if groups is not None and groups.unique().numel() > 1:
+            scores = family_adjusted(scores, groups)
+    return scores
 
 
 AGGREGATIONS: dict[str, Aggregation] = {
     "contrast": Aggregation(
-        "contrast", contrast, description="standardized similarities, softmax activation weights"
+        "contrast",
+        contrast,
+        description="positive concept z-scores^3, softmax activation weights, neuron-standardized",
+        uses_groups=True,
     ),
     "mean": Aggregation(
         "mean", mean_similarity, description="the paper's activation-weighted mean, corrected"

@@ -466,7 +466,13 @@ class NeuronLabeler:
         requests, source, vocabulary = evidence.requests, evidence.source, evidence.vocabulary
         units = torch.tensor(layer.units, dtype=torch.long)
         exemplar_sims, values, sample = evidence.layer_tensors(layer.name, aggregation.needs_sample)
-        scores = aggregation.function(exemplar_sims, values, sample)
+        if aggregation.uses_groups:
+            names = [vocabulary.category(c) or "" for c in vocabulary.concepts]
+            index = {name: i for i, name in enumerate(dict.fromkeys(names))}
+            groups = torch.tensor([index[n] for n in names])
+            scores = aggregation.function(exemplar_sims, values, sample, groups=groups)
+        else:
+            scores = aggregation.function(exemplar_sims, values, sample)
         dead = state.dead()[units]
         order = scores.argsort(dim=1, descending=True)[:, : self.num_concepts]
         neurons = []

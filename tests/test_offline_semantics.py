@@ -1,0 +1,61 @@
+"""The offline real-semantics path: demo command, and final-layer labels on real photos."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+from conftest import IMAGENET_SAMPLE
+
+from neurolabel import NeuronLabeler
+from neurolabel.backends.vocabularies import imagenet_classes
+from neurolabel.plugin_core.cli import main
+from neurolabel.plugin_core.result import LabelingResult
+
+
+def test_demo_command_runs_offline_and_writes_results(tmp_path, capsys):
+    out = tmp_path / "demo"
+    main(["demo", "--out", str(out), "--units", "3", "--top-k", "2", "--device", "cpu", "--quiet"])
+    printed = capsys.readouterr().out
+    assert "Units labeled with a color, by depth" in printed
+    result = LabelingResult.load(out)
+    assert list(result.neurons) == ["blocks.1", "blocks.3", "blocks.6", "classifier"]
+    assert result.settings["scorer"].startswith("composite:color+classifier:")
+    assert result.dataset["num_used"] >= 50 and result.dataset["num_skipped"] == 0
+    assert (out / "descriptions.csv").read_text().startswith("layer,unit,description,similarity")
+    # the logit units explained are those the photographs make the model predict: most of
+    # them must be labeled with (a concept close to) their own class name
+    classes = result.model["class_names"]
+    logits = result.neurons["classifier"]
+    assert logits and len(logits) < 80
+    own = sum(classes[n.unit].lower() in [c for c, _ in n.concepts[:5]] for n in logits)
+    assert own / len(logits) >= 0.5
+
+
+@pytest.mark.shared_data
+def test_final_layer_labels_name_their_class(tmp_path):
+    with (IMAGENET_SAMPLE / "labels.csv").open() as handle:
+        rows = list(csv.DictReader(handle))[::10]  # 50 classes, one photo each
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for row in rows:
+        shutil.copy(IMAGENET_SAMPLE / row["file"], folder / row["file"])
+    units = [int(r["class_index"]) for r in rows]
+    labeler = NeuronLabeler(
+        "packaged:efficientnet_lite0",
+        layers=["classifier"],
+        scorer="classifier:packaged:efficientnet_lite1?temperature=1&top=1",
+        vocabulary="imagenet",
+        top_k=10,
+        units=units,
+        device="cpu",
+        batch_size=25,
+        progress=False,
+    )
+    result = labeler.run(folder)
+    concepts = imagenet_classes()
+    right = sum(
+        result.explanation("classifier", u).description == concepts[u].lower() for u in units
+    )
+    assert right / len(units) >= 0.7
