@@ -19,8 +19,11 @@ from neurolabel.plugin_core.hookspecs import hookimpl
 DEMO_MODEL = "packaged:efficientnet_lite0"
 DEMO_SCORER = "composite:color+classifier:packaged:efficientnet_lite1"
 DEMO_VOCABULARY = "imagenet+colors"
-#: An early block, a middle block, the last conv block and the logits.
-DEMO_LAYERS = ("blocks.1", "blocks.3", "blocks.6", "classifier")
+#: The stem, an early block, a middle block, the last conv block and the logits.
+DEMO_LAYERS = ("bn1", "blocks.2", "blocks.4", "blocks.6", "classifier")
+#: Patches close to the thresholded region: early units' receptive fields are small, and a
+#: larger minimum would fill their patches with surrounding context.
+DEMO_MIN_PATCH = 0.1
 #: Real photographs bundled inside scikit-image's wheel (no download).
 SKIMAGE_PHOTOS = (
     "astronaut.png",
@@ -133,7 +136,9 @@ def run_demo(out: Path, units: int, top_k: int, device: str, progress: bool = Tr
 
     images = out / "images"
     write_probe_images(images)
-    selection = {layer: range(units) for layer in DEMO_LAYERS[:-1]}
+    # The stem has 32 channels; hidden layers get their first ``units`` channels.
+    selection: dict[str, Any] = {layer: range(units) for layer in DEMO_LAYERS[:-1]}
+    selection["bn1"] = range(min(units, 32))
     labeler = NeuronLabeler(
         DEMO_MODEL,
         layers=list(DEMO_LAYERS),
@@ -144,7 +149,11 @@ def run_demo(out: Path, units: int, top_k: int, device: str, progress: bool = Tr
         units=selection,
         progress=progress,
         batch_size=16,
+        min_patch_size=DEMO_MIN_PATCH,
     )
+    # Only the logit units of classes the photographs make the model predict have exemplars
+    # of their own class among them; the other ~950 could only get a guess.
+    selection[DEMO_LAYERS[-1]] = predicted_classes(labeler.loaded, images)
     result = labeler.run(images)
     result.save(out)
     return result
@@ -156,7 +165,7 @@ def _demo_command(cli: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Result folder")] = Path(
             "neurolabel-demo"
         ),
-        units: Annotated[int, typer.Option(help="Units explained per hidden layer")] = 24,
+        units: Annotated[int, typer.Option(help="Units explained per hidden layer")] = 32,
         top_k: Annotated[int, typer.Option("--top-k")] = 5,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
         quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
