@@ -299,8 +299,8 @@ class ClassifierEnsembleScorer:
 
     Examples:
         >>> ctx = build_context("cpu")  # doctest: +SKIP
-        >>> eye = ctx.registries.scorers.resolve(
-        ...     "classifier:packaged:efficientnet_lite1,packaged:efficientnet_lite2", ctx)  # doctest: +SKIP
+        >>> spec = "classifier:packaged:efficientnet_lite1,packaged:efficientnet_lite2"
+        >>> eye = ctx.registries.scorers.resolve(spec, ctx)  # doctest: +SKIP
         >>> eye.encode_images([Image.new("RGB", (64, 64))]).shape  # doctest: +SKIP
         torch.Size([1, 384])
     """

@@ -4,7 +4,8 @@
 
 Target EfficientNet-Lite0 (packaged weights), layer = logits, probing set = the shared
 ImageNet sample (one image per even class), vocabulary = the 1000 ImageNet class names,
-scorer = the classifier-grounded (ConSE) scorer with EfficientNet-Lite1 and -Lite2 as its eye. For every
+scorer = the classifier-grounded (ConSE) scorer with EfficientNet-Lite1 and -Lite2 as its
+eye. For every
 aggregation (ours and CLIP-Dissect's), top-1/top-5 exact-match accuracy over the units that
 have ground truth and the mean text-embedding cosine (all-MiniLM-L6-v2) between the label and
 the true class name; the same with a ``words:N`` vocabulary (cosine only).

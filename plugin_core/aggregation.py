@@ -41,7 +41,9 @@ class Aggregation:
 
     name: str
     function: Callable[..., Tensor]
-    needs_sample: bool = False
+    #: Whole-image statistics over a sample of the probing set: ``"required"``, ``"used"``
+    #: (better with them, works without) or ``"no"``.
+    sample: str = "no"
     description: str = ""
     #: Whether the function takes ``groups`` (each concept's category as an integer).
     uses_groups: bool = False
@@ -210,13 +212,16 @@ def contrast(
     sharpness: float = 4.0,
     power: float = 3.0,
     groups: Tensor | None = None,
+    min_neurons: int = 16,
+    spread_floor: float = 0.3,
 ) -> Tensor:
     """neurolabel's default: exemplar evidence, standardized on the concept side and across
     neurons.
 
     1. Each concept's similarities are standardized over all exemplar patches of the layer
-       (z-scores), so a concept counts by how much better it fits *this* patch than patches
-       in general — a concept that fits everything gets no credit.
+       and the sampled whole images (z-scores), so a concept counts by how much better it
+       fits *this* patch than images in general — a concept that fits everything gets no
+       credit.
     2. Only positive evidence counts, raised to ``power`` so that a patch where the concept
        is clearly present outweighs many where it is marginally above average (the same
        emphasis on extremes as CLIP-Dissect's cos^3, applied to exemplars only).
@@ -225,25 +230,38 @@ def contrast(
     4. The per-neuron scores of each concept are standardized across the layer's explained
        neurons, so a concept that wins for many neurons (a hub) must win clearly to be
        chosen — the paper's "corrected by the concept's average over all neurons", scaled.
-       With fewer than three neurons this step is skipped.
+       The spread is floored at ``spread_floor`` times the median spread (squared), and
+       the step is skipped for fewer than ``min_neurons`` neurons, where the spread of a
+       concept over so few neurons says little.
     5. With concept ``groups`` (categories such as color and object), each category's
        scores are :func:`family_adjusted`, so a large category does not win by multiplicity.
 
     Examples:
-        >>> sims = torch.tensor([[[0.9, 0.5]], [[0.1, 0.5]], [[0.5, 0.9]]])
+        >>> sims = torch.tensor([[[0.9, 0.5]], [[0.1, 0.9]], [[0.6, 0.1]]])
         >>> contrast(sims, torch.ones(3, 1)).argmax(dim=1).tolist()
-        [0, 1, 1]
+        [0, 1, 0]
     """
-    valid = _valid(acts)
-    flat = sims[valid]  # [P, V]
-    mean = flat.mean(dim=0) if flat.shape[0] else torch.zeros(sims.shape[-1])
-    std = flat.std(dim=0) if flat.shape[0] > 1 else torch.ones(sims.shape[-1])
+    # The population a concept is standardized against: every exemplar patch, plus whole
+    # images of the probing set when sampled, so the statistics do not depend only on the
+    # units chosen for explanation (three cat units alone would make "cat" look ordinary).
+    population = sims[_valid(acts)]  # [P, V]
+    if sample is not None and sample.sims.shape[0]:
+        population = torch.cat([population, sample.sims.to(population.dtype)])
+    if population.shape[0] > 1:
+        mean, std = population.mean(dim=0), population.std(dim=0)
+    else:
+        mean, std = torch.zeros(sims.shape[-1]), torch.ones(sims.shape[-1])
     z = torch.nan_to_num((sims - mean) / std.clamp(min=1e-6)).clamp(min=0) ** power
     weights = activation_weights(acts, sharpness=sharpness)
     scores = torch.einsum("ck,ckv->cv", weights, z)
-    if scores.shape[0] >= 3:
-        spread = scores.std(dim=0, keepdim=True).clamp(min=1e-6)
-        scores = (scores - scores.mean(dim=0, keepdim=True)) / spread
+    if scores.shape[0] >= min_neurons:
+        spread = scores.std(dim=0, keepdim=True)
+        # A concept seen in one neuron only has a tiny spread: without the floor every such
+        # concept would get the same maximal z-score, whatever its evidence.
+        floor = spread_floor * spread.median() ** 2
+        scores = (scores - scores.mean(dim=0, keepdim=True)) / (spread**2 + floor).sqrt().clamp(
+            min=1e-6
+        )
         if groups is not None and groups.unique().numel() > 1:
             scores = family_adjusted(scores, groups)
     return scores
@@ -255,6 +273,7 @@ AGGREGATIONS: dict[str, Aggregation] = {
         contrast,
         description="positive concept z-scores^3, softmax activation weights, neuron-standardized",
         uses_groups=True,
+        sample="used",
     ),
     "mean": Aggregation(
         "mean", mean_similarity, description="the paper's activation-weighted mean, corrected"
@@ -262,7 +281,7 @@ AGGREGATIONS: dict[str, Aggregation] = {
     "soft-wpmi": Aggregation("soft-wpmi", soft_wpmi, description="CLIP-Dissect's default"),
     "wpmi": Aggregation("wpmi", wpmi, description="CLIP-Dissect's WPMI"),
     "cos-cubed": Aggregation(
-        "cos-cubed", cos_cubed, needs_sample=True, description="CLIP-Dissect's cos^3"
+        "cos-cubed", cos_cubed, sample="required", description="CLIP-Dissect's cos^3"
     ),
 }
 

@@ -122,7 +122,8 @@ class NeuronLabeler:
         units: Units to explain, for every layer or per layer (all by default).
         num_concepts: Ranked concepts stored per neuron.
         saved_patches: Exemplar patches per neuron kept for :meth:`LabelingResult.save`.
-        sample_size: Images sampled for whole-image statistics (``cos-cubed``).
+        sample_size: Whole images sampled (uniformly) and scored for image-level statistics
+            (the default aggregation's standardization, ``cos-cubed``).
         preprocessing: Input preprocessing when ``model`` is a bare module.
         context: A prepared :class:`ResolveContext` (else one is built for ``device``).
         progress: Show rich progress bars.
@@ -155,7 +156,7 @@ class NeuronLabeler:
         units: UnitSelection = None,
         num_concepts: int = 10,
         saved_patches: int = 5,
-        sample_size: int = 10000,
+        sample_size: int = 2000,
         preprocessing: Preprocessing | None = None,
         context: ResolveContext | None = None,
         progress: bool = True,
@@ -335,7 +336,7 @@ class NeuronLabeler:
         scorer = self._scorer()
         vocabulary = resolve_vocabulary(self.vocabulary_spec, self.ctx)
         if with_sample is None:
-            with_sample = self.aggregation.needs_sample
+            with_sample = self.aggregation.sample != "no"
         with progress_steps(self.progress) as steps:
             states, skipped, sample_acts, sample_ids = self.collect_exemplars(
                 source, steps, with_sample
@@ -379,7 +380,7 @@ class NeuronLabeler:
         """
         started = time.perf_counter()
         chosen = self.aggregation if aggregation is None else get_aggregation(aggregation)
-        if chosen.needs_sample and not len(evidence.sample_ids):
+        if chosen.sample == "required" and not len(evidence.sample_ids):
             raise NeurolabelError(
                 f"Aggregation '{chosen.name}' needs whole-image statistics: gather the "
                 "evidence with with_sample=True"
@@ -465,7 +466,8 @@ class NeuronLabeler:
         state = layer.state
         requests, source, vocabulary = evidence.requests, evidence.source, evidence.vocabulary
         units = torch.tensor(layer.units, dtype=torch.long)
-        exemplar_sims, values, sample = evidence.layer_tensors(layer.name, aggregation.needs_sample)
+        with_sample = aggregation.sample != "no" and len(evidence.sample_ids) > 0
+        exemplar_sims, values, sample = evidence.layer_tensors(layer.name, with_sample)
         if aggregation.uses_groups:
             names = [vocabulary.category(c) or "" for c in vocabulary.concepts]
             index = {name: i for i, name in enumerate(dict.fromkeys(names))}

@@ -75,6 +75,7 @@ def test_cos_cubed_uses_the_image_sample():
 
 def test_aggregation_lookup():
     assert get_aggregation("default").name == "contrast"
-    assert get_aggregation("cos-cubed").needs_sample
+    assert get_aggregation("cos-cubed").sample == "required"
+    assert get_aggregation("default").sample == "used"
     with pytest.raises(NeurolabelError, match="Did you mean 'soft-wpmi'"):
         get_aggregation("soft_wpmi")

@@ -10,9 +10,7 @@ import pytest
 
 import neurolabel.plugin_core as core
 
-MODULES = sorted(
-    m.name for m in pkgutil.iter_modules(core.__path__, "neurolabel.plugin_core.")
-)
+MODULES = sorted(m.name for m in pkgutil.iter_modules(core.__path__, "neurolabel.plugin_core."))
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -59,3 +59,20 @@ def test_final_layer_labels_name_their_class(tmp_path):
         result.explanation("classifier", u).description == concepts[u].lower() for u in units
     )
     assert right / len(units) >= 0.7
+
+
+def test_library_quickstart_example_runs(tmp_path, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "library_quickstart.py"
+    argv = sys.argv
+    sys.argv = [str(example), str(tmp_path / "out")]
+    try:
+        runpy.run_path(str(example), run_name="__main__")
+    finally:
+        sys.argv = argv
+    printed = capsys.readouterr().out
+    assert "classifier unit 281" in printed and "saved" in printed
+    assert (tmp_path / "out" / "result.json").is_file()
