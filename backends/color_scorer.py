@@ -26,20 +26,8 @@ from neurolabel.plugin_core.protocols import ResolveContext
 from neurolabel.plugin_core.spec import Spec
 from neurolabel.plugin_core.vocabulary import Vocabulary, normalize_concept
 
-#: Broden's basic color terms (Berlin & Kay's 11, as in Bau et al.'s Network Dissection).
-BASIC_COLORS: tuple[str, ...] = (
-    "black",
-    "blue",
-    "brown",
-    "gray",
-    "green",
-    "orange",
-    "pink",
-    "purple",
-    "red",
-    "white",
-    "yellow",
-)
+from .vocabularies import BASIC_COLORS
+
 PALETTES = ("basic", "css4", "xkcd")
 DEFAULT_DELTA_E = 15.0
 DEFAULT_SIZE = 64

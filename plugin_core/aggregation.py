@@ -102,6 +102,14 @@ def _top_rows(sims: Tensor, acts: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
     return sims[:, :k], _valid(acts[:, :k])
 
 
+def _pointwise_mutual_information(terms: Tensor, valid: Tensor, lam: float) -> Tensor:
+    """``log p(concept | neuron) - lam * log p(concept)`` from per-exemplar log terms
+    ``[C, k, V]``; ``p(concept)`` is the mean over neurons (log-sum-exp), as in CLIP-Dissect."""
+    given = torch.where(valid.unsqueeze(-1), terms, torch.zeros_like(terms)).sum(dim=1)
+    prior = torch.logsumexp(given, dim=0, keepdim=True) - math.log(given.shape[0])
+    return given - lam * prior
+
+
 def wpmi(
     sims: Tensor,
     acts: Tensor,
@@ -118,10 +126,7 @@ def wpmi(
     """
     top, valid = _top_rows(sims, acts, top_k)
     log_p = torch.log(torch.softmax(a * top, dim=-1) + min_prob)
-    log_p = torch.where(valid.unsqueeze(-1), log_p, torch.zeros_like(log_p))
-    given = log_p.sum(dim=1)  # [C, V]
-    prior = torch.logsumexp(given, dim=0, keepdim=True) - math.log(given.shape[0])
-    return given - lam * prior
+    return _pointwise_mutual_information(log_p, valid, lam)
 
 
 def soft_wpmi(
@@ -151,10 +156,7 @@ def soft_wpmi(
     p_in = p_start - torch.arange(k, dtype=top.dtype) / max(top_k, 1) * (p_start - p_end)
     probs = torch.softmax(a * top, dim=-1)
     terms = torch.log(1 + p_in.view(1, k, 1) * (probs - 1) + min_prob)
-    terms = torch.where(valid.unsqueeze(-1), terms, torch.zeros_like(terms))
-    given = terms.sum(dim=1)
-    prior = torch.logsumexp(given, dim=0, keepdim=True) - math.log(given.shape[0])
-    return given - lam * prior
+    return _pointwise_mutual_information(terms, valid, lam)
 
 
 def cos_cubed(
