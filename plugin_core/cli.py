@@ -70,6 +70,9 @@ def explain(
     extractor: Annotated[str, typer.Option(help="Extractor spec")] = "hooks",
     units: Annotated[str | None, typer.Option(help="Units to explain, e.g. 0-63,100")] = None,
     threshold: Annotated[str, typer.Option(help="Patch threshold: quantile or otsu")] = "quantile",
+    patches: Annotated[
+        str, typer.Option(help="auto, activation (cut from the map) or whole (images)")
+    ] = "auto",
     activation: Annotated[str, typer.Option(help="Rank images by map max or mean")] = "max",
     device: Device = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
@@ -101,6 +104,7 @@ def explain(
         num_workers=num_workers,
         units=_parse_units(units),
         threshold=threshold,
+        patches=patches,
         activation=activation,
         context=ctx,
         progress=not quiet,

@@ -26,6 +26,7 @@ from .spec import Spec
 from .topk import StreamingTopK, TopKState
 from .vocabulary import Vocabulary
 
+PATCH_MODES = ("auto", "activation", "whole")
 DEFAULT_SCORER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 DEFAULT_VOCABULARY = "imagenet"
 PATCH_THUMBNAIL = 160
@@ -119,6 +120,9 @@ class NeuronLabeler:
         threshold: Patch threshold, ``quantile`` or ``otsu``.
         quantile: Map-cell quantile for ``quantile`` thresholds (0.995 = NetDissect).
         min_patch_size: Minimum patch side, as a fraction of the input's shorter side.
+        patches: ``auto`` (cut from the activation map where the layer has one, whole images
+            for vector layers), ``activation`` (cut from the map; an error for vector
+            layers) or ``whole`` (always whole images).
         units: Units to explain, for every layer or per layer (all by default).
         num_concepts: Ranked concepts stored per neuron.
         saved_patches: Exemplar patches per neuron kept for :meth:`LabelingResult.save`.
@@ -153,6 +157,7 @@ class NeuronLabeler:
         threshold: str = "quantile",
         quantile: float = 0.995,
         min_patch_size: float = 0.25,
+        patches: str = "auto",
         units: UnitSelection = None,
         num_concepts: int = 10,
         saved_patches: int = 5,
@@ -173,6 +178,9 @@ class NeuronLabeler:
         self.aggregation = get_aggregation(aggregation)
         self.aggregation_name = aggregation
         self.patch_settings = PatchSettings(threshold=threshold, min_size=min_patch_size)
+        if patches not in PATCH_MODES:
+            raise NeurolabelError(f"patches={patches!r}: use one of {', '.join(PATCH_MODES)}")
+        self.patches = patches
         self.layers = list(dict.fromkeys(layers))
         self.model_spec = model
         self.scorer_spec = scorer
@@ -274,6 +282,12 @@ class NeuronLabeler:
                     with torch.inference_mode():  # activations never need gradients
                         activations = read(batch)
                     for layer, acts in activations.items():
+                        if acts.ndim == 2 and self.patches == "activation":
+                            raise NeurolabelError(
+                                f"Layer '{layer}' gives one value per unit ({tuple(acts.shape)}"
+                                "), so no patch can be cut from an activation map; use "
+                                "patches='auto' or 'whole', or a spatial layer"
+                            )
                         streams[layer].update(acts, indices.to(acts.device))
                         if sample_ids is not None:
                             keep = torch.isin(indices, sample_ids)
@@ -431,7 +445,7 @@ class NeuronLabeler:
             state = layer.state
             units = torch.tensor(layer.units, dtype=torch.long)
             ids = state.ids[units]
-            if not layer.spatial:
+            if not layer.spatial or self.patches == "whole":
                 for row, unit in enumerate(layer.units):
                     for rank, image_index in enumerate(ids[row].tolist()):
                         if image_index >= 0:
@@ -543,6 +557,7 @@ class NeuronLabeler:
             "threshold": self.patch_settings.threshold,
             "quantile": self.quantile,
             "min_patch_size": self.patch_settings.min_size,
+            "patches": self.patches,
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
             "device": str(self.ctx.device),

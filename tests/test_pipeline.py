@@ -124,6 +124,12 @@ def test_bad_input_errors(tmp_path):
         labeler(vocabulary=["", "  "]).run(color_images())
     with pytest.raises(NeurolabelError, match="units 0..2"):
         labeler(layers=["features.1"], units=[5]).run(color_images())
+    with pytest.raises(NeurolabelError, match="no patch can be cut"):
+        labeler(layers=["fc"], patches="activation").run(color_images())
+    with pytest.raises(NeurolabelError, match="patches='bogus'"):
+        labeler(patches="bogus")
+    whole = labeler(layers=["features.1"], patches="whole").run(color_images())
+    assert all(e.box is None for n in whole for e in n.exemplars)
     with pytest.raises(NeurolabelError, match="at least one layer"):
         labeler(layers=[])
     folder = tmp_path / "bad"
