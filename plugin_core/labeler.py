@@ -23,7 +23,7 @@ from .progress import Steps, progress_steps
 from .protocols import ConceptScorer, EmbeddingScorer, Extractor, LoadedModel, ResolveContext
 from .result import Exemplar, LabelingResult, NeuronExplanation
 from .spec import Spec
-from .topk import StreamingTopK, TopKState
+from .topk import StreamingTopK, TopKState, per_image_activation
 from .vocabulary import Vocabulary
 
 PATCH_MODES = ("auto", "activation", "whole")
@@ -292,15 +292,7 @@ class NeuronLabeler:
                         if sample_ids is not None:
                             keep = torch.isin(indices, sample_ids)
                             if keep.any():
-                                per_image = (
-                                    acts
-                                    if acts.ndim == 2
-                                    else (
-                                        acts.amax((2, 3))
-                                        if self.activation == "max"
-                                        else acts.mean((2, 3))
-                                    )
-                                )
+                                per_image = per_image_activation(acts, self.activation)
                                 sample_acts[layer].append(
                                     per_image[keep.to(acts.device)].float().cpu()
                                 )
@@ -317,7 +309,10 @@ class NeuronLabeler:
             kept_ids = sample_ids[
                 ~torch.isin(sample_ids, torch.tensor(skipped_ids, dtype=torch.long))
             ]
-            samples = {layer: torch.cat(chunks) for layer, chunks in sample_acts.items()}
+            samples = {
+                layer: torch.cat(chunks) if chunks else torch.empty(0, states[layer].num_neurons)
+                for layer, chunks in sample_acts.items()
+            }
         return states, skipped, samples, kept_ids
 
     def run(self, images: Any) -> LabelingResult:

@@ -50,6 +50,14 @@ class TopKState:
         return ~(spread > 1e-6 * (1.0 + self.max.abs()))
 
 
+def per_image_activation(acts: Tensor, reduce: str = "max") -> Tensor:
+    """``[B, C]`` activation per image: spatial max or mean of ``[B, C, H, W]`` maps, or the
+    values themselves for ``[B, C]`` layers."""
+    if acts.ndim == 2:
+        return acts
+    return acts.amax(dim=(2, 3)) if reduce == "max" else acts.mean(dim=(2, 3))
+
+
 class StreamingTopK:
     """Keep each neuron's top-k images, their maps and running statistics over a stream.
 
@@ -142,10 +150,7 @@ class StreamingTopK:
         assert self._values is not None and self._ids is not None
         if acts.shape[1] != self._values.shape[0]:
             raise ValueError("channel count changed between batches")
-        if spatial:
-            scores = acts.amax(dim=(2, 3)) if self.reduce == "max" else acts.mean(dim=(2, 3))
-        else:
-            scores = acts
+        scores = per_image_activation(acts, self.reduce)
         batch = scores.shape[0]
         self._count += batch
         self._sum += scores.sum(0, dtype=torch.float64)
