@@ -80,15 +80,48 @@ def exact_match_accuracy(
     return {**{f"top{k}": hits[k] / units for k in ks}, "units": units}
 
 
+def label_cosine(
+    result: LabelingResult, truth: dict[tuple[str, int], set[str]], encode_texts: Any
+) -> float:
+    """Mean cosine between each unit's top label and its (best-matching) true label.
+
+    Args:
+        result: The labeling result.
+        truth: ``{(layer, unit): labels}``.
+        encode_texts: ``texts -> [N, D]`` L2-normalized embeddings (an embedding scorer's
+            ``encode_texts``, e.g. a sentence model or CLIP's text tower).
+
+    Returns:
+        The mean over units with ground truth (dead units count as cosine 0).
+    """
+    total, units = 0.0, 0
+    for neuron in result:
+        labels = sorted(truth.get((neuron.layer, neuron.unit), ()))
+        if not labels:
+            continue
+        units += 1
+        if neuron.dead or not neuron.concepts:
+            continue
+        embedded = encode_texts([neuron.description, *labels])
+        total += float((embedded[1:] @ embedded[0]).max())
+    return total / units if units else 0.0
+
+
 class AccuracyEvaluator:
-    """``accuracy?ground_truth=FILE``: top-1/top-5 exact match against a ``layer,unit,label``
-    CSV; without a file, the final layer of a classifier is checked against its class names
-    (stored in the result by model sources that know them)."""
+    """``accuracy?ground_truth=FILE&text=SCORER``: CLIP-Dissect's metrics.
+
+    Top-1/top-5 exact match against a ``layer,unit,label`` CSV (without a file, the final
+    layer of a classifier is checked against its class names, stored in the result by
+    model sources that know them), and, with ``text=`` naming an embedding scorer whose
+    text side embeds labels (a sentence model, CLIP's text tower), the mean cosine between
+    each label and its ground truth.
+    """
 
     name = "accuracy"
 
-    def __init__(self, ground_truth: str | None) -> None:
+    def __init__(self, ground_truth: str | None, text: str | None = None) -> None:
         self.ground_truth = ground_truth
+        self.text = text
 
     def evaluate(self, result: LabelingResult, context: ResolveContext) -> dict[str, Any]:
         if self.ground_truth:
@@ -105,14 +138,28 @@ class AccuracyEvaluator:
                 if info.get("kind") == "vector" and info.get("units") == len(names):
                     for unit, name in enumerate(names):
                         truth[(layer, unit)] = {normalize_concept(name)}
-        return exact_match_accuracy(result, truth)
+        figures = exact_match_accuracy(result, truth)
+        if self.text:
+            scorer = context.registries.scorers.resolve(self.text, context)
+            if not hasattr(scorer, "encode_texts"):
+                raise NeurolabelError(
+                    f"accuracy?text={self.text}: that scorer cannot embed texts; name an "
+                    "embedding scorer (e.g. classifier or open_clip:MODEL/TAG)"
+                )
+            figures["cosine"] = label_cosine(result, truth, scorer.encode_texts)
+            figures["text_model"] = self.text
+        return figures
 
 
 def _accuracy(spec: Spec, ctx: ResolveContext) -> AccuracyEvaluator:
-    spec.check_options({"ground_truth"})
-    return AccuracyEvaluator(spec.option("ground_truth") or spec.argument)
+    spec.check_options({"ground_truth", "text"})
+    return AccuracyEvaluator(spec.option("ground_truth") or spec.argument, spec.option("text"))
 
 
 @hookimpl
 def register_evaluators(register: Any) -> None:
-    register("accuracy", _accuracy, description="top-1/top-5 exact match vs ground truth")
+    register(
+        "accuracy",
+        _accuracy,
+        description="top-1/top-5 exact match and label cosine vs ground truth (CLIP-Dissect's)",
+    )

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neurolabel.plugin_core.builtin_evaluators import (
+    AccuracyEvaluator,
+    exact_match_accuracy,
+    label_cosine,
+    read_ground_truth,
+)
+from neurolabel.plugin_core.errors import NeurolabelError
+from neurolabel.plugin_core.result import LabelingResult, NeuronExplanation
+
+
+def result_with(*neurons):
+    return LabelingResult(
+        {"name": "m", "class_names": ["Dog", "cat", "car"]},
+        {"fc": {"kind": "vector", "units": 3}},
+        {"fc": list(neurons)},
+    )
+
+
+def test_exact_match_and_class_names(ctx):
+    result = result_with(
+        NeuronExplanation("fc", 0, [["dog", 2.0], ["wolf", 1.0]]),
+        NeuronExplanation("fc", 1, [["lynx", 2.0], ["cat", 1.0]]),
+        NeuronExplanation("fc", 2, [], dead=True),
+    )
+    figures = AccuracyEvaluator(None).evaluate(result, ctx)
+    assert figures == {"top1": pytest.approx(1 / 3), "top5": pytest.approx(2 / 3), "units": 3}
+
+
+def test_ground_truth_csv_with_synonyms(tmp_path):
+    path = tmp_path / "gt.csv"
+    path.write_text("layer,unit,label\nfc,0,Puppy\nfc,0,dog\n")
+    truth = read_ground_truth(path)
+    assert truth == {("fc", 0): {"puppy", "dog"}}
+    result = result_with(NeuronExplanation("fc", 0, [["dog", 1.0]]))
+    assert exact_match_accuracy(result, truth)["top1"] == 1.0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("layer,unit\nfc,0\n")
+    with pytest.raises(NeurolabelError, match="missing label"):
+        read_ground_truth(bad)
+
+
+def test_label_cosine_by_hand():
+    vectors = {"dog": [1.0, 0.0], "puppy": [0.6, 0.8], "cat": [0.0, 1.0]}
+
+    def encode(texts):
+        return torch.tensor([vectors[t] for t in texts])
+
+    result = result_with(
+        NeuronExplanation("fc", 0, [["puppy", 1.0]]), NeuronExplanation("fc", 1, [], dead=True)
+    )
+    truth = {("fc", 0): {"dog", "cat"}, ("fc", 1): {"cat"}}
+    # unit 0: best of cos(puppy, dog)=0.6 and cos(puppy, cat)=0.8; unit 1 is dead: 0
+    assert label_cosine(result, truth, encode) == pytest.approx(0.4)
+
+
+def test_accuracy_with_a_text_scorer(ctx):
+    result = result_with(NeuronExplanation("fc", 1, [["tabby", 1.0]]))
+    figures = AccuracyEvaluator(None, text="classifier").evaluate(result, ctx)
+    assert figures["top1"] == 0.0 and 0.3 < figures["cosine"] < 1.0
+    with pytest.raises(NeurolabelError, match="cannot embed texts"):
+        AccuracyEvaluator(None, text="color").evaluate(result, ctx)
