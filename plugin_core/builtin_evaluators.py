@@ -156,8 +156,19 @@ def _accuracy(spec: Spec, ctx: ResolveContext) -> AccuracyEvaluator:
     return AccuracyEvaluator(spec.option("ground_truth") or spec.argument, spec.option("text"))
 
 
+def _ablation(spec: Spec, ctx: ResolveContext) -> Any:
+    from .ablation import AblationEvaluator
+
+    return AblationEvaluator(spec)
+
+
 @hookimpl
 def register_evaluators(register: Any) -> None:
+    register(
+        "ablation",
+        _ablation,
+        description="zero the units labeled like a class: drop vs random units (causal test)",
+    )
     register(
         "accuracy",
         _accuracy,

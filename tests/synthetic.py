@@ -40,3 +40,36 @@ def square_image(size: tuple[int, int], box: tuple[int, int, int, int], color, s
     x0, y0, x1, y1 = box
     array[y0:y1, x0:x1] = color
     return Image.fromarray(array, "RGB")
+
+
+class ColorClassifier(nn.Module):
+    """Classes red/green/blue, each carried by exactly one unit of ``features.1``.
+
+    Units 0-2 detect red, green, blue; units 3-5 detect brightness, yellow and cyan, which
+    the classifier ignores, so ablating unit k hurts class k only.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, kernel_size=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 3)
+        with torch.no_grad():
+            weight = torch.tensor(
+                [
+                    [1.0, -0.5, -0.5],
+                    [-0.5, 1.0, -0.5],
+                    [-0.5, -0.5, 1.0],
+                    [0.33, 0.33, 0.33],
+                    [0.5, 0.5, -1.0],
+                    [-1.0, 0.5, 0.5],
+                ]
+            )
+            self.features[0].weight.copy_(weight.view(6, 3, 1, 1))
+            self.features[0].bias.zero_()
+            self.fc.weight.zero_()
+            self.fc.weight[torch.arange(3), torch.arange(3)] = 8.0
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))

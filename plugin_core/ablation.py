@@ -1,0 +1,276 @@
+"""The causal test of explanations: ablate the units labeled like a class, measure the drop.
+
+If the units whose labels match class ``c`` really carry ``c``, zeroing them must hurt
+``c``'s images far more than zeroing as many random units, and far more than it hurts the
+other classes (the paper's ablation study).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import EmptyInputError, LayerNotFoundError, NeurolabelError
+from .images import open_image
+from .protocols import ResolveContext
+from .result import LabelingResult
+from .spec import Spec
+
+
+@contextmanager
+def units_zeroed(model: nn.Module, layer: str, units: Sequence[int]) -> Iterator[None]:
+    """Zero channels ``units`` of ``layer``'s output while the context is open.
+
+    Args:
+        model: The network.
+        layer: Dotted module name; its output is ``[B, C, ...]`` (channels in dim 1).
+        units: Channel indices to zero.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.Identity())
+        >>> with units_zeroed(net, "0", [1]):
+        ...     out = net(torch.ones(1, 2))
+        >>> float(out[0, 1])
+        0.0
+    """
+    try:
+        module = model.get_submodule(layer)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n]
+        raise LayerNotFoundError(f"No layer '{layer}'. Layers: {', '.join(names)}") from None
+    index = torch.as_tensor(list(units), dtype=torch.long)
+
+    def zero(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor:
+        output = output.clone()
+        output[:, index.to(output.device)] = 0
+        return output
+
+    handle = module.register_forward_hook(zero)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Accuracy and mean true-class probability of a set of labeled images."""
+
+    accuracy: float
+    probability: float
+
+
+def measure(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 64) -> Outcome:
+    """Top-1 accuracy and mean softmax probability of the true class.
+
+    Args:
+        model: Classifier returning logits.
+        images: ``[N, 3, H, W]`` preprocessed inputs.
+        labels: ``[N]`` class indices.
+        batch_size: Images per forward pass.
+
+    Returns:
+        The :class:`Outcome`.
+    """
+    correct, probability = 0.0, 0.0
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start : start + batch_size].to(device)).float()
+            target = labels[start : start + batch_size].to(device)
+            probs = logits.softmax(dim=1)
+            correct += float((logits.argmax(dim=1) == target).sum())
+            probability += float(probs.gather(1, target[:, None]).sum())
+    count = max(len(images), 1)
+    return Outcome(correct / count, probability / count)
+
+
+def matched_units(match: Tensor, m: int) -> Tensor:
+    """The ``m`` units whose explanations best match a class (``match``: ``[units]`` scores)."""
+    return match.topk(min(m, match.numel())).indices
+
+
+def _read_labeled_folder(folder: Path) -> list[tuple[Path, int, str]]:
+    path = folder / "labels.csv"
+    if not path.is_file():
+        raise NeurolabelError(
+            f"ablation needs labeled images: {path} not found (columns file,class_index"
+            "[,class_name], as in the shared ImageNet sample)"
+        )
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"file", "class_index"} - set(reader.fieldnames or [])
+        if missing:
+            raise NeurolabelError(f"{path} lacks column(s) {', '.join(sorted(missing))}")
+        rows = [
+            (
+                folder / r["file"],
+                int(r["class_index"]),
+                (r.get("class_name") or "").replace("_", " "),
+            )
+            for r in reader
+        ]
+    if not rows:
+        raise EmptyInputError(f"{path} lists no images")
+    return rows
+
+
+class AblationEvaluator:
+    """``ablation?images=DIR&layer=L&m=10,30,100&draws=5&classes=50&others=20&text=SCORER``.
+
+    For each of ``classes`` sampled classes ``c`` of the labeled folder: zero the ``m``
+    explained units of ``layer`` whose top label is closest to ``c``'s name (cosine of the
+    ``text`` scorer's text embeddings), and measure the drop in accuracy and true-class
+    probability on ``c``'s images, against ``draws`` sets of ``m`` random explained units
+    and against ``others`` images of other classes. ``model`` overrides the result's model
+    spec. The figures are reported for every ``m``: fewer, better-matched units give a
+    sharper test.
+    """
+
+    name = "ablation"
+
+    def __init__(self, spec: Spec) -> None:
+        spec.check_options(
+            {
+                "images",
+                "layer",
+                "m",
+                "draws",
+                "classes",
+                "others",
+                "text",
+                "seed",
+                "batch_size",
+                "model",
+            }
+        )
+        images = spec.option("images") or spec.argument
+        if not images:
+            raise NeurolabelError("ablation needs images: ablation?images=DIR (with labels.csv)")
+        self.folder = Path(images)
+        self.layer = spec.option("layer")
+        self.ms = [int(x) for x in (spec.option("m") or "10,30,100").split(",") if x]
+        self.draws = spec.option_int("draws", 5) or 5
+        self.classes = spec.option_int("classes", 50) or 50
+        self.others = spec.option_int("others", 20) or 20
+        self.text = spec.option("text")
+        self.seed = spec.option_int("seed", 0) or 0
+        self.batch_size = spec.option_int("batch_size", 64) or 64
+        self.model = spec.option("model")
+
+    def _layer(self, result: LabelingResult) -> str:
+        if self.layer:
+            if self.layer not in result.neurons:
+                raise LayerNotFoundError(
+                    f"Layer '{self.layer}' is not in the result. "
+                    f"Layers: {', '.join(result.neurons)}"
+                )
+            return self.layer
+        if len(result.neurons) != 1:
+            raise NeurolabelError(
+                f"The result has several layers ({', '.join(result.neurons)}): pass layer=NAME"
+            )
+        return next(iter(result.neurons))
+
+    def evaluate(self, result: LabelingResult, context: ResolveContext) -> dict[str, Any]:
+        layer = self._layer(result)
+        model_spec = self.model or result.model["name"]
+        if model_spec not in context.registries.model_sources and ":" not in model_spec:
+            raise NeurolabelError(
+                f"The result's model '{model_spec}' is not a model spec (it was given as a "
+                "module): pass ablation?model=SPEC"
+            )
+        loaded = context.registries.model_sources.resolve(model_spec, context)
+        model = loaded.model.eval().to(context.device)
+        text_spec = self.text or result.settings.get("scorer")
+        scorer = context.registries.scorers.resolve(text_spec, context)
+        if not hasattr(scorer, "encode_texts"):
+            raise NeurolabelError(
+                f"ablation matches unit labels to class names by text embedding, but "
+                f"'{text_spec}' cannot embed texts: pass text=SCORER (an embedding scorer)"
+            )
+        rows = _read_labeled_folder(self.folder)
+        names = loaded.class_names or []
+        class_name = {c: (names[c] if c < len(names) else n) for _, c, n in rows}
+        neurons = [n for n in result.neurons[layer] if not n.dead and n.concepts]
+        if not neurons:
+            raise NeurolabelError(f"Layer '{layer}' has no labeled units to ablate")
+        units = torch.tensor([n.unit for n in neurons])
+        generator = torch.Generator().manual_seed(self.seed)
+        present = sorted(class_name)
+        chosen = [
+            present[i]
+            for i in torch.randperm(len(present), generator=generator)[: self.classes]
+            .sort()
+            .values.tolist()
+        ]
+        match = (
+            scorer.encode_texts([n.description for n in neurons])
+            @ scorer.encode_texts([class_name[c] for c in chosen]).T
+        )  # [units, classes]
+        images = torch.stack([loaded.preprocessing(open_image(p)) for p, _, _ in rows])
+        labels = torch.tensor([c for _, c, _ in rows])
+        per_class = []
+        summary: dict[str, dict[str, float]] = {}
+        for m in self.ms:
+            m_eff = min(m, len(neurons))
+            drops = {"matched": [], "random": [], "other": [], "matched_acc": [], "random_acc": []}
+            for column, c in enumerate(chosen):
+                own = labels == c
+                others = (~own).nonzero().squeeze(1)
+                others = others[torch.randperm(len(others), generator=generator)[: self.others]]
+                base = measure(model, images[own], labels[own], self.batch_size)
+                base_other = measure(model, images[others], labels[others], self.batch_size)
+                picked = units[matched_units(match[:, column], m_eff)].tolist()
+                with units_zeroed(model, layer, picked):
+                    hit = measure(model, images[own], labels[own], self.batch_size)
+                    hit_other = measure(model, images[others], labels[others], self.batch_size)
+                random_prob, random_acc = [], []
+                for _ in range(self.draws):
+                    draw = units[torch.randperm(len(units), generator=generator)[:m_eff]].tolist()
+                    with units_zeroed(model, layer, draw):
+                        rand = measure(model, images[own], labels[own], self.batch_size)
+                    random_prob.append(base.probability - rand.probability)
+                    random_acc.append(base.accuracy - rand.accuracy)
+                row = {
+                    "class": c,
+                    "name": class_name[c],
+                    "m": m_eff,
+                    "units": picked[:10],
+                    "labels": [result.explanation(layer, u).description for u in picked[:10]],
+                    "matched_drop": base.probability - hit.probability,
+                    "random_drop": sum(random_prob) / len(random_prob),
+                    "other_classes_drop": base_other.probability - hit_other.probability,
+                    "matched_accuracy_drop": base.accuracy - hit.accuracy,
+                    "random_accuracy_drop": sum(random_acc) / len(random_acc),
+                }
+                per_class.append(row)
+                drops["matched"].append(row["matched_drop"])
+                drops["random"].append(row["random_drop"])
+                drops["other"].append(row["other_classes_drop"])
+                drops["matched_acc"].append(row["matched_accuracy_drop"])
+                drops["random_acc"].append(row["random_accuracy_drop"])
+            mean = {k: sum(v) / len(v) for k, v in drops.items()}
+            summary[str(m)] = {
+                "matched_drop": mean["matched"],
+                "random_drop": mean["random"],
+                "other_classes_drop": mean["other"],
+                "ratio": mean["matched"] / mean["random"] if mean["random"] > 0 else float("inf"),
+                "matched_accuracy_drop": mean["matched_acc"],
+                "random_accuracy_drop": mean["random_acc"],
+            }
+        return {
+            "layer": layer,
+            "classes": len(chosen),
+            "draws": self.draws,
+            "text_model": text_spec,
+            "by_m": summary,
+            "per_class": per_class,
+        }
