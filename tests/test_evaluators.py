@@ -64,3 +64,30 @@ def test_accuracy_with_a_text_scorer(ctx):
     assert figures["top1"] == 0.0 and 0.3 < figures["cosine"] < 1.0
     with pytest.raises(NeurolabelError, match="cannot embed texts"):
         AccuracyEvaluator(None, text="color").evaluate(result, ctx)
+
+
+def test_layer_profile_counts_categories(ctx):
+    from neurolabel.plugin_core.builtin_evaluators import LayerProfileEvaluator
+
+    neurons = {
+        "early": [
+            NeuronExplanation("early", 0, [["red", 1.0]]),
+            NeuronExplanation("early", 1, [["blue", 1.0]]),
+            NeuronExplanation("early", 2, [["tabby", 1.0]]),
+            NeuronExplanation("early", 3, [], dead=True),
+        ],
+        "late": [
+            NeuronExplanation("late", 0, [["tabby", 1.0]]),
+            NeuronExplanation("late", 1, [["zebra", 1.0]]),
+        ],
+    }
+    result = LabelingResult({"name": "m"}, {}, neurons, settings={"vocabulary": "imagenet+colors"})
+    figures = LayerProfileEvaluator(None).evaluate(result, ctx)
+    assert figures["layers"]["early"] == {
+        "labeled_units": 3,
+        "dead_units": 1,
+        "shares": {"color": pytest.approx(2 / 3), "object": pytest.approx(1 / 3)},
+    }
+    assert figures["layers"]["late"]["shares"] == {"object": 1.0}
+    untagged = LayerProfileEvaluator("words:50").evaluate(result, ctx)
+    assert untagged["layers"]["late"]["shares"] == {"uncategorized": 1.0}
