@@ -201,6 +201,12 @@ def _ablation(spec: Spec, ctx: ResolveContext) -> Any:
     return AblationEvaluator(spec)
 
 
+def _faithfulness(spec: Spec, ctx: ResolveContext) -> Any:
+    from .faithfulness import FaithfulnessEvaluator
+
+    return FaithfulnessEvaluator(spec)
+
+
 @hookimpl
 def register_evaluators(register: Any) -> None:
     register(
@@ -217,4 +223,10 @@ def register_evaluators(register: Any) -> None:
         "accuracy",
         _accuracy,
         description="top-1/top-5 exact match and label cosine vs ground truth (CLIP-Dissect's)",
+    )
+    register(
+        "faithfulness",
+        _faithfulness,
+        description="held-out images: correlation, AUPRC, F1, IoU of concept vs activation, "
+        "random-label baseline, sanity checks, explanation-set fit",
     )
