@@ -25,13 +25,14 @@ from .spec import Spec
 
 
 @contextmanager
-def units_zeroed(model: nn.Module, layer: str, units: Sequence[int]) -> Iterator[None]:
-    """Zero channels ``units`` of ``layer``'s output while the context is open.
+def units_zeroed(model: nn.Module, layer: str, units: Sequence[int] | Tensor) -> Iterator[None]:
+    """Zero channels of ``layer``'s output while the context is open.
 
     Args:
         model: The network.
         layer: Dotted module name; its output is ``[B, C, ...]`` (channels in dim 1).
-        units: Channel indices to zero.
+        units: Channel indices to zero in every sample, or a ``[B, C]`` boolean mask giving
+            each sample of the batch its own channels to zero (many ablations, one pass).
 
     Examples:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.Identity())
@@ -45,18 +46,47 @@ def units_zeroed(model: nn.Module, layer: str, units: Sequence[int]) -> Iterator
     except AttributeError:
         names = [n for n, _ in model.named_modules() if n]
         raise LayerNotFoundError(f"No layer '{layer}'. Layers: {', '.join(names)}") from None
-    index = torch.as_tensor(list(units), dtype=torch.long)
+    per_sample = isinstance(units, Tensor) and units.ndim == 2
+    index = None if per_sample else torch.as_tensor(list(units), dtype=torch.long)
 
     def zero(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor:
         output = output.clone()
-        output[:, index.to(output.device)] = 0
-        return output
+        if index is not None:
+            output[:, index.to(output.device)] = 0
+            return output
+        keep = (~units.to(output.device)).to(output.dtype)  # type: ignore[union-attr]
+        return output * keep.view(*keep.shape, *([1] * (output.ndim - 2)))
 
     handle = module.register_forward_hook(zero)
     try:
         yield
     finally:
         handle.remove()
+
+
+def true_class_outcomes(
+    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 64
+) -> tuple[Tensor, Tensor]:
+    """Per image: whether the top-1 prediction is right, and the true class's probability.
+
+    Args:
+        model: Classifier returning logits.
+        images: ``[N, 3, H, W]`` preprocessed inputs.
+        labels: ``[N]`` class indices.
+        batch_size: Images per forward pass.
+
+    Returns:
+        ``(correct [N] float, probability [N])`` on the CPU.
+    """
+    device = next(model.parameters()).device
+    correct, probability = [], []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start : start + batch_size].to(device)).float()
+            target = labels[start : start + batch_size].to(device)
+            correct.append((logits.argmax(dim=1) == target).float().cpu())
+            probability.append(logits.softmax(dim=1).gather(1, target[:, None])[:, 0].cpu())
+    return torch.cat(correct), torch.cat(probability)
 
 
 @dataclass(frozen=True)
@@ -79,17 +109,10 @@ def measure(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 
     Returns:
         The :class:`Outcome`.
     """
-    correct, probability = 0.0, 0.0
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            logits = model(images[start : start + batch_size].to(device)).float()
-            target = labels[start : start + batch_size].to(device)
-            probs = logits.softmax(dim=1)
-            correct += float((logits.argmax(dim=1) == target).sum())
-            probability += float(probs.gather(1, target[:, None]).sum())
-    count = max(len(images), 1)
-    return Outcome(correct / count, probability / count)
+    correct, probability = true_class_outcomes(model, images, labels, batch_size)
+    if not len(images):
+        return Outcome(0.0, 0.0)
+    return Outcome(float(correct.mean()), float(probability.mean()))
 
 
 def matched_units(match: Tensor, m: int) -> Tensor:
@@ -217,55 +240,44 @@ class AblationEvaluator:
         )  # [units, classes]
         images = torch.stack([loaded.preprocessing(open_image(p)) for p, _, _ in rows])
         labels = torch.tensor([c for _, c, _ in rows])
+        base_correct, base_prob = true_class_outcomes(model, images, labels, self.batch_size)
+        channels = int(result.layers.get(layer, {}).get("units") or int(units.max()) + 1)
         per_class = []
         summary: dict[str, dict[str, float]] = {}
         for m in self.ms:
             m_eff = min(m, len(neurons))
-            drops = {"matched": [], "random": [], "other": [], "matched_acc": [], "random_acc": []}
-            for column, c in enumerate(chosen):
-                own = labels == c
-                others = (~own).nonzero().squeeze(1)
-                others = others[torch.randperm(len(others), generator=generator)[: self.others]]
-                base = measure(model, images[own], labels[own], self.batch_size)
-                base_other = measure(model, images[others], labels[others], self.batch_size)
-                picked = units[matched_units(match[:, column], m_eff)].tolist()
-                with units_zeroed(model, layer, picked):
-                    hit = measure(model, images[own], labels[own], self.batch_size)
-                    hit_other = measure(model, images[others], labels[others], self.batch_size)
-                random_prob, random_acc = [], []
-                for _ in range(self.draws):
-                    draw = units[torch.randperm(len(units), generator=generator)[:m_eff]].tolist()
-                    with units_zeroed(model, layer, draw):
-                        rand = measure(model, images[own], labels[own], self.batch_size)
-                    random_prob.append(base.probability - rand.probability)
-                    random_acc.append(base.accuracy - rand.accuracy)
-                row = {
-                    "class": c,
-                    "name": class_name[c],
-                    "m": m_eff,
-                    "units": picked[:10],
-                    "labels": [result.explanation(layer, u).description for u in picked[:10]],
-                    "matched_drop": base.probability - hit.probability,
-                    "random_drop": sum(random_prob) / len(random_prob),
-                    "other_classes_drop": base_other.probability - hit_other.probability,
-                    "matched_accuracy_drop": base.accuracy - hit.accuracy,
-                    "random_accuracy_drop": sum(random_acc) / len(random_acc),
-                }
-                per_class.append(row)
-                drops["matched"].append(row["matched_drop"])
-                drops["random"].append(row["random_drop"])
-                drops["other"].append(row["other_classes_drop"])
-                drops["matched_acc"].append(row["matched_accuracy_drop"])
-                drops["random_acc"].append(row["random_accuracy_drop"])
-            mean = {k: sum(v) / len(v) for k, v in drops.items()}
-            summary[str(m)] = {
-                "matched_drop": mean["matched"],
-                "random_drop": mean["random"],
-                "other_classes_drop": mean["other"],
-                "ratio": mean["matched"] / mean["random"] if mean["random"] > 0 else float("inf"),
-                "matched_accuracy_drop": mean["matched_acc"],
-                "random_accuracy_drop": mean["random_acc"],
+            rows_m = [
+                self._one_class(
+                    model,
+                    layer,
+                    images,
+                    labels,
+                    base_correct,
+                    base_prob,
+                    units,
+                    match[:, column],
+                    c,
+                    class_name[c],
+                    m_eff,
+                    channels,
+                    generator,
+                    result,
+                )
+                for column, c in enumerate(chosen)
+            ]
+            per_class.extend(rows_m)
+            mean = {
+                key: sum(r[key] for r in rows_m) / len(rows_m)
+                for key in (
+                    "matched_drop",
+                    "random_drop",
+                    "other_classes_drop",
+                    "matched_accuracy_drop",
+                    "random_accuracy_drop",
+                )
             }
+            ratio = mean["matched_drop"] / mean["random_drop"] if mean["random_drop"] > 0 else None
+            summary[str(m)] = {**mean, "ratio": ratio}
         return {
             "layer": layer,
             "classes": len(chosen),
@@ -273,4 +285,60 @@ class AblationEvaluator:
             "text_model": text_spec,
             "by_m": summary,
             "per_class": per_class,
+        }
+
+    def _one_class(
+        self,
+        model: nn.Module,
+        layer: str,
+        images: Tensor,
+        labels: Tensor,
+        base_correct: Tensor,
+        base_prob: Tensor,
+        units: Tensor,
+        match: Tensor,
+        c: int,
+        name: str,
+        m: int,
+        channels: int,
+        generator: torch.Generator,
+        result: LabelingResult,
+    ) -> dict[str, Any]:
+        """Matched, random and other-class drops for class ``c``, in one forward pass."""
+        own = (labels == c).nonzero().squeeze(1)
+        others = (labels != c).nonzero().squeeze(1)
+        others = others[torch.randperm(len(others), generator=generator)[: self.others]]
+        picked = units[matched_units(match, m)]
+        unit_sets = [picked] + [
+            units[torch.randperm(len(units), generator=generator)[:m]] for _ in range(self.draws)
+        ]
+        # One batch: the class's images once per unit set, then the other classes' images
+        # under the matched set; each sample carries its own mask.
+        index = torch.cat([own.repeat(len(unit_sets)), others])
+        masks = torch.zeros(len(index), channels, dtype=torch.bool)
+        for position, unit_set in enumerate(unit_sets):
+            masks[position * len(own) : (position + 1) * len(own), unit_set] = True
+        masks[len(own) * len(unit_sets) :, picked] = True
+        with units_zeroed(model, layer, masks):
+            correct, prob = true_class_outcomes(model, images[index], labels[index], len(index))
+        n = len(own)
+        base_p, base_c = base_prob[own].mean(), base_correct[own].mean()
+        set_prob = prob[: n * len(unit_sets)].view(len(unit_sets), n).mean(dim=1)
+        set_correct = correct[: n * len(unit_sets)].view(len(unit_sets), n).mean(dim=1)
+        other_drop = (
+            float(base_prob[others].mean() - prob[n * len(unit_sets) :].mean())
+            if len(others)
+            else 0.0
+        )
+        return {
+            "class": c,
+            "name": name,
+            "m": m,
+            "units": picked[:10].tolist(),
+            "labels": [result.explanation(layer, int(u)).description for u in picked[:10]],
+            "matched_drop": float(base_p - set_prob[0]),
+            "random_drop": float((base_p - set_prob[1:]).mean()),
+            "other_classes_drop": other_drop,
+            "matched_accuracy_drop": float(base_c - set_correct[0]),
+            "random_accuracy_drop": float((base_c - set_correct[1:]).mean()),
         }
