@@ -63,6 +63,16 @@ def test_lookup_errors(tmp_path):
         LabelingResult.load(tmp_path)
 
 
+def test_atomic_write_uses_normal_permissions(tmp_path):
+    import os
+
+    with atomic_write(tmp_path / "a.txt") as handle:
+        handle.write("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "f.txt"
     target.write_text("old")
