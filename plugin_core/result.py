@@ -30,6 +30,9 @@ class Exemplar:
         activation: The neuron's activation on it (spatial max or mean).
         box: ``[x0, y0, x1, y1]`` of the patch in original-image pixels; None = whole image.
         patch: Path of the saved patch image, relative to the result folder.
+        map: The unit's low-resolution activation map on this image (``[h][w]`` over the
+            model input, i.e. the resized, center-cropped image), for the report's heatmap;
+            None for vector layers and for exemplars past ``saved_patches``.
     """
 
     image_index: int
@@ -37,6 +40,7 @@ class Exemplar:
     activation: float
     box: list[int] | None = None
     patch: str | None = None
+    map: list[list[float]] | None = None
 
 
 @dataclass
