@@ -187,42 +187,7 @@ class HookExtractor:
             >>> [(i.name, i.shape, i.kind) for i in infos][-1]  # doctest: +SKIP
             ('fc', (1000,), 'vector')
         """
-        model = loaded.model
-        _require_hookable(model)
-        model.to(self.device)
-        shapes: dict[str, tuple[int, ...]] = {}
-
-        def make_hook(name: str) -> Callable[..., None]:
-            def hook(module: nn.Module, args: Any, output: Any) -> None:
-                tensor = first_tensor(output)
-                if tensor is not None:
-                    shapes[name] = tuple(tensor.shape)
-
-            return hook
-
-        named = [(n, m) for n, m in model.named_modules() if n]
-        handles = [m.register_forward_hook(make_hook(n)) for n, m in named]
-        try:
-            with torch.inference_mode():
-                # Two images, so outputs that fold something into the batch stand out.
-                model(self._zeros(loaded, 2))
-        finally:
-            for handle in handles:
-                handle.remove()
-        infos = []
-        crop = loaded.preprocessing.crop_size
-        for name, module in named:
-            if name not in shapes:
-                continue
-            full = shapes[name]
-            if len(full) == 3 and full[0] != 2 and full[1] == 2:
-                full = (full[1], full[0], full[2])  # sequence-first tokens [T, B, C]
-            shape = full[1:]
-            kind = _kind(shape) if full and full[0] == 2 else "other"
-            if is_channels_last_output(model, full, crop):
-                shape = (shape[2], shape[0], shape[1])
-            infos.append(LayerInfo(name, type(module).__name__, shape, kind))
-        return infos
+        return list_layer_shapes(loaded, self.device)
 
     # ------------------------------------------------------------------ internals
 
@@ -231,11 +196,6 @@ class HookExtractor:
             if param.is_floating_point():
                 return param.dtype  # a half-precision model needs half inputs
         return torch.float32
-
-    def _zeros(self, loaded: LoadedModel, batch: int) -> Tensor:
-        height, width = loaded.preprocessing.crop_size
-        dtype = self._input_dtype(loaded.model)
-        return torch.zeros(batch, 3, height, width, device=self.device, dtype=dtype)
 
 
 class _Reader:
@@ -302,43 +262,138 @@ class _Reader:
                 )
             self.expected = dict(self.calls)
         size = int(batch.shape[0])
-        out = {name: self._convert(name, self.captured[name], size) for name in self.modules}
-        for name, acts in out.items():
-            if acts.shape[0] != size:
-                raise NeurolabelError(
-                    f"Layer '{name}' outputs {tuple(self.captured[name].shape)}, whose first "
-                    f"dimension is not the batch size {size} (e.g. windowed attention that "
-                    "folds windows into the batch); pick the enclosing block or stage"
-                )
-        return out
+        return {name: self._convert(name, self.captured[name], size) for name in self.modules}
 
     def _convert(self, name: str, tensor: Tensor, batch_size: int) -> Tensor:
-        if tensor.dim() == 4 and is_channels_last_output(
-            self.loaded.model, tuple(tensor.shape), self.input_hw
+        return standard_layout(self.loaded, tensor, self.input_hw, batch_size, name)
+
+
+def standard_layout(
+    loaded: LoadedModel,
+    tensor: Tensor,
+    input_hw: tuple[int, int],
+    batch_size: int | None = None,
+    name: str = "",
+) -> Tensor:
+    """Bring one layer output to ``[B, C, H, W]`` or ``[B, C]``, the layout units index.
+
+    Channels-last maps are permuted, transformer tokens lose their prefix tokens and are
+    reshaped to the patch grid. Differentiable, so attribution code indexes units exactly
+    as the extractors do.
+
+    Args:
+        loaded: The model (for its prefix-token count, patch size and output format).
+        tensor: The layer's output (or input), batch first or sequence first.
+        input_hw: Height and width of the model input that produced it.
+        batch_size: The batch size, to recognize sequence-first ``[T, B, C]`` tokens and to
+            check the first dimension; None takes the first dimension as the batch.
+        name: Layer name for error messages.
+
+    Returns:
+        The tensor in unit layout (a view or a reshaped copy, in its own dtype).
+
+    Examples:
+        >>> from neurolabel.plugin_core.preprocessing import Preprocessing
+        >>> loaded = LoadedModel(nn.Identity(), Preprocessing(), "id")
+        >>> standard_layout(loaded, torch.zeros(2, 1 + 4, 8), (32, 32)).shape
+        torch.Size([2, 8, 2, 2])
+    """
+    model = loaded.model
+    if tensor.dim() == 4 and is_channels_last_output(model, tuple(tensor.shape), input_hw):
+        out = tensor.permute(0, 3, 1, 2).contiguous()
+    elif tensor.dim() in (2, 4):
+        out = tensor
+    elif tensor.dim() == 3:
+        if (
+            batch_size is not None
+            and tensor.shape[0] != batch_size
+            and tensor.shape[1] == batch_size
         ):
-            return tensor.permute(0, 3, 1, 2).contiguous()
-        if tensor.dim() in (2, 4):
-            return tensor
-        if tensor.dim() == 3:
-            if tensor.shape[0] != batch_size and tensor.shape[1] == batch_size:
-                # Sequence-first transformers (nn.MultiheadAttention default) give [T, B, C].
-                tensor = tensor.transpose(0, 1)
-            return tokens_to_grid(tensor, self._prefix_tokens(), self._patch_grid(), name)
+            # Sequence-first transformers (nn.MultiheadAttention default) give [T, B, C].
+            tensor = tensor.transpose(0, 1)
+        prefix = loaded.prefix_tokens
+        if prefix is None:
+            prefix = model_prefix_tokens(model)
+        patch = model_patch_size(model)
+        grid = None if patch is None else (input_hw[0] // patch[0], input_hw[1] // patch[1])
+        out = tokens_to_grid(tensor, prefix, grid, name)
+    else:
         raise NeurolabelError(
-            f"Layer '{name}' outputs a {tensor.dim()}-D tensor {tuple(tensor.shape)}; the "
-            "hooks extractor reads [B,C,H,W], [B,T,C] tokens or [B,C]: pick another layer"
+            f"Layer '{name}' outputs a {tensor.dim()}-D tensor {tuple(tensor.shape)}; "
+            "neurolabel reads [B,C,H,W], [B,T,C] tokens or [B,C]: pick another layer"
         )
+    if batch_size is not None and out.shape[0] != batch_size:
+        raise NeurolabelError(
+            f"Layer '{name}' outputs {tuple(tensor.shape)}, whose first dimension is not the "
+            f"batch size {batch_size} (e.g. windowed attention that folds windows into the "
+            "batch); pick the enclosing block or stage"
+        )
+    return out
 
-    def _prefix_tokens(self) -> int | None:
-        if self.loaded.prefix_tokens is not None:
-            return self.loaded.prefix_tokens
-        return model_prefix_tokens(self.loaded.model)
 
-    def _patch_grid(self) -> tuple[int, int] | None:
-        patch = model_patch_size(self.loaded.model)
-        if patch is None:
-            return None
-        return self.input_hw[0] // patch[0], self.input_hw[1] // patch[1]
+def list_layer_shapes(
+    loaded: LoadedModel, device: torch.device | str = "cpu", read_input: bool = False
+) -> list[LayerInfo]:
+    """Every module that sees a tensor, with its output (or input) shape for one image.
+
+    Runs two zero images of the model's preprocessing crop size through the model.
+
+    Args:
+        loaded: The model.
+        device: Where to run it.
+        read_input: Report each module's first input tensor instead of its output (Captum's
+            ``attribute_to_layer_input``).
+
+    Returns:
+        One :class:`LayerInfo` per module in definition order: shape without the batch
+        dimension (tokens layers as ``[T, C]``) and kind ``spatial``, ``tokens``,
+        ``vector`` or ``other`` (also for tensors whose first dimension is not the
+        batch). Containers that never run (``ModuleList``) are left out.
+    """
+    model = loaded.model
+    _require_hookable(model)
+    device = torch.device(device)
+    model.to(device)
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any = None) -> None:
+            tensor = first_tensor(args if read_input else output)
+            if tensor is not None:
+                shapes[name] = tuple(tensor.shape)
+
+        return hook
+
+    named = [(n, m) for n, m in model.named_modules() if n]
+    handles = [
+        m.register_forward_pre_hook(make_hook(n))
+        if read_input
+        else m.register_forward_hook(make_hook(n))
+        for n, m in named
+    ]
+    height, width = loaded.preprocessing.crop_size
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    try:
+        with torch.inference_mode():
+            # Two images, so outputs that fold something into the batch stand out.
+            model(torch.zeros(2, 3, height, width, device=device, dtype=dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+    infos = []
+    crop = loaded.preprocessing.crop_size
+    for name, module in named:
+        if name not in shapes:
+            continue
+        full = shapes[name]
+        if len(full) == 3 and full[0] != 2 and full[1] == 2:
+            full = (full[1], full[0], full[2])  # sequence-first tokens [T, B, C]
+        shape = full[1:]
+        kind = _kind(shape) if full and full[0] == 2 else "other"
+        if is_channels_last_output(model, full, crop):
+            shape = (shape[2], shape[0], shape[1])
+        infos.append(LayerInfo(name, type(module).__name__, shape, kind))
+    return infos
 
 
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:

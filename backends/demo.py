@@ -130,7 +130,8 @@ def run_demo(out: Path, units: int, top_k: int, device: str, progress: bool = Tr
         progress: Show progress bars.
 
     Returns:
-        The :class:`~neurolabel.plugin_core.result.LabelingResult`.
+        The :class:`~neurolabel.plugin_core.result.LabelingResult` (also saved, with
+        ``report.html``, in ``out``).
     """
     from neurolabel.plugin_core.labeler import NeuronLabeler
 
@@ -156,6 +157,9 @@ def run_demo(out: Path, units: int, top_k: int, device: str, progress: bool = Tr
     selection[DEMO_LAYERS[-1]] = predicted_classes(labeler.loaded, images)
     result = labeler.run(images)
     result.save(out)
+    from neurolabel.plugin_core.html_report import REPORT_FILE, write_html_report
+
+    write_html_report(result, out / REPORT_FILE, folder=out)
     return result
 
 
@@ -199,7 +203,10 @@ def _demo_command(cli: typer.Typer) -> None:
             f"Logit units of the {len(logits)} predicted classes with their own class name "
             f"among their top-5 labels: {own}/{len(logits)}"
         )
-        console.print(f"Wrote {out / 'result.json'}, {out / 'descriptions.csv'} and patches/")
+        console.print(
+            f"Wrote {out / 'result.json'}, {out / 'descriptions.csv'}, patches/ and "
+            f"{out / 'report.html'} (open it in a browser)"
+        )
 
 
 @hookimpl

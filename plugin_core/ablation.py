@@ -115,6 +115,44 @@ def measure(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 
     return Outcome(float(correct.mean()), float(probability.mean()))
 
 
+def label_match(
+    unit_labels: Sequence[Sequence[str]],
+    class_names: Sequence[str],
+    encode_texts: Any,
+    decay: float = 0.9,
+) -> Tensor:
+    """How well each unit's explanation matches each class name.
+
+    A unit's ranked labels are compared with the class name by text-embedding cosine; the
+    label at rank ``r`` counts ``decay ** r`` times, and the best label decides.
+
+    Args:
+        unit_labels: Each unit's ranked labels (one or more).
+        class_names: The class names.
+        encode_texts: ``texts -> [N, D]`` L2-normalized embeddings.
+        decay: Weight lost per rank.
+
+    Returns:
+        ``[units, classes]`` match scores.
+
+    Examples:
+        >>> table = {"dog": [1.0, 0.0], "cat": [0.0, 1.0], "puppy": [0.8, 0.6]}
+        >>> encode = lambda texts: torch.tensor([table[t] for t in texts])
+        >>> label_match([["cat", "dog"], ["puppy"]], ["dog"], encode, decay=0.5).tolist()
+        [[0.5], [0.800000011920929]]
+    """
+    depth = max(len(labels) for labels in unit_labels)
+    flat = [label for labels in unit_labels for label in labels]
+    cosine = encode_texts(flat) @ encode_texts(list(class_names)).T  # [sum labels, classes]
+    scores = torch.full((len(unit_labels), depth, len(class_names)), float("-inf"))
+    row = 0
+    for unit, labels in enumerate(unit_labels):
+        for rank in range(len(labels)):
+            scores[unit, rank] = cosine[row] * decay**rank
+            row += 1
+    return scores.amax(dim=1)
+
+
 def matched_units(match: Tensor, m: int) -> Tensor:
     """The ``m`` units whose explanations best match a class (``match``: ``[units]`` scores)."""
     return match.topk(min(m, match.numel())).indices
@@ -172,6 +210,8 @@ class AblationEvaluator:
                 "seed",
                 "batch_size",
                 "model",
+                "labels",
+                "decay",
             }
         )
         images = spec.option("images") or spec.argument
@@ -187,6 +227,8 @@ class AblationEvaluator:
         self.seed = spec.option_int("seed", 0) or 0
         self.batch_size = spec.option_int("batch_size", 64) or 64
         self.model = spec.option("model")
+        self.labels = spec.option_int("labels", 1) or 1
+        self.decay = spec.option_float("decay", 0.9) or 0.9
 
     def _layer(self, result: LabelingResult) -> str:
         if self.layer:
@@ -234,9 +276,11 @@ class AblationEvaluator:
             .sort()
             .values.tolist()
         ]
-        match = (
-            scorer.encode_texts([n.description for n in neurons])
-            @ scorer.encode_texts([class_name[c] for c in chosen]).T
+        match = label_match(
+            [[c for c, _ in n.concepts[: self.labels]] for n in neurons],
+            [class_name[c] for c in chosen],
+            scorer.encode_texts,
+            self.decay,
         )  # [units, classes]
         images = torch.stack([loaded.preprocessing(open_image(p)) for p, _, _ in rows])
         labels = torch.tensor([c for _, c, _ in rows])

@@ -71,7 +71,11 @@ def explain(
     units: Annotated[str | None, typer.Option(help="Units to explain, e.g. 0-63,100")] = None,
     threshold: Annotated[str, typer.Option(help="Patch threshold: quantile or otsu")] = "quantile",
     patches: Annotated[
-        str, typer.Option(help="auto, activation (cut from the map) or whole (images)")
+        str,
+        typer.Option(
+            help="auto, activation (cut from the map), whole (images), or an attribution "
+            "patcher: gradcam[:LAYER], gradient, integrated-gradients, conductance"
+        ),
     ] = "auto",
     activation: Annotated[str, typer.Option(help="Rank images by map max or mean")] = "max",
     device: Device = "auto",
@@ -85,8 +89,12 @@ def explain(
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or table")] = False,
+    no_html: Annotated[
+        bool, typer.Option("--no-html", help="Do not write the HTML report (OUT/report.html)")
+    ] = False,
 ) -> None:
-    """Label the neurons of one or more layers and write result.json, descriptions.csv, patches."""
+    """Label the neurons of one or more layers and write result.json, descriptions.csv,
+    patches and the HTML report."""
     from .context import build_context
     from .labeler import NeuronLabeler
     from .report import result_table
@@ -111,12 +119,23 @@ def explain(
     )
     result = labeler.run(images)
     path = result.save(out)
+    written = [str(path), str(out / "descriptions.csv")]
+    if not no_html:
+        from contextlib import nullcontext
+
+        from .html_report import REPORT_FILE, write_html_report
+
+        # Seconds for thousands of neurons: say what is going on.
+        status = nullcontext() if quiet else console.status("Writing the HTML report")
+        with status:
+            # From the in-memory result: its patches are still decoded, no need to re-read them.
+            written.append(str(write_html_report(result, out / REPORT_FILE, folder=out)))
     if not quiet:
         console.print(result_table(result))
     skipped = result.dataset.get("num_skipped", 0)
     if skipped:
         err_console.print(f"[yellow]{skipped} input(s) skipped[/yellow] (reasons in {path})")
-    console.print(f"Wrote {path} and {out / 'descriptions.csv'}")
+    console.print(f"Wrote {', '.join(written[:-1])} and {written[-1]}", highlight=False)
 
 
 @app.command()
@@ -173,6 +192,7 @@ def plugins(
     kinds = {
         "model source": regs.model_sources,
         "extractor": regs.extractors,
+        "patcher": regs.patchers,
         "vocabulary": regs.vocabularies,
         "scorer": regs.scorers,
         "evaluator": regs.evaluators,
@@ -205,25 +225,61 @@ def report(
     result_path: Annotated[
         Path, typer.Argument(metavar="RESULT", help="Result folder or result.json")
     ],
-    layer: Annotated[str | None, typer.Option("--layer", "-l")] = None,
+    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Only this layer")] = None,
     limit: Annotated[int, typer.Option(help="Rows per layer (0 = all)")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result JSON")] = False,
+    neuron: Annotated[
+        str | None,
+        typer.Option(
+            "--neuron", "-n", metavar="LAYER:UNIT", help="One neuron in detail, e.g. layer4:17"
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Write the self-contained HTML report to this file"),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (the result, the layer or the neuron)")
+    ] = False,
 ) -> None:
-    """Show a saved result as a terminal table."""
-    from .report import result_table
+    """Show a saved result: per-layer tables, one neuron, JSON, or an HTML report."""
+    from .report import layer_report, neuron_json, neuron_report, parse_neuron
     from .result import LabelingResult
 
     result = LabelingResult.load(result_path)
+    folder = result_path if result_path.is_dir() else result_path.parent
     if layer is not None and layer not in result.neurons:
         from .errors import LayerNotFoundError
 
         raise LayerNotFoundError(
             f"Layer '{layer}' is not in {result_path}. Layers: {', '.join(result.neurons)}"
         )
-    if as_json:
-        print(json.dumps(result.to_dict(), indent=1))
+    chosen = parse_neuron(neuron) if neuron is not None else None
+    if chosen is not None:
+        result.explanation(*chosen)  # a clear error before any output
+    if html is not None:
+        from .html_report import write_html_report
+
+        written = write_html_report(result, html, folder=folder)
+        # With --json, stdout carries only the JSON.
+        (err_console if as_json else console).print(
+            f"Wrote {written} ({written.stat().st_size / 1e6:.1f} MB)", highlight=False
+        )
+        if chosen is None and not as_json:
+            return
+    if chosen is not None:
+        if as_json:
+            print(json.dumps(neuron_json(result, *chosen, folder=folder), indent=1))
+        else:
+            console.print(neuron_report(result, *chosen, folder=folder))
         return
-    console.print(result_table(result, layer=layer, limit=limit or None))
+    if as_json:
+        data = result.to_dict()
+        if layer is not None:
+            data["layers"] = {layer: data["layers"].get(layer, {})}
+            data["neurons"] = {layer: data["neurons"][layer]}
+        print(json.dumps(data, indent=1))
+        return
+    console.print(layer_report(result, layer=layer, limit=limit or None))
 
 
 @app.command()

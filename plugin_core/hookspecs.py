@@ -21,6 +21,11 @@ def register_extractors(register: Any) -> None:
 
 
 @hookspec
+def register_patchers(register: Any) -> None:
+    """Ways to locate the region of an exemplar that drove a neuron: Grad-CAM, gradients, ..."""
+
+
+@hookspec
 def register_vocabularies(register: Any) -> None:
     """Concept vocabulary providers: imagenet, words:N, file:PATH, ..."""
 

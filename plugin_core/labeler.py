@@ -15,18 +15,35 @@ from torch import Tensor, nn
 
 from .aggregation import Aggregation, ImageSample, get_aggregation
 from .context import build_context
-from .errors import EmptyInputError, NeurolabelError
+from .errors import EmptyInputError, LayerNotFoundError, NeurolabelError
 from .images import ImageLoadError, ImageSource, ProbeDataset, SkippedInput, as_image_source
-from .patches import PatchSettings, flatten_maps, image_box, input_boxes
+from .patches import (
+    Patcher,
+    PatchSettings,
+    attribution_boxes,
+    flatten_maps,
+    image_box,
+    input_boxes,
+)
 from .preprocessing import Preprocessing
 from .progress import Steps, progress_steps
-from .protocols import ConceptScorer, EmbeddingScorer, Extractor, LoadedModel, ResolveContext
+from .protocols import (
+    ConceptScorer,
+    EmbeddingScorer,
+    Extractor,
+    LoadedModel,
+    ResolveContext,
+    iter_batches,
+)
 from .result import Exemplar, LabelingResult, NeuronExplanation
 from .spec import Spec
 from .topk import StreamingTopK, TopKState, per_image_activation
 from .vocabulary import Vocabulary
 
+#: Patch modes built into the labeler; any other value names a registered patcher.
 PATCH_MODES = ("auto", "activation", "whole")
+#: Preprocessed exemplar images kept in memory while attribution maps are computed.
+_IMAGE_CACHE = 256
 DEFAULT_SCORER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 DEFAULT_VOCABULARY = "imagenet"
 PATCH_THUMBNAIL = 160
@@ -70,6 +87,61 @@ def resolve_vocabulary(
     return merged.require_nonempty()
 
 
+def layer_names(model: nn.Module, layers: Any) -> list[str]:
+    """Dotted names of layers given by name, as modules, or as Captum attribution objects.
+
+    Anything with a ``layer`` attribute holding a module (or a list of modules) counts as a
+    layer attribution object: Captum's ``LayerActivation``, ``LayerGradCam``,
+    ``LayerConductance``, ``NeuronGradient``... Modules are found by identity in
+    ``model.named_modules()``.
+
+    Args:
+        model: The model the layers belong to.
+        layers: One layer or a sequence of them: ``str``, ``nn.Module`` or an object with
+            a ``layer`` attribute.
+
+    Returns:
+        The dotted names, in order, without duplicates.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> layer_names(net, [net[1], "0"])
+        ['1', '0']
+    """
+    if isinstance(layers, (str, nn.Module)) or hasattr(layers, "layer"):
+        layers = [layers]
+    names_of: dict[int, str] | None = None
+    out: list[str] = []
+    for item in layers:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        # A module is itself, even when it has a `.layer` attribute of its own.
+        held = item if isinstance(item, nn.Module) else getattr(item, "layer", item)
+        modules = list(held) if isinstance(held, (list, tuple)) else [held]
+        if not modules or not all(isinstance(m, nn.Module) for m in modules):
+            raise NeurolabelError(
+                f"Cannot use a {type(item).__name__} as a layer: give a dotted name, an "
+                "nn.Module of the model, or a Captum layer attribution object (with .layer)"
+            )
+        if names_of is None:
+            names_of = {id(m): name for name, m in model.named_modules()}
+        for module in modules:
+            name = names_of.get(id(module))
+            if name is None:
+                raise LayerNotFoundError(
+                    f"The {type(module).__name__} given as a layer is not a submodule of the "
+                    f"{type(model).__name__} being explained (a copy, or another model's?)"
+                )
+            if not name:
+                raise NeurolabelError(
+                    "The whole model was given as a layer; name one of its layers (its last "
+                    "one for the outputs), e.g. with `neurolabel layers`"
+                )
+            out.append(name)
+    return list(dict.fromkeys(out))
+
+
 def resolve_model(
     model: str | nn.Module | LoadedModel, ctx: ResolveContext, preprocessing: Preprocessing | None
 ) -> LoadedModel:
@@ -106,7 +178,9 @@ class NeuronLabeler:
     Args:
         model: A model spec (``torchvision:resnet18``, ``packaged:efficientnet_lite0``), an
             ``nn.Module`` or a :class:`LoadedModel`.
-        layers: Dotted layer names (``neurolabel layers MODEL`` lists them).
+        layers: Dotted layer names (``neurolabel layers MODEL`` lists them); when ``model``
+            is a module or LoadedModel, also submodules of it or Captum layer attribution
+            objects (anything with a ``.layer``), see :func:`layer_names`.
         scorer: Scorer spec or object (embedding or concept scorer).
         vocabulary: Vocabulary spec (``imagenet``, ``words:20000``, ``file:PATH``,
             ``imagenet+words:5000``), a list of concepts, or a :class:`Vocabulary`.
@@ -117,12 +191,17 @@ class NeuronLabeler:
         batch_size: Images per forward pass (and per scorer call).
         num_workers: DataLoader workers.
         activation: ``max`` or ``mean`` over a map, to rank images.
-        threshold: Patch threshold, ``quantile`` or ``otsu``.
+        threshold: Activation-map patch threshold, ``quantile`` or ``otsu`` (attribution
+            maps of a patcher are always thresholded per map with Otsu's method).
         quantile: Map-cell quantile for ``quantile`` thresholds (0.995 = NetDissect).
         min_patch_size: Minimum patch side, as a fraction of the input's shorter side.
         patches: ``auto`` (cut from the activation map where the layer has one, whole images
             for vector layers), ``activation`` (cut from the map; an error for vector
-            layers) or ``whole`` (always whole images).
+            layers), ``whole`` (always whole images), or a registered patcher's spec or a
+            :class:`~neurolabel.plugin_core.patches.Patcher` object, which computes a map
+            per exemplar at input resolution (``gradcam``, ``gradient``, ``conductance``,
+            ``integrated-gradients``; ``neurolabel plugins`` lists them) for every layer,
+            vector layers included.
         units: Units to explain, for every layer or per layer (all by default).
         num_concepts: Ranked concepts stored per neuron.
         saved_patches: Exemplar patches per neuron kept for :meth:`LabelingResult.save`.
@@ -143,7 +222,7 @@ class NeuronLabeler:
     def __init__(
         self,
         model: str | nn.Module | LoadedModel,
-        layers: Sequence[str],
+        layers: Sequence[Any] | str,
         scorer: str | EmbeddingScorer | ConceptScorer = DEFAULT_SCORER,
         vocabulary: str | Vocabulary | Sequence[str] = DEFAULT_VOCABULARY,
         *,
@@ -157,7 +236,7 @@ class NeuronLabeler:
         threshold: str = "quantile",
         quantile: float = 0.995,
         min_patch_size: float = 0.25,
-        patches: str = "auto",
+        patches: str | Patcher = "auto",
         units: UnitSelection = None,
         num_concepts: int = 10,
         saved_patches: int = 5,
@@ -166,7 +245,7 @@ class NeuronLabeler:
         context: ResolveContext | None = None,
         progress: bool = True,
     ) -> None:
-        if isinstance(layers, str):
+        if isinstance(layers, str) or not isinstance(layers, Sequence):
             layers = [layers]
         if not layers:
             raise NeurolabelError("Give at least one layer (neurolabel layers MODEL lists them)")
@@ -178,10 +257,9 @@ class NeuronLabeler:
         self.aggregation = get_aggregation(aggregation)
         self.aggregation_name = aggregation
         self.patch_settings = PatchSettings(threshold=threshold, min_size=min_patch_size)
-        if patches not in PATCH_MODES:
-            raise NeurolabelError(f"patches={patches!r}: use one of {', '.join(PATCH_MODES)}")
         self.patches = patches
-        self.layers = list(dict.fromkeys(layers))
+        self._check_patches(patches)
+        self.layers = self._layer_names(model, layers)
         self.model_spec = model
         self.scorer_spec = scorer
         self.vocabulary_spec = vocabulary
@@ -206,6 +284,46 @@ class NeuronLabeler:
         if self._loaded is None:
             self._loaded = resolve_model(self.model_spec, self.ctx, self.preprocessing)
         return self._loaded
+
+    @staticmethod
+    def _layer_names(model: str | nn.Module | LoadedModel, layers: Sequence[Any]) -> list[str]:
+        if all(isinstance(layer, str) for layer in layers):
+            return list(dict.fromkeys(layers))
+        if isinstance(model, str):
+            raise NeurolabelError(
+                "Layers given as modules or Captum objects need the model itself: pass the "
+                "nn.Module (or a LoadedModel) as model, or name the layers by their dotted "
+                "names (`neurolabel layers MODEL`)"
+            )
+        return layer_names(model.model if isinstance(model, LoadedModel) else model, layers)
+
+    def _check_patches(self, patches: str | Patcher) -> None:
+        if not isinstance(patches, str):
+            if not isinstance(patches, Patcher):
+                raise NeurolabelError(
+                    f"patches={patches!r}: give a mode name or an object with "
+                    "locate(loaded, layer, unit, images)"
+                )
+            return
+        if patches in PATCH_MODES:
+            return
+        registry = self.ctx.registries.patchers
+        if not patches.strip() or Spec.parse(patches).name not in registry:
+            choices = ", ".join([*PATCH_MODES, *registry.names()])
+            raise NeurolabelError(f"patches={patches!r}: use one of {choices}")
+
+    def _patcher(self) -> Patcher | None:
+        """The patcher of an attribution patch mode, or None for the built-in modes."""
+        spec = self.patches
+        if isinstance(spec, str):
+            if spec in PATCH_MODES:
+                return None
+            patcher = self.ctx.registries.patchers.resolve(spec, self.ctx)
+        else:
+            patcher = spec
+        if not isinstance(patcher, Patcher):
+            raise NeurolabelError(f"Patcher {patcher!r} has no locate(loaded, layer, unit, images)")
+        return patcher
 
     def _extractor(self) -> Extractor:
         spec = self.extractor_spec
@@ -433,6 +551,9 @@ class NeuronLabeler:
         return _Layer(name, state, spatial, shape, self._units_for(name, state.num_neurons))
 
     def _patch_requests(self, layers: list[_Layer], source: ImageSource, steps: Steps) -> _Requests:
+        patcher = self._patcher()
+        if patcher is not None:
+            return self._attribution_requests(patcher, layers, source, steps)
         requests = _Requests()
         preprocessing = self.loaded.preprocessing
         sizes: dict[int, tuple[int, int]] = {}
@@ -459,6 +580,52 @@ class NeuronLabeler:
                 original = image_box(box, preprocessing, sizes[image_index])
                 requests.add(layer.name, layer.units[row], rank, image_index, original)
                 task.advance()
+        return requests
+
+    def _attribution_requests(
+        self, patcher: Patcher, layers: list[_Layer], source: ImageSource, steps: Steps
+    ) -> _Requests:
+        """Cut every exemplar's patch from the patcher's map of it (any layer kind)."""
+        requests = _Requests()
+        loaded = self.loaded
+        preprocessing = loaded.preprocessing
+        images = _ImageCache(source, preprocessing)
+        sizes: dict[int, tuple[int, int]] = {}
+        height, width = preprocessing.crop_size
+        for layer in layers:
+            state = layer.state
+            dead = state.dead()
+            total = int((state.ids[torch.tensor(layer.units, dtype=torch.long)] >= 0).sum())
+            task = steps.task(f"Locating patches with {patcher.name} ({layer.name})", total)
+            for unit in layer.units:
+                slots = [(r, i) for r, i in enumerate(state.ids[unit].tolist()) if i >= 0]
+                if bool(dead[unit]):  # no label will be given: spare the backward passes
+                    for rank, image_index in slots:
+                        requests.add(layer.name, unit, rank, image_index, None)
+                    task.advance(len(slots))
+                    continue
+                for chunk in iter_batches(slots, self.batch_size):
+                    batch = torch.stack([images.get(i) for _, i in chunk]).to(self.ctx.device)
+                    # Attribution needs gradients, whatever mode the caller runs in.
+                    with torch.inference_mode(False), torch.enable_grad():
+                        maps = patcher.locate(loaded, layer.name, unit, batch)
+                    if not isinstance(maps, Tensor) or tuple(maps.shape) != (
+                        len(chunk),
+                        height,
+                        width,
+                    ):
+                        shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps)
+                        raise NeurolabelError(
+                            f"Patcher '{patcher.name}' returned {shape} for {len(chunk)} images;"
+                            f" expected [{len(chunk)}, {height}, {width}] maps"
+                        )
+                    boxes = attribution_boxes(maps, preprocessing, self.patch_settings)
+                    for (rank, image_index), box in zip(chunk, boxes, strict=True):
+                        if image_index not in sizes:
+                            sizes[image_index] = source.size(image_index)
+                        original = image_box(box, preprocessing, sizes[image_index])
+                        requests.add(layer.name, unit, rank, image_index, original)
+                    task.advance(len(chunk))
         return requests
 
     def _thumbnail_keys(self, layers: list[_Layer]) -> set[tuple[str, int, int]]:
@@ -494,6 +661,7 @@ class NeuronLabeler:
                     image=source.describe(int(state.ids[unit, rank])),
                     activation=_finite(state.values[unit, rank]),
                     box=list(requests.box_of[(layer.name, unit, rank)] or []) or None,
+                    map=_report_map(state, unit, rank) if rank < self.saved_patches else None,
                 )
                 for rank in range(self.top_k)
                 if (layer.name, unit, rank) in requests.key_of
@@ -552,7 +720,9 @@ class NeuronLabeler:
             "threshold": self.patch_settings.threshold,
             "quantile": self.quantile,
             "min_patch_size": self.patch_settings.min_size,
-            "patches": self.patches,
+            "patches": self.patches
+            if isinstance(self.patches, str)
+            else getattr(self.patches, "name", type(self.patches).__name__),
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
             "device": str(self.ctx.device),
@@ -625,6 +795,31 @@ class _Requests:
         self.unique[key] = None
         self.key_of[(layer, unit, rank)] = key
         self.box_of[(layer, unit, rank)] = key[1]
+
+
+class _ImageCache:
+    """Preprocessed exemplar images, re-read from the source at most once while they fit."""
+
+    def __init__(
+        self, source: ImageSource, preprocessing: Preprocessing, limit: int = _IMAGE_CACHE
+    ) -> None:
+        self.source = source
+        self.preprocessing = preprocessing
+        self.limit = limit
+        self.tensors: dict[int, Tensor] = {}
+
+    def get(self, index: int) -> Tensor:
+        if index in self.tensors:
+            return self.tensors[index]
+        try:
+            tensor = self.preprocessing(self.source.load(index))
+        except ImageLoadError as exc:  # the file changed since the first pass
+            where = self.source.describe(index)
+            raise NeurolabelError(f"{where} became unreadable: {exc}") from None
+        if len(self.tensors) >= self.limit:
+            self.tensors.pop(next(iter(self.tensors)))  # oldest first
+        self.tensors[index] = tensor
+        return tensor
 
 
 class _Scores:
@@ -709,6 +904,22 @@ def _sample_indices(count: int, size: int) -> Tensor:
     if count <= size:
         return torch.arange(count)
     return torch.randperm(count, generator=generator)[:size].sort().values
+
+
+#: Report heatmaps need only the coarse shape of the map; this bounds result.json's size.
+REPORT_MAP_SIDE = 16
+
+
+def _report_map(state: TopKState, unit: int, rank: int) -> list[list[float]] | None:
+    """The exemplar's low-resolution activation map, shrunk and rounded for the result."""
+    if state.maps is None:
+        return None
+    cells = state.maps[unit, rank].float()
+    if max(cells.shape) > REPORT_MAP_SIDE:
+        scale = REPORT_MAP_SIDE / max(cells.shape)
+        size = (max(1, round(cells.shape[0] * scale)), max(1, round(cells.shape[1] * scale)))
+        cells = torch.nn.functional.adaptive_avg_pool2d(cells[None, None], size)[0, 0]
+    return [[float(f"{v:.4g}") for v in row] for row in cells.tolist()]
 
 
 def _finite(value: Any) -> float | None:

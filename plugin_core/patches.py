@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -12,9 +13,30 @@ from torch import Tensor
 
 from .preprocessing import Preprocessing
 
+if TYPE_CHECKING:
+    from .protocols import LoadedModel
+
 Box = tuple[int, int, int, int]
 
 THRESHOLD_METHODS = ("quantile", "otsu")
+
+
+@runtime_checkable
+class Patcher(Protocol):
+    """Locates the region of exemplar images that drove a neuron (``register_patchers``).
+
+    The labeler's built-in modes cut patches from the activation maps the exemplar search
+    kept; a patcher instead computes, for each exemplar, a map at input resolution (an
+    attribution such as Grad-CAM or integrated gradients), from which the patch is cut.
+    """
+
+    name: str
+
+    def locate(self, loaded: LoadedModel, layer: str, unit: int, images: Tensor) -> Tensor:
+        """Return ``[N, H, W]`` maps for ``images`` ``[N, 3, H, W]`` (preprocessed model
+        inputs): higher where the image drove ``unit`` of ``layer`` more. Called with
+        gradients enabled (outside inference mode)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -116,7 +138,7 @@ def input_boxes(
         One ``(x0, y0, x1, y1)`` box per map.
     """
     size = preprocessing.crop_size
-    min_side = max(1, int(round(settings.min_size * min(size))))
+    min_side = _min_side(settings, size)
     boxes: list[Box] = []
     for start in range(0, maps.shape[0], chunk):
         ups = upsample_maps(maps[start : start + chunk], size).numpy()
@@ -124,6 +146,49 @@ def input_boxes(
             mask = region_mask(up, float(thresholds[start + offset]), settings.threshold)
             boxes.append(grow_box(strongest_region_box(up, mask), min_side, size))
     return boxes
+
+
+def attribution_boxes(
+    maps: Tensor, preprocessing: Preprocessing, settings: PatchSettings
+) -> list[Box]:
+    """Boxes, in model-input pixels, of the strongest region of each attribution map.
+
+    Attribution maps (Grad-CAM, gradients, conductance) have no dataset-level scale: their
+    values depend on the image, the method and the path integral, so the dataset quantile
+    of activation maps does not apply. Each map is thresholded on its own with Otsu's
+    method, whatever ``settings.threshold`` says; the rest (strongest connected region,
+    minimum size) is the same as for activation maps.
+
+    Args:
+        maps: ``[N, H, W]`` maps at the model input's resolution (``preprocessing.crop_size``);
+            other sizes are resized bilinearly first.
+        preprocessing: Gives the model input size.
+        settings: Minimum patch size.
+
+    Returns:
+        One ``(x0, y0, x1, y1)`` box per map.
+
+    Examples:
+        >>> maps = torch.zeros(1, 32, 32)
+        >>> maps[0, 8:16, 4:12] = 1.0
+        >>> attribution_boxes(maps, Preprocessing((32, 32), 32), PatchSettings(min_size=0.1))
+        [(4, 8, 12, 16)]
+    """
+    size = preprocessing.crop_size
+    min_side = _min_side(settings, size)
+    maps = maps.detach().float().cpu()
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = upsample_maps(maps, size)
+    boxes: list[Box] = []
+    for up in maps.numpy():
+        up = np.nan_to_num(up, nan=0.0, posinf=0.0, neginf=0.0)
+        mask = region_mask(up, None, "otsu")
+        boxes.append(grow_box(strongest_region_box(up, mask), min_side, size))
+    return boxes
+
+
+def _min_side(settings: PatchSettings, size: tuple[int, int]) -> int:
+    return max(1, int(round(settings.min_size * min(size))))
 
 
 def image_box(box: Box, preprocessing: Preprocessing, image_size: tuple[int, int]) -> Box:

@@ -14,6 +14,7 @@ from . import hookspecs
 from .registry import Registry
 
 if TYPE_CHECKING:
+    from .patches import Patcher
     from .protocols import Evaluator, Extractor, LoadedModel, Scorer, VocabularyProvider
 
 #: Built-in plugins: ordinary modules registered exactly like a third-party plugin.
@@ -21,6 +22,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "neurolabel.adapters.model_sources",
     "neurolabel.adapters.packaged_models",
     "neurolabel.adapters.hook_extractor",
+    "neurolabel.adapters.captum_extractor",
+    "neurolabel.adapters.captum_patchers",
+    "neurolabel.adapters.captum_attribution",
     "neurolabel.backends.vocabularies",
     "neurolabel.backends.open_clip_scorer",
     "neurolabel.backends.classifier_scorer",
@@ -69,6 +73,7 @@ class Registries:
 
     model_sources: Registry[LoadedModel] = field(default_factory=lambda: Registry("model source"))
     extractors: Registry[Extractor] = field(default_factory=lambda: Registry("extractor"))
+    patchers: Registry[Patcher] = field(default_factory=lambda: Registry("patcher"))
     vocabularies: Registry[VocabularyProvider] = field(
         default_factory=lambda: Registry("vocabulary")
     )
@@ -108,6 +113,7 @@ class Plugins:
         regs = Registries()
         self._collect("register_model_sources", regs.model_sources)
         self._collect("register_extractors", regs.extractors)
+        self._collect("register_patchers", regs.patchers)
         self._collect("register_vocabularies", regs.vocabularies)
         self._collect("register_scorers", regs.scorers)
         self._collect("register_evaluators", regs.evaluators)

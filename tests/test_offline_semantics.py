@@ -24,6 +24,7 @@ def test_demo_command_runs_offline_and_writes_results(tmp_path, capsys):
     assert result.settings["scorer"].startswith("composite:color+classifier:")
     assert result.dataset["num_used"] >= 50 and result.dataset["num_skipped"] == 0
     assert (out / "descriptions.csv").read_text().startswith("layer,unit,description,similarity")
+    assert "<html" in (out / "report.html").read_text()[:500].lower()
     # the logit units explained are those the photographs make the model predict: most of
     # many must have their own class name among their top-5 labels
     classes = result.model["class_names"]

@@ -54,7 +54,11 @@ def test_known_square_patches_and_labels(tmp_path):
         assert box_iou(tuple(exemplar.box), truth) >= 0.7
     # vector layer: whole images, no boxes
     assert result.explanation("fc", 0).description == "red"
-    assert all(e.box is None for e in result.explanation("fc", 1).exemplars)
+    assert all(e.box is None and e.map is None for e in result.explanation("fc", 1).exemplars)
+    heat = red.exemplars[0].map  # the report's heatmap: peak inside the known square
+    assert heat is not None and len(heat) <= 16
+    peak_row = max(range(len(heat)), key=lambda r: max(heat[r]))
+    assert max(heat[peak_row]) == max(max(row) for row in heat) > 0
     assert result.layers["fc"]["kind"] == "vector"
     path = result.save(tmp_path)
     again = LabelingResult.load(path)

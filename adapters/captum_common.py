@@ -1,0 +1,293 @@
+"""What the Captum adapters share: layers as names, modules or Captum objects; neurons
+as Captum selectors; forward functions that stop at the layer they need.
+
+Captum is a dependency of neurolabel, but it is imported only when a Captum adapter is
+used, so ``neurolabel --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from neurolabel.adapters.hook_extractor import first_tensor, resolve_layer, standard_layout
+from neurolabel.plugin_core.errors import MissingExtraError, NeurolabelError
+from neurolabel.plugin_core.preprocessing import Preprocessing
+from neurolabel.plugin_core.protocols import LoadedModel
+
+#: What Captum accepts as a neuron selector: an index, a tuple of indices and slices
+#: (slices are summed), or a callable from the layer's output to one value per example.
+NeuronSelector = int | tuple[Any, ...] | Callable[[Any], Tensor]
+
+
+def captum_attr() -> ModuleType:
+    """Import ``captum.attr``, or fail saying how to install it.
+
+    Returns:
+        The ``captum.attr`` module.
+    """
+    try:
+        return importlib.import_module("captum.attr")
+    except ImportError as exc:  # captum is a dependency, so only a broken install lands here
+        raise MissingExtraError(
+            f"Captum attribution needs the package 'captum' ({exc}). Install it with: "
+            "pip install 'captum>=0.9'"
+        ) from exc
+
+
+def as_loaded(
+    model: nn.Module | LoadedModel, preprocessing: Preprocessing | None = None
+) -> LoadedModel:
+    """Wrap a bare module in a :class:`LoadedModel` (ImageNet preprocessing by default).
+
+    Args:
+        model: A module or a LoadedModel (returned as is, with ``preprocessing`` if given).
+        preprocessing: The input preprocessing.
+
+    Returns:
+        The LoadedModel, in eval mode.
+    """
+    if isinstance(model, LoadedModel):
+        loaded = (
+            model
+            if preprocessing is None
+            else dataclasses.replace(model, preprocessing=preprocessing)
+        )
+    elif isinstance(model, nn.Module):
+        loaded = LoadedModel(model, preprocessing or Preprocessing(), type(model).__name__)
+    else:
+        raise NeurolabelError(
+            f"Cannot use a {type(model).__name__} as the model: give an nn.Module or a LoadedModel"
+        )
+    loaded.model.eval()
+    return loaded
+
+
+def result_preprocessing(result: Any) -> Preprocessing | None:
+    """The preprocessing a labeling result was computed with, or None if it does not say.
+
+    Args:
+        result: A :class:`~neurolabel.plugin_core.result.LabelingResult`.
+
+    Returns:
+        The :class:`Preprocessing` stored in ``result.model["preprocessing"]``.
+    """
+    data = result.model.get("preprocessing") or {}
+    if not data:
+        return None
+    try:
+        return Preprocessing(
+            crop_size=(int(data["crop_size"][0]), int(data["crop_size"][1])),
+            resize_size=data.get("resize_size"),
+            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
+            interpolation=data.get("interpolation", "bilinear"),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise NeurolabelError(f"The result's stored preprocessing is malformed ({exc})") from None
+
+
+def resolve_module(model: nn.Module, layer: Any) -> tuple[str, nn.Module]:
+    """Find a layer given by dotted name, as a module, or as a Captum attribution object.
+
+    Args:
+        model: The model.
+        layer: ``"layer4"``, ``model.layer4``, or e.g. ``LayerGradCam(model, model.layer4)``.
+
+    Returns:
+        ``(dotted name, module)``.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> resolve_module(net, net[1])[0], resolve_module(net, "0")[1] is net[0]
+        ('1', True)
+    """
+    from neurolabel.plugin_core.labeler import layer_names  # the pipeline: only when used
+
+    names = layer_names(model, layer)
+    if len(names) != 1:
+        raise NeurolabelError(
+            f"Expected one layer, got {len(names)} ({', '.join(names)}): pick one of them"
+        )
+    return names[0], resolve_layer(model, names[0])
+
+
+class _StopForward(BaseException):
+    """Raised from the hook of the last needed layer to skip the rest of the forward pass.
+
+    A BaseException so model code catching ``Exception`` cannot swallow it.
+    """
+
+
+def select_neuron(layer_value: Any, selector: NeuronSelector) -> Tensor:
+    """Apply a neuron selector to a layer's output the way Captum does.
+
+    Args:
+        layer_value: The layer's output (or input): a tensor or a tuple of tensors.
+        selector: An int or a tuple indexes the (single) tensor after its batch dimension,
+            slices being summed; a callable receives the tensor (or the tuple when the
+            layer gives several) and returns one value per example.
+
+    Returns:
+        ``[B]`` values.
+
+    Examples:
+        >>> x = torch.arange(8.0).reshape(1, 2, 2, 2)
+        >>> select_neuron(x, (1, slice(None), slice(None))), select_neuron(x, (0, 1, 1))
+        (tensor([22.]), tensor([3.]))
+    """
+    values = tuple(layer_value) if isinstance(layer_value, (tuple, list)) else (layer_value,)
+    if callable(selector):
+        return selector(values if len(values) > 1 else values[0])
+    if len(values) != 1:
+        raise NeurolabelError(
+            "The layer gives several tensors; select the neuron with a callable instead"
+        )
+    index = (selector,) if isinstance(selector, int) else tuple(selector)
+    picked = values[0][(slice(None), *index)]
+    if any(isinstance(i, slice) for i in index):
+        return picked.reshape(picked.shape[0], -1).sum(1)
+    return picked
+
+
+class ChannelSelector:
+    """A Captum neuron selector for one unit as the labeler sees it: a whole channel.
+
+    The layer's output is brought to the labeler's unit layout (tokens to their grid,
+    channels-last maps permuted) and the unit's map is summed, the way Captum sums the
+    slices of a tuple selector: ``(unit, slice(None), slice(None))`` on a plain
+    ``[B, C, H, W]`` layer. On a vector layer it is the unit itself.
+
+    Args:
+        loaded: The model (for the token grid and output format).
+        unit: The channel.
+        input_hw: Height and width of the model input.
+        layer: Layer name for error messages.
+
+    Examples:
+        >>> from neurolabel.plugin_core.preprocessing import Preprocessing
+        >>> loaded = LoadedModel(nn.Identity(), Preprocessing(), "id")
+        >>> ChannelSelector(loaded, 1, (8, 8))(torch.ones(2, 3, 4, 4))
+        tensor([16., 16.])
+    """
+
+    def __init__(
+        self, loaded: LoadedModel, unit: int, input_hw: tuple[int, int], layer: str = ""
+    ) -> None:
+        self.loaded = loaded
+        self.unit = int(unit)
+        self.input_hw = input_hw
+        self.layer = layer
+
+    def __call__(self, layer_value: Any) -> Tensor:
+        tensor = first_tensor(layer_value)
+        if tensor is None:
+            raise NeurolabelError(f"Layer '{self.layer}' gave no tensor to select unit from")
+        units = standard_layout(self.loaded, tensor, self.input_hw, None, self.layer)
+        if not 0 <= self.unit < units.shape[1]:
+            raise NeurolabelError(
+                f"Layer '{self.layer}' has units 0..{units.shape[1] - 1}; {self.unit} is out "
+                "of range"
+            )
+        channel = units[:, self.unit]
+        return channel.reshape(channel.shape[0], -1).sum(1)
+
+    def __repr__(self) -> str:
+        return f"ChannelSelector(unit={self.unit}, layer={self.layer!r})"
+
+
+def unit_selector(
+    loaded: LoadedModel, layer: str, selector: NeuronSelector, input_hw: tuple[int, int]
+) -> NeuronSelector:
+    """An int becomes a :class:`ChannelSelector`; tuples and callables pass as Captum has them."""
+    if (
+        isinstance(selector, bool)
+        or not isinstance(selector, (int, tuple))
+        and not callable(selector)
+    ):
+        raise NeurolabelError(
+            f"neuron_selector {selector!r}: give an int (a unit), a tuple of indices/slices "
+            "or a callable, as Captum accepts"
+        )
+    if isinstance(selector, int):
+        return ChannelSelector(loaded, selector, input_hw, layer)
+    return selector
+
+
+class NeuronForward:
+    """A forward function for Captum whose output is one neuron: ``[B, 1]``.
+
+    It runs the model only up to ``module`` (a hook stops the forward pass there), so a
+    neuron's attribution costs no more than the part of the network below it. Captum's own
+    hooks on the same module are registered before each call and so run first, which keeps
+    the captured tensor on Captum's gradient path.
+
+    Args:
+        model: The model.
+        module: The layer holding the neuron.
+        selector: The neuron (see :func:`select_neuron`).
+        use_input: Read the layer's input instead of its output (``attribute_to_layer_input``).
+        layer: Layer name for error messages.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        module: nn.Module,
+        selector: NeuronSelector,
+        use_input: bool = False,
+        layer: str = "",
+    ) -> None:
+        self.model = model
+        self.module = module
+        self.selector = selector
+        self.use_input = use_input
+        self.layer = layer
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        captured: list[Any] = []
+
+        def grab(module: nn.Module, args: Any, output: Any = None) -> None:
+            captured.append(args if self.use_input else output)
+            raise _StopForward
+
+        handle = (
+            self.module.register_forward_pre_hook(grab)
+            if self.use_input
+            else self.module.register_forward_hook(grab)
+        )
+        try:
+            self.model(inputs)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise NeurolabelError(
+                f"Layer '{self.layer}' did not run in the model's forward pass; pick a layer "
+                "that `neurolabel layers` lists"
+            )
+        value = select_neuron(captured[0], self.selector)
+        if value.dim() != 1 or value.shape[0] != inputs.shape[0]:
+            raise NeurolabelError(
+                f"The neuron selector gave {tuple(value.shape)} on layer '{self.layer}'; it must "
+                f"select one value per example ([{inputs.shape[0]}]): give an int unit, a full "
+                "index tuple, or a callable that reduces to one value per example"
+            )
+        return value.unsqueeze(1)
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's parameters (float32 when it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (CPU when it has none)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -1,0 +1,172 @@
+"""Evaluation benchmark: faithfulness of hidden-layer labels, and the ablation study.
+
+    python benchmarks/evaluate.py --json evaluate.json
+
+Target EfficientNet-Lite0 (packaged weights) on the shared ImageNet sample, offline eye.
+The sample is split in two halves by row: probing images and held-out images.
+
+* Faithfulness (held-out half): for an early, a middle and the last conv block, the
+  project's default labels (top concept and fitted concept set) and CLIP-Dissect's
+  ``soft-wpmi`` labels from the same evidence, against a random-label baseline.
+* Ablation (all images): the last conv block's units are labeled, then for each sampled
+  class the m units whose labels best match the class name are zeroed; the drop of the
+  true-class probability is compared with m random units and with other classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+
+
+def split_folder(images: Path, workdir: Path) -> tuple[Path, Path]:
+    """Symlink alternate rows of ``labels.csv`` into a probing and a held-out folder."""
+    with (images / "labels.csv").open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames or [], list(reader)
+    halves = []
+    for name, part in (("probe", rows[0::2]), ("heldout", rows[1::2])):
+        folder = workdir / name
+        folder.mkdir()
+        for row in part:
+            (folder / row["file"]).symlink_to((images / row["file"]).resolve())
+        with (folder / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(part)
+        halves.append(folder)
+    return halves[0], halves[1]
+
+
+def faithfulness(args, ctx, probe: Path, heldout: Path) -> dict:
+    from neurolabel.plugin_core.labeler import NeuronLabeler
+
+    layers = args.layers.split(",")
+    labeler = NeuronLabeler(
+        args.target,
+        layers=layers,
+        scorer=args.eye,
+        vocabulary=args.vocabulary,
+        top_k=args.top_k,
+        context=ctx,
+        units={layer: range(args.units) for layer in layers},
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    evidence = labeler.gather_evidence(probe, with_sample=True)
+    spec = f"faithfulness?images={heldout}&model={args.target}&scorer={args.eye}"
+    evaluator = ctx.registries.evaluators.resolve(spec, ctx)
+    ours = evaluator.evaluate(labeler.explain(evidence), ctx)
+    clip_dissect = evaluator.evaluate(labeler.explain(evidence, "soft-wpmi"), ctx)
+    out = {}
+    for layer in layers:
+        mine, theirs = ours["layers"][layer], clip_dissect["layers"][layer]
+        out[layer] = {
+            "correlation": mine["correlation"],
+            "set_correlation": mine["set_correlation"],
+            "baseline_correlation": mine["baseline_correlation"],
+            "clip_dissect_correlation": theirs["correlation"],
+            "clip_dissect_set_correlation": theirs["set_correlation"],
+            "auprc": mine["auprc"],
+            "f1": mine["f1"],
+            "iou": mine["iou"],
+            "baseline_auprc": mine.get("baseline_auprc"),
+            "sanity_checks": mine.get("sanity_checks"),
+        }
+    return out
+
+
+def ablation(args, ctx, images: Path) -> dict:
+    from neurolabel.plugin_core.labeler import NeuronLabeler
+
+    labeler = NeuronLabeler(
+        args.target,
+        layers=[args.ablation_layer],
+        scorer=args.ablation_eye,
+        vocabulary=args.vocabulary,
+        top_k=args.top_k,
+        context=ctx,
+        patches="whole",
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    result = labeler.run(images)
+    spec = (
+        f"ablation?images={images}&layer={args.ablation_layer}&m={args.m}"
+        f"&classes={args.classes}&draws={args.draws}&text={args.text}&model={args.target}"
+    )
+    figures = ctx.registries.evaluators.resolve(spec, ctx).evaluate(result, ctx)
+    first = str(args.m.split(",")[0])
+    return {
+        **figures["by_m"][first],
+        "by_m": figures["by_m"],
+        "layer": args.ablation_layer,
+        "per_class": figures["per_class"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--target", default="efficientnet_lite0")
+    parser.add_argument("--eye", default="classifier:packaged:efficientnet_lite1")
+    parser.add_argument("--ablation-eye", default=None, help="default: --eye")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument(
+        "--layers", default="blocks.2,blocks.4,blocks.6", help="hidden layers for faithfulness"
+    )
+    parser.add_argument(
+        "--layer",
+        dest="ablation_layer",
+        default="bn2",
+        help="layer for the ablation (the last conv block's output)",
+    )
+    parser.add_argument("--vocabulary", default="imagenet")
+    parser.add_argument("--units", type=int, default=64, help="units per faithfulness layer")
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--m", default="10,30,100")
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--text", default="classifier", help="text embedder (scorer spec)")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip", choices=("faithfulness", "ablation"), action="append", default=[])
+    parser.add_argument("--json", dest="json_path", type=Path)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if ":" not in args.target:
+        args.target = f"packaged:{args.target}"
+    args.ablation_eye = args.ablation_eye or args.eye
+
+    from neurolabel.plugin_core.context import build_context
+
+    ctx = build_context(args.device)
+    report: dict = {}
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        probe, heldout = split_folder(args.images, Path(tmp))
+        if "faithfulness" not in args.skip:
+            started = time.perf_counter()
+            report["faithfulness"] = faithfulness(args, ctx, probe, heldout)
+            seconds["faithfulness"] = round(time.perf_counter() - started, 1)
+        if "ablation" not in args.skip:
+            started = time.perf_counter()
+            report["ablation"] = ablation(args, ctx, args.images)
+            seconds["ablation"] = round(time.perf_counter() - started, 1)
+    report["settings"] = {k: str(v) for k, v in vars(args).items() if k != "json_path"}
+    report["settings"]["seconds"] = seconds
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.json_path:
+        args.json_path.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
