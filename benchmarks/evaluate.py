@@ -46,17 +46,20 @@ def split_folder(images: Path, workdir: Path) -> tuple[Path, Path]:
 
 
 def faithfulness(args, ctx, probe: Path, heldout: Path) -> dict:
-    from neurolabel.plugin_core.labeler import NeuronLabeler
+    from neurolabel.plugin_core.labeler import NeuronLabeler, resolve_model
 
     layers = args.layers.split(",")
+    loaded = resolve_model(args.target, ctx, None)
+    extractor = ctx.registries.extractors.resolve("hooks", ctx)
+    channels = {info.name: info.shape[0] for info in extractor.list_layers(loaded)}
     labeler = NeuronLabeler(
-        args.target,
+        loaded,
         layers=layers,
         scorer=args.eye,
         vocabulary=args.vocabulary,
         top_k=args.top_k,
         context=ctx,
-        units={layer: range(args.units) for layer in layers},
+        units={layer: range(min(args.units, channels[layer])) for layer in layers},
         batch_size=args.batch_size,
         progress=not args.quiet,
     )
