@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,32 +86,6 @@ def true_class_outcomes(
             correct.append((logits.argmax(dim=1) == target).float().cpu())
             probability.append(logits.softmax(dim=1).gather(1, target[:, None])[:, 0].cpu())
     return torch.cat(correct), torch.cat(probability)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Accuracy and mean true-class probability of a set of labeled images."""
-
-    accuracy: float
-    probability: float
-
-
-def measure(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 64) -> Outcome:
-    """Top-1 accuracy and mean softmax probability of the true class.
-
-    Args:
-        model: Classifier returning logits.
-        images: ``[N, 3, H, W]`` preprocessed inputs.
-        labels: ``[N]`` class indices.
-        batch_size: Images per forward pass.
-
-    Returns:
-        The :class:`Outcome`.
-    """
-    correct, probability = true_class_outcomes(model, images, labels, batch_size)
-    if not len(images):
-        return Outcome(0.0, 0.0)
-    return Outcome(float(correct.mean()), float(probability.mean()))
 
 
 def label_match(

@@ -7,7 +7,7 @@ import torch
 from synthetic import ColorClassifier, square_image
 
 from neurolabel import NeuronLabeler
-from neurolabel.plugin_core.ablation import measure, units_zeroed
+from neurolabel.plugin_core.ablation import true_class_outcomes, units_zeroed
 from neurolabel.plugin_core.errors import NeurolabelError
 from neurolabel.plugin_core.spec import Spec
 
@@ -28,16 +28,17 @@ def labeled(tmp_path_factory):
     return folder
 
 
-def test_units_zeroed_and_measure():
+def test_units_zeroed_and_true_class_outcomes():
     model = ColorClassifier().eval()
     red = torch.zeros(2, 3, 8, 8)
     red[:, 0] = 1.0
     labels = torch.zeros(2, dtype=torch.long)
-    assert measure(model, red, labels).accuracy == 1.0
+    correct, _ = true_class_outcomes(model, red, labels)
+    assert correct.tolist() == [1.0, 1.0]
     with units_zeroed(model, "features.1", [0]):
-        hurt = measure(model, red, labels)
-    assert hurt.probability == pytest.approx(1 / 3, abs=1e-4)
-    assert measure(model, red, labels).probability > 0.99  # the hook is removed
+        _, hurt = true_class_outcomes(model, red, labels)
+    assert hurt.tolist() == pytest.approx([1 / 3, 1 / 3], abs=1e-4)
+    assert true_class_outcomes(model, red, labels)[1].min() > 0.99  # the hook is removed
 
 
 def test_ablation_evaluator_finds_the_causal_unit(labeled, ctx):
