@@ -9,6 +9,7 @@ scorer. Probing set: the real photographs scikit-image ships, and their quadrant
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,31 +46,34 @@ SKIMAGE_PHOTOS = (
 )
 
 
-def write_probe_images(folder: Path) -> int:
-    """Write the bundled photographs and their four quadrants to ``folder`` as PNG.
+def bundled_photographs(names: Sequence[str] = SKIMAGE_PHOTOS) -> Iterator[tuple[str, Any]]:
+    """The real photographs scikit-image ships (no download), each then its four quadrants.
 
     Quadrants give each neuron more, smaller exemplars (objects at other scales).
 
     Args:
-        folder: Destination (created).
+        names: File names in scikit-image's data folder; missing ones are passed over.
 
     Returns:
-        The number of images written.
+        An iterator of ``(name, RGB PIL image)``: ``stem`` for a photo, ``stem_qRC`` for the
+        quadrant at row R, column C.
+
+    Examples:
+        >>> [name for name, _ in bundled_photographs(["chelsea.png"])]
+        ['chelsea', 'chelsea_q00', 'chelsea_q01', 'chelsea_q10', 'chelsea_q11']
     """
     import skimage
     from PIL import Image
 
     source = Path(skimage.__file__).parent / "data"
-    folder.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for name in SKIMAGE_PHOTOS:
+    for name in names:
         path = source / name
         if not path.is_file():
             continue
         with Image.open(path) as opened:
             image = opened.convert("RGB")
         stem = Path(name).stem
-        image.save(folder / f"{stem}.png")
+        yield stem, image
         width, height = image.size
         for row in range(2):
             for col in range(2):
@@ -79,12 +83,27 @@ def write_probe_images(folder: Path) -> int:
                     (col + 1) * width // 2,
                     (row + 1) * height // 2,
                 )
-                image.crop(box).save(folder / f"{stem}_q{row}{col}.png")
-        count += 5
+                yield f"{stem}_q{row}{col}", image.crop(box)
+
+
+def write_probe_images(folder: Path) -> int:
+    """Write :func:`bundled_photographs` to ``folder`` as PNG.
+
+    Args:
+        folder: Destination (created).
+
+    Returns:
+        The number of images written.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for name, image in bundled_photographs():
+        image.save(folder / f"{name}.png")
+        count += 1
     if count == 0:
         from neurolabel.plugin_core.errors import NeurolabelError
 
-        raise NeurolabelError(f"scikit-image's bundled photographs were not found in {source}")
+        raise NeurolabelError("scikit-image's bundled photographs were not found")
     return count
 
 

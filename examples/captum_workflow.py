@@ -27,24 +27,24 @@ from neurolabel.adapters.captum_concepts import (
     neuron_concepts,
     random_concepts,
 )
+from neurolabel.backends.demo import bundled_photographs
 from neurolabel.plugin_core.context import build_context
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "brick", "grass")
+PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "camera.png",
+    "coins.png",
+    "brick.png",
+    "grass.png",
+)
 
 
 def photographs() -> list[Image.Image]:
     """Real photographs scikit-image ships (no download), and their four quadrants."""
-    images = []
-    for name in PHOTOS:
-        image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        width, height = image.size
-        images.append(image)
-        images += [
-            image.crop((x, y, x + width // 2, y + height // 2))
-            for x in (0, width // 2)
-            for y in (0, height // 2)
-        ]
-    return images
+    return [image for _, image in bundled_photographs(PHOTOS)]
 
 
 def main(out: Path, units: int = 4, steps: int = 8) -> None:

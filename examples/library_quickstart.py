@@ -8,38 +8,29 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import skimage.data
 from PIL import Image
 
 from neurolabel import NeuronLabeler
+from neurolabel.backends.demo import bundled_photographs
 
 
 def photographs() -> list[Image.Image]:
-    """The real photographs scikit-image ships (no download), and their four quadrants."""
-    images = []
-    for name in (
-        "astronaut",
-        "chelsea",
-        "coffee",
-        "rocket",
-        "camera",
-        "coins",
-        "brick",
-        "grass",
-        "gravel",
-        "hubble_deep_field",
-        "immunohistochemistry",
-        "retina",
-    ):
-        image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        width, height = image.size
-        images.append(image)
-        images += [
-            image.crop((x, y, x + width // 2, y + height // 2))
-            for x in (0, width // 2)
-            for y in (0, height // 2)
-        ]
-    return images
+    """Real photographs scikit-image ships (no download), and their four quadrants."""
+    names = (
+        "astronaut.png",
+        "chelsea.png",
+        "coffee.png",
+        "rocket.jpg",
+        "camera.png",
+        "coins.png",
+        "brick.png",
+        "grass.png",
+        "gravel.png",
+        "hubble_deep_field.jpg",
+        "ihc.png",
+        "retina.jpg",
+    )
+    return [image for _, image in bundled_photographs(names)]
 
 
 def main(out: Path) -> None:
