@@ -36,6 +36,11 @@ def register_scorers(register: Any) -> None:
 
 
 @hookspec
+def register_summarizers(register: Any) -> None:
+    """Ways to write one sentence per neuron from its ranked concepts: llm:MODEL, ..."""
+
+
+@hookspec
 def register_evaluators(register: Any) -> None:
     """Explanation metrics: accuracy, ..."""
 

@@ -15,6 +15,14 @@ from torch import Tensor, nn
 
 from .aggregation import Aggregation, ImageSample, get_aggregation
 from .context import build_context
+from .describe import (
+    Describer,
+    Summarizer,
+    describe_neurons,
+    resolve_describer,
+    resolve_summarizer,
+    summarize_neurons,
+)
 from .errors import EmptyInputError, LayerNotFoundError, NeurolabelError
 from .images import ImageLoadError, ImageSource, ProbeDataset, SkippedInput, as_image_source
 from .patches import (
@@ -210,6 +218,11 @@ class NeuronLabeler:
         preprocessing: Input preprocessing when ``model`` is a bare module.
         context: A prepared :class:`ResolveContext` (else one is built for ``device``).
         progress: Show rich progress bars.
+        describer: A describer (a chat VLM, ``litellm:MODEL``, see
+            :mod:`~neurolabel.plugin_core.describe`) that looks at each neuron's exemplar
+            patches; its ranking is fused with the scorer's.
+        summarize: A summarizer spec, or a bare litellm model name (``openai/gpt-4o-mini``
+            means ``llm:openai/gpt-4o-mini``), writing each neuron's one-sentence ``summary``.
 
     Examples:
         >>> labeler = NeuronLabeler("torchvision:resnet18", layers=["layer4"],
@@ -244,6 +257,8 @@ class NeuronLabeler:
         preprocessing: Preprocessing | None = None,
         context: ResolveContext | None = None,
         progress: bool = True,
+        describer: str | Describer | None = None,
+        summarize: str | Summarizer | None = None,
     ) -> None:
         if isinstance(layers, str) or not isinstance(layers, Sequence):
             layers = [layers]
@@ -275,6 +290,9 @@ class NeuronLabeler:
         self.sample_size = sample_size
         self.preprocessing = preprocessing
         self.progress = progress
+        self.describer_spec = describer
+        self.summarize_spec = summarize
+        self._describer: Describer | None = None
         self._loaded: LoadedModel | None = None
 
     # -- resolution -------------------------------------------------------------------
@@ -345,6 +363,12 @@ class NeuronLabeler:
                 f"Scorer {scorer!r} has neither encode_images/encode_texts nor score_images"
             )
         return scorer
+
+    def describer(self) -> Describer | None:
+        """The describer, resolved on first use (None when none was given)."""
+        if self._describer is None and self.describer_spec is not None:
+            self._describer = resolve_describer(self.describer_spec, self.ctx)
+        return self._describer
 
     def _units_for(self, layer: str, channels: int) -> list[int]:
         selection = self.units
@@ -461,6 +485,8 @@ class NeuronLabeler:
         started = time.perf_counter()
         source = as_image_source(images)
         scorer = self._scorer()
+        if isinstance(self.vocabulary_spec, str):  # llm: vocabularies seed from the classes
+            self.ctx.extra["class_names"] = self.loaded.class_names
         vocabulary = resolve_vocabulary(self.vocabulary_spec, self.ctx)
         if with_sample is None:
             with_sample = self.aggregation.sample != "no"
@@ -512,9 +538,17 @@ class NeuronLabeler:
                 f"Aggregation '{chosen.name}' needs whole-image statistics: gather the "
                 "evidence with with_sample=True"
             )
+        describer = self.describer()
+        # A constrained describer picks from the scorer's top candidates: rank that deep.
+        depth = max(self.num_concepts, describer.num_candidates) if describer else None
         neurons = {
-            layer.name: self._explain_layer(layer, evidence, chosen) for layer in evidence.layers
+            layer.name: self._explain_layer(layer, evidence, chosen, depth)
+            for layer in evidence.layers
         }
+        if describer is not None:
+            describe_neurons(neurons, evidence, describer, self.num_concepts)
+        if self.summarize_spec is not None:
+            summarize_neurons(neurons, resolve_summarizer(self.summarize_spec, self.ctx))
         source = evidence.source
         result = LabelingResult(
             model=self._model_info(),
@@ -637,7 +671,11 @@ class NeuronLabeler:
         return keys
 
     def _explain_layer(
-        self, layer: _Layer, evidence: Evidence, aggregation: Aggregation
+        self,
+        layer: _Layer,
+        evidence: Evidence,
+        aggregation: Aggregation,
+        num_concepts: int | None = None,
     ) -> list[NeuronExplanation]:
         state = layer.state
         requests, source, vocabulary = evidence.requests, evidence.source, evidence.vocabulary
@@ -652,7 +690,7 @@ class NeuronLabeler:
         else:
             scores = aggregation.function(exemplar_sims, values, sample)
         dead = state.dead()[units]
-        order = scores.argsort(dim=1, descending=True)[:, : self.num_concepts]
+        order = scores.argsort(dim=1, descending=True)[:, : num_concepts or self.num_concepts]
         neurons = []
         for row, unit in enumerate(layer.units):
             exemplars = [
@@ -727,6 +765,8 @@ class NeuronLabeler:
             "num_workers": self.num_workers,
             "device": str(self.ctx.device),
             "sample_size": len(evidence.sample_ids) or None,
+            "describer": self._describer.name if self._describer else None,
+            "summarizer": _spec_name(self.summarize_spec),
         }
 
 
@@ -920,6 +960,10 @@ def _report_map(state: TopKState, unit: int, rank: int) -> list[list[float]] | N
         size = (max(1, round(cells.shape[0] * scale)), max(1, round(cells.shape[1] * scale)))
         cells = torch.nn.functional.adaptive_avg_pool2d(cells[None, None], size)[0, 0]
     return [[float(f"{v:.4g}") for v in row] for row in cells.tolist()]
+
+
+def _spec_name(spec: Any) -> str | None:
+    return spec if spec is None or isinstance(spec, str) else getattr(spec, "name", repr(spec))
 
 
 def _finite(value: Any) -> float | None:

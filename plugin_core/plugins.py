@@ -14,6 +14,7 @@ from . import hookspecs
 from .registry import Registry
 
 if TYPE_CHECKING:
+    from .describe import Summarizer
     from .patches import Patcher
     from .protocols import Evaluator, Extractor, LoadedModel, Scorer, VocabularyProvider
 
@@ -31,6 +32,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "neurolabel.backends.color_scorer",
     "neurolabel.backends.composite_scorer",
     "neurolabel.backends.demo",
+    "neurolabel.backends.llm_vocabulary",
+    "neurolabel.backends.vlm_describer",
+    "neurolabel.backends.llm_summary",
     "neurolabel.plugin_core.builtin_evaluators",
 )
 
@@ -78,6 +82,7 @@ class Registries:
         default_factory=lambda: Registry("vocabulary")
     )
     scorers: Registry[Scorer] = field(default_factory=lambda: Registry("scorer"))
+    summarizers: Registry[Summarizer] = field(default_factory=lambda: Registry("summarizer"))
     evaluators: Registry[Evaluator] = field(default_factory=lambda: Registry("evaluator"))
 
 
@@ -116,6 +121,7 @@ class Plugins:
         self._collect("register_patchers", regs.patchers)
         self._collect("register_vocabularies", regs.vocabularies)
         self._collect("register_scorers", regs.scorers)
+        self._collect("register_summarizers", regs.summarizers)
         self._collect("register_evaluators", regs.evaluators)
         return regs
 

@@ -57,6 +57,9 @@ class NeuronExplanation:
         stats: Activation statistics over the probing set (mean, std, min, max, threshold).
         similarity: Mean similarity of the top concept to the exemplar patches (the
             scorer's own scale, CLIP-Dissect's ``similarity`` column).
+        described: A describer's own ranked ``[label, confidence]`` pairs (a chat VLM
+            looking at the exemplar patches), before fusion with the scorer's ranking;
+            None when no describer ran.
     """
 
     layer: str
@@ -67,6 +70,7 @@ class NeuronExplanation:
     summary: str | None = None
     stats: dict[str, float] = field(default_factory=dict)
     similarity: float | None = None
+    described: list[list[Any]] | None = None
 
     @property
     def description(self) -> str:

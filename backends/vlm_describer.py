@@ -1,0 +1,224 @@
+"""``litellm:MODEL``: a chat VLM that names what a neuron's exemplar patches share.
+
+The describer variant of a scorer (see :mod:`neurolabel.plugin_core.describe`): per neuron
+it composes one grid image of the exemplar patches (strongest first), sends it as a data URL
+and asks for a few short labels, best first. ``mode=free`` lets the model name anything;
+``mode=constrained`` asks it to pick and rank from the scorer's top ``candidates`` concepts
+for that neuron. The labeler fuses its ranking with the scorer's (``weight``).
+
+Images leave the machine only for a remote model: a model on an ``api_base`` on localhost or
+127.0.0.1, or an ``ollama/`` model, stays local (:attr:`LiteLLMDescriber.remote`).
+
+Examples:
+    >>> from PIL import Image
+    >>> grid = compose_grid([Image.new("RGB", (50, 80), "red")] * 5, cell=64)
+    >>> grid.size
+    (204, 134)
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from PIL import Image
+
+from neurolabel.plugin_core.describe import DescribeRequest
+from neurolabel.plugin_core.errors import SpecError
+from neurolabel.plugin_core.hookspecs import hookimpl
+from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.vocabulary import normalize_concept
+
+from .llm_client import CLIENT_OPTIONS, ChatRequest, LLMClient, LLMSettings
+from .llm_parsing import labelled_items
+
+__all__ = ["LiteLLMDescriber", "compose_grid", "data_url", "register_scorers"]
+
+log = logging.getLogger("neurolabel.llm")
+
+MODES = ("free", "constrained")
+_OPTIONS = CLIENT_OPTIONS | {"mode", "patches", "candidates", "labels", "weight", "cell"}
+_GAP = 6
+_BACKGROUND = (128, 128, 128)
+_MAX_LABEL_WORDS = 5
+
+
+def compose_grid(patches: Sequence[Image.Image], cell: int = 192) -> Image.Image:
+    """Tile patches into one image, row by row, each fitted into a ``cell`` square.
+
+    Args:
+        patches: The patches, strongest first (read left to right, top to bottom).
+        cell: Side of a grid cell in pixels.
+
+    Returns:
+        An RGB image of ``ceil(sqrt(n))`` columns, patches separated by gray gaps.
+    """
+    if not patches:
+        raise ValueError("compose_grid needs at least one patch")
+    columns = math.ceil(math.sqrt(len(patches)))
+    rows = math.ceil(len(patches) / columns)
+    grid = Image.new(
+        "RGB", (columns * cell + (columns - 1) * _GAP, rows * cell + (rows - 1) * _GAP), _BACKGROUND
+    )
+    for i, patch in enumerate(patches):
+        tile = patch.convert("RGB")
+        scale = cell / max(tile.size)
+        size = (max(1, round(tile.width * scale)), max(1, round(tile.height * scale)))
+        tile = tile.resize(size, Image.Resampling.BICUBIC)
+        x = (i % columns) * (cell + _GAP) + (cell - size[0]) // 2
+        y = (i // columns) * (cell + _GAP) + (cell - size[1]) // 2
+        grid.paste(tile, (x, y))
+    return grid
+
+
+def data_url(image: Image.Image, quality: int = 85) -> str:
+    """A ``data:image/jpeg;base64,...`` URL of the image (deterministic bytes, so cacheable)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class LiteLLMDescriber:
+    """Describes neurons from a grid of their exemplar patches, through litellm.
+
+    Args:
+        spec: ``litellm:MODEL?mode=free|constrained&patches=9&candidates=20&labels=5&
+            weight=0.5&cell=192`` plus the client options (``api_base``, ``retries``...).
+        ctx: The resolve context (cache folder, ``confirm`` callback).
+
+    Examples:
+        >>> from neurolabel.plugin_core.context import build_context
+        >>> spec = Spec.parse("litellm:ollama/llava?mode=constrained&candidates=10")
+        >>> d = LiteLLMDescriber(spec, build_context("cpu"))
+        >>> d.num_candidates, d.remote
+        (10, False)
+    """
+
+    def __init__(self, spec: Spec, ctx: Any) -> None:
+        spec.check_options(_OPTIONS)
+        self.name = str(spec)
+        self.settings = LLMSettings.from_spec(spec, max_tokens=300)
+        self.mode = (spec.option("mode") or "free").strip().lower()
+        if self.mode not in MODES:
+            raise SpecError(f"'{spec}': mode must be free or constrained, got {self.mode!r}")
+        self.num_patches = spec.option_int("patches", 9) or 0
+        self.num_labels = spec.option_int("labels", 5) or 0
+        self.cell = spec.option_int("cell", 192) or 0
+        self.num_candidates = spec.option_int("candidates", 20) or 0
+        if self.mode == "free":
+            self.num_candidates = 0
+        self.weight = float(spec.option_float("weight", 0.5) or 0.0)
+        problems = []
+        if self.num_patches < 1 or self.num_labels < 1:
+            problems.append("patches and labels must be at least 1")
+        if self.cell < 32:
+            problems.append("cell must be at least 32 pixels")
+        if self.mode == "constrained" and self.num_candidates < 2:
+            problems.append("constrained mode needs candidates of at least 2")
+        if not 0 <= self.weight <= 1:
+            problems.append("weight must be between 0 and 1 (1 = the describer's labels only)")
+        if problems:
+            raise SpecError(f"'{spec}': " + "; ".join(problems))
+        self.client = LLMClient(self.settings, ctx.cache_dir, confirm=ctx.extra.get("confirm"))
+
+    @property
+    def remote(self) -> bool:
+        """True when images will be sent to a service off this machine."""
+        return not self.settings.local
+
+    def prompt(self, count: int, candidates: Sequence[str]) -> str:
+        """The question asked about a grid of ``count`` patches."""
+        intro = (
+            f"The {count} image patches in this grid (strongest first, left to right, top "
+            "to bottom) are the regions that most strongly activate one neuron of an "
+            "image-recognition network. "
+        )
+        answer = 'Answer with JSON only: {"labels": ["best label", "next label"]}.'
+        if self.mode == "constrained":
+            listed = "\n".join(f"- {c}" for c in candidates)
+            return (
+                intro + f"Which of these concepts best describe what the patches have in common? "
+                f"Choose up to {self.num_labels}, best first, copied exactly from the list:\n"
+                f"{listed}\n" + answer
+            )
+        return (
+            intro + f"What visual concept do they have in common (a color, texture, material, "
+            f"shape, object part, object or scene)? Give up to {self.num_labels} short "
+            f"labels of 1 to 3 words, best first. " + answer
+        )
+
+    def request(self, item: DescribeRequest) -> ChatRequest | None:
+        """The chat request for one neuron, or None when it has no patch to show."""
+        patches = item.load_patches()[: self.num_patches]
+        if not patches:
+            return None
+        candidates = list(item.candidates[: self.num_candidates])
+        content = [
+            {"type": "text", "text": self.prompt(len(patches), candidates)},
+            {"type": "image_url", "image_url": {"url": data_url(compose_grid(patches, self.cell))}},
+        ]
+        return ChatRequest([{"role": "user", "content": content}], json=True)
+
+    def parse(self, text: str, candidates: Sequence[str]) -> list[tuple[str, float]]:
+        """Ranked ``(label, confidence)`` from an answer; confidence falls linearly with rank.
+
+        In constrained mode, labels that are not among ``candidates`` are dropped.
+        """
+        items, _ = labelled_items(text, keys=("labels", "concepts", "concept", "label"))
+        allowed = {normalize_concept(c): c for c in candidates}
+        labels: list[str] = []
+        for raw, _tag in items:
+            label = normalize_concept(str(raw)).strip(" .;:\"'")
+            if not label or len(label.split()) > _MAX_LABEL_WORDS or label in labels:
+                continue
+            if self.mode == "constrained":
+                if label not in allowed:
+                    continue
+                label = normalize_concept(allowed[label])
+            labels.append(label)
+        labels = labels[: self.num_labels]
+        return [(label, 1 - rank / len(labels)) for rank, label in enumerate(labels)]
+
+    def describe(self, requests: Sequence[DescribeRequest]) -> list[list[tuple[str, float]]]:
+        """Ask the model about every neuron (cached, concurrent, retried).
+
+        Args:
+            requests: The neurons, with their patches and candidates.
+
+        Returns:
+            Per neuron, ranked ``(label, confidence)`` pairs (empty when the answer had no
+            usable label, e.g. cut off before the first one).
+        """
+        chats = [self.request(item) for item in requests]
+        sent = [c for c in chats if c is not None]
+        answers = iter(self.client.complete_many(sent, "VLM neuron descriptions"))
+        out: list[list[tuple[str, float]]] = []
+        empty = 0
+        for item, chat in zip(requests, chats, strict=True):
+            labels = [] if chat is None else self.parse(next(answers).content, item.candidates)
+            empty += not labels
+            out.append(labels)
+        if empty:
+            log.warning("%s gave no usable label for %d of %d neurons", self.name, empty, len(out))
+        return out
+
+
+def _factory(spec: Spec, ctx: Any) -> LiteLLMDescriber:
+    return LiteLLMDescriber(spec, ctx)
+
+
+@hookimpl
+def register_scorers(register: Callable[..., None]) -> None:
+    """Register the describer ``litellm:MODEL``."""
+    register(
+        "litellm",
+        _factory,
+        description=(
+            "Describer: a chat VLM names each neuron from a grid of its patches, free or "
+            "ranking the scorer's top concepts: litellm:openai/gpt-4o-mini?mode=constrained"
+        ),
+    )
