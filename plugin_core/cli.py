@@ -43,6 +43,26 @@ def _parse_units(text: str | None) -> list[int] | None:
     return units
 
 
+#: Where `explain` keeps the forward pass's streaming state for --resume (per rank).
+CHECKPOINT_FILE = ".checkpoint/exemplars.pt"
+
+
+def _confirmer(yes: bool):
+    """The ``confirm(message) -> bool`` callback LLM backends call before a large run."""
+
+    def confirm(message: str) -> bool:
+        if yes:
+            err_console.print(f"{message} Proceeding (--yes).", highlight=False)
+            return True
+        if sys.stdin.isatty():
+            return typer.confirm(f"{message} Proceed?", default=False, err=True)
+        raise NeurolabelError(
+            f"{message} Not asking because the input is not a terminal: pass --yes to proceed."
+        )
+
+    return confirm
+
+
 @app.command()
 def explain(
     model: Annotated[
@@ -92,6 +112,51 @@ def explain(
     no_html: Annotated[
         bool, typer.Option("--no-html", help="Do not write the HTML report (OUT/report.html)")
     ] = False,
+    describer: Annotated[
+        str | None,
+        typer.Option(
+            help="Chat VLM naming each neuron from its patches, fused with the scorer's "
+            "ranking: litellm:MODEL[?mode=constrained&candidates=20&weight=0.5]"
+        ),
+    ] = None,
+    summarize: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            help="LLM writing one sentence per neuron (litellm name, e.g. openai/gpt-4o-mini)",
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Send large LLM/VLM runs without asking (cost estimate)"),
+    ] = False,
+    scoring: Annotated[
+        str,
+        typer.Option(
+            help="auto (the cheaper to encode), patches (each exemplar's patch) or images "
+            "(whole images, CLIP-Dissect's way)"
+        ),
+    ] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16 or fp16 (autocast for the target and the scorer)")
+    ] = "fp32",
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="Channels-last batches (faster on GPUs)")
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run from OUT's checkpoint (same result as one run)",
+        ),
+    ] = False,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Batches between checkpoints (0: never)")
+    ] = 50,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Neither read nor write the exemplar (activation) cache"),
+    ] = False,
 ) -> None:
     """Label the neurons of one or more layers and write result.json, descriptions.csv,
     patches and the HTML report."""
@@ -99,7 +164,26 @@ def explain(
     from .labeler import NeuronLabeler
     from .report import result_table
 
-    ctx = build_context(device, trust_pickle=trust_pickle)
+    from . import distributed
+
+    ctx = build_context(device, trust_pickle=trust_pickle, confirm=_confirmer(yes))
+    # Under torchrun every rank runs this command on its own shard; rank 0 writes.
+    ctx.device = distributed.local_device(ctx.device)
+    distributed.init_from_environment(ctx.device)
+    rank = distributed.rank_and_world()[0]
+    quiet = quiet or rank != 0
+    chosen_describer = None
+    if describer is not None:
+        from .describe import resolve_describer
+
+        chosen_describer = resolve_describer(describer, ctx)
+        if getattr(chosen_describer, "remote", False):
+            err_console.print(
+                f"[yellow]Note:[/yellow] the exemplar patches of every explained neuron will be "
+                f"sent to the remote model of '{chosen_describer.name}'; a local model "
+                "(api_base on localhost, or ollama/...) keeps them on this machine.",
+                highlight=False,
+            )
     labeler = NeuronLabeler(
         model,
         layers=layer,
@@ -116,9 +200,21 @@ def explain(
         activation=activation,
         context=ctx,
         progress=not quiet,
+        describer=chosen_describer,
+        summarize=summarize,
+        scoring=scoring,
+        precision=precision,
+        channels_last=channels_last,
+        cache=not no_cache,
+        checkpoint=out / CHECKPOINT_FILE,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
     )
     result = labeler.run(images)
+    if rank != 0:
+        return
     path = result.save(out)
+    (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete: nothing to resume
     written = [str(path), str(out / "descriptions.csv")]
     if not no_html:
         from contextlib import nullcontext
@@ -195,6 +291,7 @@ def plugins(
         "patcher": regs.patchers,
         "vocabulary": regs.vocabularies,
         "scorer": regs.scorers,
+        "summarizer": regs.summarizers,
         "evaluator": regs.evaluators,
     }
     rows = [(kind, e.name, e.plugin, e.description) for kind, reg in kinds.items() for e in reg]
