@@ -43,10 +43,6 @@ def _parse_units(text: str | None) -> list[int] | None:
     return units
 
 
-#: Where `explain` keeps the forward pass's streaming state for --resume (per rank).
-CHECKPOINT_FILE = ".checkpoint/exemplars.pt"
-
-
 def _confirmer(yes: bool):
     """The ``confirm(message) -> bool`` callback LLM backends call before a large run."""
 
@@ -130,33 +126,6 @@ def explain(
         bool,
         typer.Option("--yes", "-y", help="Send large LLM/VLM runs without asking (cost estimate)"),
     ] = False,
-    scoring: Annotated[
-        str,
-        typer.Option(
-            help="auto (the cheaper to encode), patches (each exemplar's patch) or images "
-            "(whole images, CLIP-Dissect's way)"
-        ),
-    ] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="fp32, bf16 or fp16 (autocast for the target and the scorer)")
-    ] = "fp32",
-    channels_last: Annotated[
-        bool, typer.Option("--channels-last", help="Channels-last batches (faster on GPUs)")
-    ] = False,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume",
-            help="Continue an interrupted run from OUT's checkpoint (same result as one run)",
-        ),
-    ] = False,
-    checkpoint_every: Annotated[
-        int, typer.Option("--checkpoint-every", help="Batches between checkpoints (0: never)")
-    ] = 50,
-    no_cache: Annotated[
-        bool,
-        typer.Option("--no-cache", help="Neither read nor write the exemplar (activation) cache"),
-    ] = False,
 ) -> None:
     """Label the neurons of one or more layers and write result.json, descriptions.csv,
     patches and the HTML report."""
@@ -164,14 +133,7 @@ def explain(
     from .labeler import NeuronLabeler
     from .report import result_table
 
-    from . import distributed
-
     ctx = build_context(device, trust_pickle=trust_pickle, confirm=_confirmer(yes))
-    # Under torchrun every rank runs this command on its own shard; rank 0 writes.
-    ctx.device = distributed.local_device(ctx.device)
-    distributed.init_from_environment(ctx.device)
-    rank = distributed.rank_and_world()[0]
-    quiet = quiet or rank != 0
     chosen_describer = None
     if describer is not None:
         from .describe import resolve_describer
@@ -202,19 +164,9 @@ def explain(
         progress=not quiet,
         describer=chosen_describer,
         summarize=summarize,
-        scoring=scoring,
-        precision=precision,
-        channels_last=channels_last,
-        cache=not no_cache,
-        checkpoint=out / CHECKPOINT_FILE,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
     )
     result = labeler.run(images)
-    if rank != 0:
-        return
     path = result.save(out)
-    (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete: nothing to resume
     written = [str(path), str(out / "descriptions.csv")]
     if not no_html:
         from contextlib import nullcontext
