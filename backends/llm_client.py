@@ -26,8 +26,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from urllib.parse import urlparse
 
 from neurolabel.plugin_core.atomic import atomic_write
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
+from neurolabel.plugin_core.progress import Steps, progress_steps, stderr_console
 from neurolabel.plugin_core.spec import Spec
 
 __all__ = [
@@ -68,6 +70,8 @@ CLIENT_OPTIONS = frozenset(
 #: Providers whose default endpoint is the user's own machine.
 LOCAL_PROVIDERS = frozenset({"ollama", "ollama_chat", "lm_studio", "llamafile"})
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
+#: Uncached requests from which a run shows a progress bar (on a terminal).
+_PROGRESS_FROM = 5
 #: Bump to invalidate every cached answer when the cache layout changes.
 _CACHE_VERSION = 1
 # Environment variables whose values are secrets, whatever the provider.
@@ -368,21 +372,26 @@ class LLMClient:
             elif not self.confirm(message):
                 raise LLMError(f"{what}: not confirmed; nothing was sent")
         workers = min(self.settings.concurrency, len(todo))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neurolabel-llm") as pool:
-            futures = {pool.submit(self._fetch, requests[i]): i for i in todo}
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
-            done, _ = wait([f for f in futures if not f.cancelled()])
         failure: BaseException | None = None
-        for future, index in futures.items():
-            if future.cancelled():
-                continue
-            error = future.exception()
-            if error is None:
-                answers[index] = future.result()
-            elif failure is None:
-                failure = error
+        # A bar only where someone watches a run long enough to need one.
+        shown = len(todo) >= _PROGRESS_FROM and stderr_console.is_terminal
+        with (
+            _progress(shown) as steps,
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neurolabel-llm") as pool,
+        ):
+            task = steps.task(f"{what} ({self.settings.model})", len(todo))
+            futures = {pool.submit(self._fetch, requests[i]): i for i in todo}
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                task.advance()
+                error = future.exception()
+                if error is None:
+                    answers[futures[future]] = future.result()
+                elif failure is None:
+                    failure = error
+                    for other in futures:  # stop early; requests already in flight finish
+                        other.cancel()
         if failure is not None:
             finished = sum(a is not None for a in answers)
             raise LLMError(
@@ -424,8 +433,7 @@ class LLMClient:
     def supports_json(self) -> bool:
         """Whether the provider accepts ``response_format`` (asked of litellm once)."""
         if self._json_mode is None:
-            import litellm
-
+            litellm = _import_litellm()
             try:
                 _, provider, _, _ = litellm.get_llm_provider(
                     self.settings.model, api_base=self.settings.api_base
@@ -439,9 +447,7 @@ class LLMClient:
         return self._json_mode
 
     def _fetch(self, request: ChatRequest) -> Answer:
-        import litellm
-
-        litellm.suppress_debug_info = True  # no "Give Feedback" banners on stdout
+        litellm = _import_litellm()
         kwargs = self._completion_kwargs()
         if request.json and self.supports_json():
             kwargs["response_format"] = {"type": "json_object"}
@@ -502,8 +508,7 @@ class LLMClient:
         Returns:
             The message shown before asking for confirmation.
         """
-        import litellm
-
+        litellm = _import_litellm()
         model = self.settings.model
         prompt = 0
         for request in requests:
@@ -525,6 +530,29 @@ class LLMClient:
             f"{what}: {len(requests)} request(s) to {model} on {where}, about {prompt} prompt "
             f"tokens and at most {completion} answer tokens; estimated cost {cost}."
         )
+
+
+@contextmanager
+def _progress(shown: bool) -> Iterator[Steps]:
+    """A progress display, or a silent one when another display is already live."""
+    from rich.errors import LiveError
+
+    stack = ExitStack()
+    try:
+        steps = stack.enter_context(progress_steps(shown))
+    except LiveError:  # called inside a pipeline stage that shows its own bars
+        steps = stack.enter_context(progress_steps(False))
+    with stack:
+        yield steps
+
+
+def _import_litellm() -> Any:
+    """litellm, told to use its bundled cost map instead of fetching one at import."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True  # no "Give Feedback" banners on stdout
+    return litellm
 
 
 def _retryable(litellm: Any) -> tuple[type[BaseException], ...]:
