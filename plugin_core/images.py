@@ -96,6 +96,11 @@ class ImageSource:
         """A short hash identifying the probing set."""
         raise NotImplementedError
 
+    def cache_key(self) -> str | None:
+        """A hash that changes whenever any image could have changed, or None when that
+        cannot be told cheaply (then nothing computed from these images is cached)."""
+        return None
+
 
 class FolderSource(ImageSource):
     """Every file under a folder (recursively, sorted); files that are not images by their
@@ -144,6 +149,13 @@ class FolderSource(ImageSource):
             digest.update(str(path.relative_to(self.root)).encode())
             digest.update(str(path.stat().st_size).encode())
         return digest.hexdigest()[:16]
+
+    def cache_key(self) -> str | None:
+        # Names and sizes (the fingerprint) miss an image rewritten at the same size.
+        digest = hashlib.sha256(self.fingerprint().encode())
+        for path in self.paths:
+            digest.update(str(path.stat().st_mtime_ns).encode())
+        return digest.hexdigest()[:20]
 
 
 def _item_to_image(item: Any) -> Image.Image:

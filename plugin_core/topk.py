@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -61,13 +62,19 @@ def per_image_activation(acts: Tensor, reduce: str = "max") -> Tensor:
 class StreamingTopK:
     """Keep each neuron's top-k images, their maps and running statistics over a stream.
 
+    The state is exact and order-free: exemplars are the k images with the highest activation
+    (ties go to the lower image index) and the threshold reservoir keeps the map cells with the
+    smallest pseudo-random keys, a key being a hash of the cell's global position. So a stream
+    split into shards (torch.distributed ranks) or interrupted and resumed from a
+    :meth:`state_dict` gives the same state as one uninterrupted pass once :meth:`merge` d.
+
     Args:
         k: Exemplars per neuron.
         reduce: How an image's activation map becomes one number: ``max`` (default,
             NetDissect/CLIP-Dissect) or ``mean``.
         quantile: Quantile of map cells used as the patch threshold (0.995 = top 0.5 %).
         reservoir: Map cells per neuron kept (uniform sample) to estimate that quantile.
-        seed: Seed of the reservoir's random keys, for reproducible thresholds.
+        seed: Salt of the reservoir's keys (another seed draws another uniform sample).
 
     Examples:
         >>> topk = StreamingTopK(k=2)
@@ -95,7 +102,7 @@ class StreamingTopK:
         self.reduce = reduce
         self.quantile = quantile
         self.reservoir = reservoir
-        self._generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
         self._values: Tensor | None = None
         self._ids: Tensor | None = None
         self._maps: Tensor | None = None
@@ -107,8 +114,7 @@ class StreamingTopK:
         self._res_keys: Tensor | None = None
         self._res_values: Tensor | None = None
 
-    def _init(self, channels: int, map_shape: tuple[int, int] | None, dtype_device) -> None:
-        device = dtype_device
+    def _init(self, channels: int, map_shape: tuple[int, int] | None, device) -> None:
         self._values = torch.full((channels, self.k), float("-inf"), device=device)
         self._ids = torch.full((channels, self.k), -1, dtype=torch.long, device=device)
         if map_shape is not None:
@@ -117,7 +123,7 @@ class StreamingTopK:
         self._sumsq = torch.zeros(channels, dtype=torch.float64, device=device)
         self._min = torch.full((channels,), float("inf"), device=device)
         self._max = torch.full((channels,), float("-inf"), device=device)
-        self._res_keys = torch.empty(0, device=device)
+        self._res_keys = torch.empty(0, dtype=torch.long, device=device)
         self._res_values = torch.empty((channels, 0), device=device)
 
     @staticmethod
@@ -131,18 +137,17 @@ class StreamingTopK:
         return F.adaptive_avg_pool2d(acts, size)
 
     def update(self, acts: Tensor, ids: Tensor) -> None:
-        """Add one batch.
+        """Add one batch. Runs on the activations' device without synchronizing with the host.
 
         Args:
             acts: ``[B, C, H, W]`` spatial or ``[B, C]`` vector activations.
-            ids: ``[B]`` global image indices.
+            ids: ``[B]`` global image indices (distinct; any order).
         """
         if acts.ndim not in (2, 4):
             raise ValueError(f"expected [B,C,H,W] or [B,C] activations, got {tuple(acts.shape)}")
         acts = acts.float()
         ids = ids.to(acts.device, torch.long)
-        spatial = acts.ndim == 4
-        maps = self.shrink_maps(acts) if spatial else None
+        maps = self.shrink_maps(acts) if acts.ndim == 4 else None
         if self._values is None:
             self._init(
                 acts.shape[1], tuple(maps.shape[-2:]) if maps is not None else None, acts.device
@@ -151,57 +156,131 @@ class StreamingTopK:
         if acts.shape[1] != self._values.shape[0]:
             raise ValueError("channel count changed between batches")
         scores = per_image_activation(acts, self.reduce)
-        batch = scores.shape[0]
-        self._count += batch
+        assert self._sum is not None and self._sumsq is not None
+        assert self._min is not None and self._max is not None
+        self._count += scores.shape[0]
         self._sum += scores.sum(0, dtype=torch.float64)
         self._sumsq += (scores.double() ** 2).sum(0)
         self._min = torch.minimum(self._min, scores.amin(0))
         self._max = torch.maximum(self._max, scores.amax(0))
+        channels = scores.shape[1]
+        new_maps = None
+        if maps is not None:
+            new_maps = maps.permute(1, 0, 2, 3)  # [C, B, h, w]
+        self._keep_best(scores.T, ids.unsqueeze(0).expand(channels, -1), new_maps)
+        cells = maps if maps is not None else acts[:, :, None, None]
+        self._add_to_reservoir(cells, ids)
 
-        candidates = torch.cat([self._values, scores.T], dim=1)  # [C, k+B]
-        # A stable sort keeps earlier (lower-index) images first among equal activations, so
-        # exemplars do not depend on the batch size.
-        new_values, index = candidates.sort(dim=1, descending=True, stable=True)
-        new_values, index = new_values[:, : self.k], index[:, : self.k]
-        from_old = index < self.k
-        old_index = index.clamp(max=self.k - 1)
-        new_index = (index - self.k).clamp(min=0)
-        batch_ids = ids.unsqueeze(0).expand(scores.shape[1], -1)
-        self._ids = torch.where(
-            from_old, self._ids.gather(1, old_index), batch_ids.gather(1, new_index)
-        )
+    def _keep_best(self, values: Tensor, ids: Tensor, maps: Tensor | None) -> None:
+        """Merge ``[C, n]`` candidates (and their ``[C, n, h, w]`` maps) into the top-k."""
+        assert self._values is not None and self._ids is not None
+        all_values = torch.cat([self._values, values], dim=1)
+        all_ids = torch.cat([self._ids, ids], dim=1)
+        # Highest activation first, the lower image index first among equal activations:
+        # a total order, so the result does not depend on batching, sharding or resuming.
+        by_id = all_ids.argsort(dim=1, stable=True)
+        by_value = all_values.gather(1, by_id).argsort(dim=1, descending=True, stable=True)
+        order = by_id.gather(1, by_value)[:, : self.k]
+        self._values = all_values.gather(1, order)
+        self._ids = all_ids.gather(1, order)
         if maps is not None and self._maps is not None:
             c, _, h, w = self._maps.shape
-            old = self._maps.reshape(c, self.k, h * w)
-            new = maps.permute(1, 0, 2, 3).reshape(c, batch, h * w)
-            gathered_old = old.gather(1, old_index.unsqueeze(-1).expand(-1, -1, h * w))
-            gathered_new = new.gather(1, new_index.unsqueeze(-1).expand(-1, -1, h * w))
-            self._maps = torch.where(from_old.unsqueeze(-1), gathered_old, gathered_new).reshape(
-                c, self.k, h, w
-            )
-        self._values = new_values
-        self._update_reservoir(maps if maps is not None else acts.unsqueeze(-1).unsqueeze(-1))
+            all_maps = torch.cat([self._maps, maps], dim=1).reshape(c, -1, h * w)
+            picked = all_maps.gather(1, order.unsqueeze(-1).expand(-1, -1, h * w))
+            self._maps = picked.reshape(c, self.k, h, w)
 
-    def _update_reservoir(self, maps: Tensor) -> None:
-        # Priority sampling: every map cell gets a uniform random key and the cells with the
-        # smallest keys are kept, which is an exact uniform sample of all cells seen so far.
+    def _add_to_reservoir(self, maps: Tensor, ids: Tensor) -> None:
         assert self._res_keys is not None and self._res_values is not None
+        cells_per_image = maps.shape[-2] * maps.shape[-1]
         cells = maps.permute(1, 0, 2, 3).reshape(maps.shape[1], -1)  # [C, B*h*w]
-        keys = torch.rand(cells.shape[1], generator=self._generator).to(cells.device)
-        take = min(self.reservoir, cells.shape[1])
-        keys, pick = keys.topk(take, largest=False)
+        positions = ids.unsqueeze(1) * cells_per_image + torch.arange(
+            cells_per_image, device=ids.device
+        )
+        self._merge_reservoir(cell_keys(positions.reshape(-1), self.seed), cells)
+
+    def _merge_reservoir(self, keys: Tensor, values: Tensor) -> None:
+        # Bottom-k sampling: keep the cells with the smallest keys, an exact uniform sample of
+        # every cell seen whatever the order or sharding of the stream.
+        assert self._res_keys is not None and self._res_values is not None
         all_keys = torch.cat([self._res_keys, keys])
-        all_values = torch.cat([self._res_values, cells[:, pick]], dim=1)
+        all_values = torch.cat([self._res_values, values], dim=1)
         if all_keys.numel() > self.reservoir:
-            all_keys, keep = all_keys.topk(self.reservoir, largest=False)
+            all_keys, keep = all_keys.topk(self.reservoir, largest=False, sorted=False)
             all_values = all_values[:, keep]
         self._res_keys, self._res_values = all_keys, all_values
+
+    # -- checkpoints and shards ---------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The whole streaming state, on the CPU (to save, or to send to another rank)."""
+        tensors = {
+            name: getattr(self, f"_{name}")
+            for name in ("values", "ids", "maps", "sum", "sumsq", "min", "max")
+        }
+        tensors["res_keys"], tensors["res_values"] = self._res_keys, self._res_values
+        state: dict[str, Any] = {
+            name: None if t is None else t.cpu() for name, t in tensors.items()
+        }
+        state["count"] = self._count
+        state["settings"] = self._settings()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], device: str | torch.device = "cpu") -> None:
+        """Restore a :meth:`state_dict` (made with the same settings) onto ``device``."""
+        self._check_settings(state)
+        for name in ("values", "ids", "maps", "sum", "sumsq", "min", "max"):
+            tensor = state[name]
+            setattr(self, f"_{name}", None if tensor is None else tensor.to(device))
+        res_keys, res_values = state["res_keys"], state["res_values"]
+        self._res_keys = None if res_keys is None else res_keys.to(device)
+        self._res_values = None if res_values is None else res_values.to(device)
+        self._count = int(state["count"])
+
+    def merge(self, state: dict[str, Any]) -> None:
+        """Fold in the :meth:`state_dict` of a stream over *other* images (another shard).
+
+        Exact: merging the shards of a probing set gives the state of one pass over all of it.
+        """
+        self._check_settings(state)
+        if state["values"] is None:  # that shard saw no image
+            return
+        if self._values is None:
+            self.load_state_dict(state)
+            return
+        assert self._sum is not None and self._sumsq is not None
+        assert self._min is not None and self._max is not None
+        device = self._values.device
+        other = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in state.items()}
+        if other["values"].shape[0] != self._values.shape[0]:
+            raise ValueError("cannot merge streams over layers with different channel counts")
+        self._keep_best(other["values"], other["ids"], other["maps"])
+        self._count += other["count"]
+        self._sum += other["sum"]
+        self._sumsq += other["sumsq"]
+        self._min = torch.minimum(self._min, other["min"])
+        self._max = torch.maximum(self._max, other["max"])
+        self._merge_reservoir(other["res_keys"], other["res_values"])
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "reduce": self.reduce,
+            "quantile": self.quantile,
+            "reservoir": self.reservoir,
+            "seed": self.seed,
+        }
+
+    def _check_settings(self, state: dict[str, Any]) -> None:
+        if state.get("settings") != self._settings():
+            raise ValueError(
+                f"streaming state made with {state.get('settings')}, not {self._settings()}"
+            )
 
     def finalize(self) -> TopKState:
         """Return the exemplars (sorted by activation, descending) and statistics."""
         if self._values is None:
             raise ValueError("no batch was added")
         assert self._sum is not None and self._sumsq is not None and self._res_values is not None
+        assert self._min is not None and self._max is not None and self._ids is not None
         n = max(self._count, 1)
         mean = self._sum / n
         var = (self._sumsq / n - mean**2).clamp(min=0)
@@ -218,3 +297,29 @@ class StreamingTopK:
             threshold=threshold.cpu(),
             quantile=self.quantile,
         )
+
+
+_MASK31 = (1 << 31) - 1
+
+
+def cell_keys(positions: Tensor, seed: int = 0) -> Tensor:
+    """Distinct pseudo-random int64 sampling keys of global map-cell positions.
+
+    The high bits are a hash of the position (31-bit multiply-xorshift rounds, kept below
+    2**62 so int64 never overflows), the low 32 bits the position itself, which makes keys of
+    distinct cells distinct. Bottom-k over these keys is a uniform sample.
+
+    Examples:
+        >>> keys = cell_keys(torch.arange(5))
+        >>> bool((keys.unique().numel() == 5))
+        True
+        >>> torch.equal(cell_keys(torch.arange(5)), keys)
+        True
+    """
+    x = positions.long()
+    x = ((x & _MASK31) * 1103515245 + ((x >> 31) & _MASK31) * 1597334677 + seed) & _MASK31
+    for multiplier in (0x5BD1E995, 0x27D4EB2F):
+        x = x ^ (x >> 15)
+        x = (x * multiplier) & _MASK31
+    x = x ^ (x >> 16)
+    return (x << 32) | (positions.long() & 0xFFFFFFFF)

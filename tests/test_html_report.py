@@ -257,6 +257,8 @@ def test_explain_writes_the_report_unless_told_not_to(tmp_path, capsys):
         "colors",
         "--top-k",
         "2",
+        "--scoring",
+        "patches",
         "--device",
         "cpu",
         "--quiet",

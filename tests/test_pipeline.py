@@ -38,6 +38,8 @@ def labeler(**overrides):
         progress=False,
         min_patch_size=0.05,
         preprocessing=Preprocessing((224, 224), 224, (0, 0, 0), (1, 1, 1)),
+        # 8 images are fewer than the exemplar slots, so `auto` would score whole images.
+        scoring="patches",
     )
     settings.update(overrides)
     return NeuronLabeler(ColorDetector(), **settings)

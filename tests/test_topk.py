@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from neurolabel.plugin_core.topk import MAX_MAP_SIDE, StreamingTopK
@@ -64,3 +65,58 @@ def test_dead_neurons():
     topk = StreamingTopK(k=2)
     topk.update(acts, torch.arange(6))
     assert topk.finalize().dead().tolist() == [True, False, True]
+
+
+def _stream(acts: torch.Tensor, ids: torch.Tensor, batch: int, **kw) -> StreamingTopK:
+    topk = StreamingTopK(k=5, quantile=0.9, reservoir=300, **kw)
+    for start in range(0, len(ids), batch):
+        topk.update(acts[start : start + batch], ids[start : start + batch])
+    return topk
+
+
+def _same(a, b) -> None:
+    for name in ("values", "ids", "maps", "min", "max", "threshold"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.count == b.count
+    assert torch.allclose(a.mean, b.mean) and torch.allclose(a.std, b.std)
+
+
+def test_shards_merge_exactly_into_the_single_pass_state():
+    torch.manual_seed(1)
+    acts = torch.randn(90, 6, 9, 9).round(decimals=1)  # rounding makes ties
+    ids = torch.arange(90)
+    whole = _stream(acts, ids, batch=7).finalize()
+    # Three shards, streamed with other batch sizes and merged in another order.
+    parts = [
+        _stream(acts[s], ids[s], batch=b)
+        for s, b in [(slice(0, 31), 4), (slice(31, 60), 16), (slice(60, 90), 3)]
+    ]
+    merged = parts[2]
+    merged.merge(parts[0].state_dict())
+    merged.merge(parts[1].state_dict())
+    _same(merged.finalize(), whole)
+    # The reservoir is a real sample: smaller than all cells, its quantile near the true one.
+    cells = acts.permute(1, 0, 2, 3).reshape(6, -1)
+    assert merged._res_values.shape == (6, 300)
+    assert torch.allclose(whole.threshold, torch.quantile(cells, 0.9, dim=1), atol=0.35)
+    # Ties go to the lower image index.
+    tied = StreamingTopK(k=2)
+    tied.update(torch.ones(4, 1), torch.tensor([3, 1, 2, 0]))
+    assert tied.finalize().ids.tolist() == [[0, 1]]
+
+
+def test_state_dict_round_trip_resumes_exactly():
+    torch.manual_seed(2)
+    acts = torch.randn(40, 3, 5, 5)
+    ids = torch.arange(40)
+    whole = _stream(acts, ids, batch=8).finalize()
+    first = _stream(acts[:24], ids[:24], batch=8)
+    resumed = StreamingTopK(k=5, quantile=0.9, reservoir=300)
+    resumed.load_state_dict(first.state_dict())
+    for start in range(24, 40, 8):
+        resumed.update(acts[start : start + 8], ids[start : start + 8])
+    _same(resumed.finalize(), whole)
+    with pytest.raises(ValueError, match="made with"):
+        StreamingTopK(k=4, quantile=0.9, reservoir=300).load_state_dict(first.state_dict())
+    other_seed = _stream(acts, ids, batch=8, seed=5).finalize()
+    assert not torch.equal(other_seed.threshold, whole.threshold)

@@ -1,0 +1,331 @@
+"""The forward pass over the probing set: streaming top-k, image sample, skipped inputs.
+
+One pass feeds every requested layer. Its state can be checkpointed and resumed, and the
+states of torch.distributed ranks (each over its own shard of the images) merge exactly,
+so an interrupted or sharded run gives the result of one uninterrupted process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import distributed
+from .atomic import atomic_write
+from .errors import EmptyInputError, NeurolabelError
+from .images import ImageSource, ProbeDataset, SkippedInput
+from .progress import Steps
+from .protocols import Extractor, LoadedModel
+from .topk import StreamingTopK, TopKState, per_image_activation
+
+#: Autocast dtypes for ``precision``; ``fp32`` runs without autocast.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_for(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """``torch.autocast`` to ``precision``'s dtype on ``device``; a no-op for ``fp32``.
+
+    Examples:
+        >>> with autocast_for(torch.device("cpu"), "bf16"):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.bfloat16
+    """
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+@dataclass
+class StreamSettings:
+    """What decides a pass's streaming state (and so its checkpoint and cache keys).
+
+    Args:
+        top_k: Exemplars per neuron.
+        activation: ``max`` or ``mean`` over a map, to rank images.
+        quantile: Map-cell quantile of the patch threshold.
+        sample_size: Whole images sampled uniformly for image-level statistics (0: none).
+    """
+
+    top_k: int
+    activation: str
+    quantile: float
+    sample_size: int
+
+    def stream(self) -> StreamingTopK:
+        return StreamingTopK(self.top_k, reduce=self.activation, quantile=self.quantile)
+
+
+@dataclass
+class PassOutput:
+    """A finished pass: per-layer states, sampled activations and what could not be read."""
+
+    states: dict[str, TopKState]
+    skipped: list[SkippedInput]
+    sample_acts: dict[str, Tensor]
+    sample_ids: Tensor
+    unreadable_ids: list[int] = field(default_factory=list)
+
+
+class ExemplarPass:
+    """Streaming state of one pass (or one rank's shard of it).
+
+    Args:
+        layers: Layer names.
+        settings: :class:`StreamSettings`.
+        sample_ids: Sorted indices of the images whose per-image activations are kept.
+    """
+
+    def __init__(self, layers: list[str], settings: StreamSettings, sample_ids: Tensor) -> None:
+        self.layers = layers
+        self.settings = settings
+        self.streams = {layer: settings.stream() for layer in layers}
+        self.sample_ids = sample_ids
+        self.sample_rows: dict[str, list[Tensor]] = {layer: [] for layer in layers}
+        self.sample_row_ids: list[Tensor] = []
+        self.unreadable: list[tuple[int, str]] = []
+        self.done = 0  # images of this process's shard already streamed
+
+    def add(self, activations: Mapping[str, Tensor], indices: Tensor) -> None:
+        """Stream one batch of readable images (``indices`` on the CPU)."""
+        keep = torch.isin(indices, self.sample_ids) if len(self.sample_ids) else None
+        for layer, acts in activations.items():
+            self.streams[layer].update(acts, indices.to(acts.device, non_blocking=True))
+            if keep is not None and bool(keep.any()):
+                per_image = per_image_activation(acts, self.settings.activation)
+                # Kept on the device until the end: no host synchronization per batch.
+                self.sample_rows[layer].append(per_image[keep.to(acts.device)].float())
+        if keep is not None and bool(keep.any()):
+            self.sample_row_ids.append(indices[keep])
+
+    # -- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything streamed so far, on the CPU (checkpoints, gathering across ranks)."""
+        return {
+            "streams": {name: stream.state_dict() for name, stream in self.streams.items()},
+            "sample_rows": {
+                name: torch.cat(rows).cpu() if rows else None
+                for name, rows in self.sample_rows.items()
+            },
+            "sample_row_ids": torch.cat(self.sample_row_ids)
+            if self.sample_row_ids
+            else torch.empty(0, dtype=torch.long),
+            "unreadable": list(self.unreadable),
+            "done": self.done,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
+        """Continue from a :meth:`state_dict` of a pass with the same layers and settings."""
+        for name, stream in self.streams.items():
+            stream.load_state_dict(state["streams"][name], device)
+        for name in self.layers:
+            rows = state["sample_rows"][name]
+            self.sample_rows[name] = [] if rows is None else [rows.to(device)]
+        ids = state["sample_row_ids"]
+        self.sample_row_ids = [ids] if len(ids) else []
+        self.unreadable = [tuple(item) for item in state["unreadable"]]  # type: ignore[misc]
+        self.done = int(state["done"])
+
+    def merge(self, state: Mapping[str, Any]) -> None:
+        """Fold in another shard's :meth:`state_dict` (exact)."""
+        for name, stream in self.streams.items():
+            stream.merge(state["streams"][name])
+        for name in self.layers:
+            rows = state["sample_rows"][name]
+            if rows is not None:
+                self.sample_rows[name].append(rows)
+        if len(state["sample_row_ids"]):
+            self.sample_row_ids.append(state["sample_row_ids"])
+        self.unreadable.extend(tuple(item) for item in state["unreadable"])  # type: ignore[misc]
+
+    def finish(self, source: ImageSource) -> PassOutput:
+        """The finalized states, with sampled rows in image order."""
+        unreadable = sorted(self.unreadable)
+        if len(unreadable) == len(source):
+            raise EmptyInputError(
+                f"None of the {len(source)} probing images could be read; first problem: "
+                f"{source.describe(unreadable[0][0])}: {unreadable[0][1]}"
+            )
+        states = {name: stream.finalize() for name, stream in self.streams.items()}
+        row_ids = torch.cat(self.sample_row_ids) if self.sample_row_ids else torch.empty(0).long()
+        order = row_ids.argsort()
+        samples = {
+            name: torch.cat([r.cpu() for r in rows])[order]
+            if rows
+            else torch.empty(0, states[name].num_neurons)
+            for name, rows in self.sample_rows.items()
+        }
+        return PassOutput(
+            states=states,
+            skipped=[SkippedInput(source.describe(i), reason) for i, reason in unreadable],
+            sample_acts=samples,
+            sample_ids=row_ids[order],
+            unreadable_ids=[i for i, _ in unreadable],
+        )
+
+
+class Checkpoint:
+    """Atomic periodic saves of an :class:`ExemplarPass`, tied to what produced it.
+
+    Args:
+        path: Checkpoint file (one per rank under torch.distributed).
+        key: JSON-able description of the run; a resume with another key is refused.
+        every: Save after this many batches (0: only on interruption).
+    """
+
+    def __init__(self, path: Path, key: Mapping[str, Any], every: int) -> None:
+        self.path = path
+        self.key = dict(key)
+        self.every = every
+
+    def save(self, state: ExemplarPass) -> None:
+        with atomic_write(self.path, "wb") as handle:
+            torch.save({"key": self.key, "state": state.state_dict()}, handle)
+
+    def load_into(self, state: ExemplarPass, device: torch.device) -> bool:
+        """Restore a saved pass into ``state``; False when there is no checkpoint."""
+        if not self.path.is_file():
+            return False
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged file must not be trusted, nor crash obscurely
+            raise NeurolabelError(
+                f"Checkpoint {self.path} cannot be read (damaged, or not a neurolabel "
+                f"checkpoint: {type(exc).__name__}); delete it to start over"
+            ) from None
+        if saved.get("key") != self.key:
+            changed = sorted(
+                k
+                for k in {*self.key, *saved.get("key", {})}
+                if self.key.get(k) != saved["key"].get(k)
+            )
+            raise NeurolabelError(
+                f"Checkpoint {self.path} was made by a different run (differs in: "
+                f"{', '.join(changed)}); rerun with the same settings, or delete it to start over"
+            )
+        state.load_state_dict(saved["state"], device)
+        return True
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def digest(value: Any) -> str:
+    """Short stable hash of a JSON-able value.
+
+    Examples:
+        >>> digest({"a": 1}) == digest({"a": 1})
+        True
+    """
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def model_fingerprint(loaded: LoadedModel) -> str:
+    """Hash of the model's class, parameters and buffers: the same weights, the same key."""
+    hasher = hashlib.sha256(type(loaded.model).__name__.encode())
+    for name, tensor in [*loaded.model.named_parameters(), *loaded.model.named_buffers()]:
+        hasher.update(name.encode())
+        hasher.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return hasher.hexdigest()[:20]
+
+
+def run_pass(
+    loaded: LoadedModel,
+    extractor: Extractor,
+    source: ImageSource,
+    layers: list[str],
+    settings: StreamSettings,
+    sample_ids: Tensor,
+    *,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    steps: Steps,
+    check_batch: Callable[[str, Tensor], None] = lambda layer, acts: None,
+    checkpoint: Checkpoint | None = None,
+    resume: bool = False,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> PassOutput:
+    """Stream this process's shard of ``source`` through the model, then merge the shards.
+
+    Args:
+        loaded: The target model.
+        extractor: Reads the layers' activations.
+        source: Probing images.
+        layers: Layer names.
+        settings: :class:`StreamSettings`.
+        sample_ids: Indices of images whose per-image activations are kept.
+        device: Where the model runs.
+        batch_size, num_workers: DataLoader settings.
+        steps: Progress display.
+        check_batch: Called with each layer's first activations (to refuse unusable layers).
+        checkpoint: Periodic saves; on Ctrl-C or a crash the last batches are saved too.
+        resume: Continue from ``checkpoint``'s file when it exists.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast of the target's forward).
+        channels_last: Feed the model channels-last batches (faster convolutions on GPUs).
+
+    Returns:
+        The merged :class:`PassOutput` (identical on every rank).
+    """
+    state = ExemplarPass(layers, settings, sample_ids)
+    if resume and checkpoint is not None:
+        checkpoint.load_into(state, device)
+    owned = distributed.shard(len(source))
+    remaining = owned[state.done :]
+    dataset = torch.utils.data.Subset(ProbeDataset(source, loaded.preprocessing), remaining)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    autocast = autocast_for(device, precision)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    task = steps.task("Finding exemplars", len(source))
+    task.advance(state.done * distributed.rank_and_world()[1])
+    checked: set[str] = set()
+    batches = 0
+    try:
+        with extractor.open(loaded, layers) as read:
+            for batch, indices, errors in loader:
+                ok = torch.tensor([not e for e in errors], dtype=torch.bool)
+                for index, error in zip(indices.tolist(), errors, strict=True):
+                    if error:
+                        state.unreadable.append((index, error))
+                if ok.any():
+                    batch = batch[ok].to(device, non_blocking=True, memory_format=memory_format)
+                    with torch.inference_mode(), autocast:  # activations need no gradients
+                        activations = read(batch)
+                    for layer, acts in activations.items():
+                        if layer not in checked:
+                            check_batch(layer, acts)
+                            checked.add(layer)
+                    state.add(activations, indices[ok])
+                state.done += len(errors)
+                batches += 1
+                task.advance(len(errors) * distributed.rank_and_world()[1])
+                if checkpoint is not None and checkpoint.every and batches % checkpoint.every == 0:
+                    checkpoint.save(state)
+    except BaseException:
+        # Ctrl-C or a crash mid-stream: keep every finished batch for --resume.
+        if checkpoint is not None and state.done:
+            checkpoint.save(state)
+        raise
+    if checkpoint is not None and batches:
+        checkpoint.save(state)  # a crash in the later stages then resumes after the pass
+    gathered = distributed.all_gather(state.state_dict())
+    if len(gathered) > 1:
+        merged = ExemplarPass(layers, settings, sample_ids)
+        for shard_state in gathered:
+            merged.merge(shard_state)
+        state = merged
+    return state.finish(source)

@@ -1,0 +1,245 @@
+"""Scale: scoring plan, resumable runs, the activation cache, precision options, and
+torch.distributed runs that give exactly the single-process result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from synthetic import SeededConvNet
+
+from neurolabel.plugin_core.errors import NeurolabelError
+from neurolabel.plugin_core.labeler import NeuronLabeler
+from neurolabel.plugin_core.preprocessing import Preprocessing
+from neurolabel.plugin_core.result import LabelingResult
+
+TESTS = Path(__file__).resolve().parent
+PREPROCESSING = Preprocessing((64, 64), 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def textured(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=(3,), dtype=np.uint8)
+    noise = rng.integers(0, 90, size=(72, 80, 3), dtype=np.uint8)
+    return Image.fromarray((base + noise).astype(np.uint8), "RGB")
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("probe")
+    for i in range(23):
+        textured(i).save(folder / f"im_{i:02d}.png")
+    return folder
+
+
+def make_labeler(model=None, **overrides) -> NeuronLabeler:
+    settings = dict(
+        layers=["block1", "block2"],
+        scorer="color",
+        vocabulary="colors",
+        top_k=3,
+        device="cpu",
+        batch_size=4,
+        progress=False,
+        scoring="patches",
+        preprocessing=PREPROCESSING,
+        sample_size=8,
+    )
+    settings.update(overrides)
+    return NeuronLabeler(model or SeededConvNet(), **settings)
+
+
+def neurons(result: LabelingResult) -> dict:
+    """Everything a run decides about its neurons (timings and devices left out)."""
+    return {layer: [n.to_dict() for n in explained] for layer, explained in result.neurons.items()}
+
+
+class Interrupting(torch.utils.data.Dataset):
+    """Images of a folder; reading image ``stop_at`` raises KeyboardInterrupt once (Ctrl-C)."""
+
+    def __init__(self, folder: Path, stop_at: int | None) -> None:
+        self.paths = sorted(folder.iterdir())
+        self.stop_at = stop_at
+        self.reads: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Image.Image:
+        if index == self.stop_at:
+            self.stop_at = None
+            raise KeyboardInterrupt
+        self.reads.append(index)
+        return Image.open(self.paths[index]).convert("RGB")
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(image_dir, tmp_path):
+    reference = make_labeler(cache=False).run(Interrupting(image_dir, None))
+    checkpoint = tmp_path / "ck" / "state.pt"
+    data = Interrupting(image_dir, stop_at=17)
+    with pytest.raises(KeyboardInterrupt):
+        make_labeler(cache=False, checkpoint=checkpoint, checkpoint_every=100).run(data)
+    assert checkpoint.is_file()  # saved on the interruption, though no periodic save was due
+    assert not list(checkpoint.parent.glob("*.tmp"))
+    data.reads.clear()
+    resumed = make_labeler(cache=False, checkpoint=checkpoint, resume=True).run(data)
+    assert neurons(resumed) == neurons(reference)
+    # Identifying the run reads images 0-15 (a dataset's fingerprint); then the pass reads
+    # only what Ctrl-C left: the 16 images of the 4 finished batches are not streamed again.
+    assert data.reads[:16] == list(range(16))
+    assert data.reads[16:23] == list(range(16, 23))
+    assert not checkpoint.exists()  # a finished run leaves nothing to resume
+
+
+def test_periodic_checkpoints_and_a_mismatched_resume(image_dir, tmp_path, monkeypatch):
+    from neurolabel.plugin_core.exemplar_pass import Checkpoint
+
+    saves: list[int] = []
+    real_save = Checkpoint.save
+    monkeypatch.setattr(
+        Checkpoint, "save", lambda self, state: (saves.append(state.done), real_save(self, state))
+    )
+    checkpoint = tmp_path / "state.pt"
+    data = Interrupting(image_dir, stop_at=21)
+    with pytest.raises(KeyboardInterrupt):
+        make_labeler(cache=False, checkpoint=checkpoint, checkpoint_every=2).run(data)
+    assert saves == [8, 16, 20]  # every 2 batches of 4, then on the interruption
+    with pytest.raises(NeurolabelError, match="different run.*stream"):
+        make_labeler(cache=False, checkpoint=checkpoint, resume=True, top_k=4).run(data)
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(NeurolabelError, match="cannot be read.*delete it"):
+        make_labeler(cache=False, checkpoint=checkpoint, resume=True).run(data)
+    with pytest.raises(NeurolabelError, match="needs a checkpoint"):
+        make_labeler(resume=True).run(image_dir)
+
+
+def test_the_activation_cache_skips_the_forward_pass(image_dir):
+    model = SeededConvNet()
+    calls = []
+    model.block1.register_forward_hook(lambda *args: calls.append(1))
+    first = make_labeler(model).run(image_dir)
+    streamed = len(calls)
+    assert streamed == 6  # 23 images in batches of 4
+    other_vocab = make_labeler(model, vocabulary=["red", "blue", "green"]).run(image_dir)
+    assert len(calls) == streamed  # exemplars came from the cache
+    assert [e.image_index for e in other_vocab.explanation("block2", 3).exemplars] == [
+        e.image_index for e in first.explanation("block2", 3).exemplars
+    ]
+    again = make_labeler(model).run(image_dir)
+    assert neurons(again) == neurons(first)
+    with torch.no_grad():  # other weights: another key, so a new pass
+        model.fc.bias.add_(1.0)
+    make_labeler(model).run(image_dir)
+    assert len(calls) == 2 * streamed
+    make_labeler(model, cache=False).run(image_dir)
+    assert len(calls) == 3 * streamed
+
+
+def test_scoring_plan_picks_the_cheaper_encoding(image_dir):
+    # 28 units x 3 exemplars = 84 patch slots > 23 images: whole images are cheaper.
+    auto = make_labeler(scoring="auto").run(image_dir)
+    plan = auto.settings["scoring"]
+    assert plan["mode"] == "images" and plan["exemplar_patches"] == 84
+    assert plan["probing_images"] == 23 and "fewer" in plan["reason"]
+    assert all(e.box is None for e in auto.explanation("block1", 0).exemplars)
+    few = make_labeler(scoring="auto", units={"block1": [0], "block2": [1]}).run(image_dir)
+    assert few.settings["scoring"]["mode"] == "patches"  # 6 slots < 23 images
+    assert any(e.box for e in few.explanation("block1", 0).exemplars)
+    forced = make_labeler(scoring="patches").run(image_dir)
+    assert forced.settings["scoring"]["mode"] == "patches"
+    assert "forced" in forced.settings["scoring"]["reason"]
+    with pytest.raises(NeurolabelError, match="scoring="):
+        make_labeler(scoring="cheapest")
+    with pytest.raises(NeurolabelError, match="patches='activation' would be ignored"):
+        make_labeler(scoring="images", patches="activation").run(image_dir)
+
+
+def test_reduced_precision_and_channels_last_run_the_same_pipeline(image_dir):
+    reference = make_labeler(cache=False).run(image_dir)
+    fast = make_labeler(cache=False, precision="bf16", channels_last=True).run(image_dir)
+    assert fast.settings["precision"] == "bf16"
+    same = [
+        reference.explanation("block2", u).exemplars[0].image_index
+        == fast.explanation("block2", u).exemplars[0].image_index
+        for u in range(16)
+    ]
+    assert sum(same) >= 12  # bf16 rounding may reorder near-ties, not the picture
+    with pytest.raises(NeurolabelError, match="precision='fp8'"):
+        make_labeler(precision="fp8")
+
+
+def _explain_command(image_dir: Path, out: Path) -> list[str]:
+    return [
+        "explain",
+        "python:synthetic:SeededConvNet?resize=none&size=64",
+        "--layer",
+        "block1",
+        "--layer",
+        "block2",
+        "--images",
+        str(image_dir),
+        "--scorer",
+        "color",
+        "--vocab",
+        "colors",
+        "--top-k",
+        "3",
+        "--batch-size",
+        "4",
+        "--scoring",
+        "patches",
+        "--no-cache",
+        "--no-html",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+
+
+def test_two_gloo_ranks_give_the_single_process_result(image_dir, tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    single = subprocess.run(
+        [sys.executable, "-m", "neurolabel", *_explain_command(image_dir, tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr
+    ranks = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "neurolabel",
+            *_explain_command(image_dir, tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "result.json").read_text())
+    two = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert two["settings"]["world_size"] == 2 and one["settings"]["world_size"] == 1
+    assert two["neurons"] == one["neurons"]
+    assert two["dataset"]["num_used"] == one["dataset"]["num_used"] == 23
+    assert not (tmp_path / "two" / ".checkpoint" / "exemplars.rank1.pt").exists()
