@@ -521,10 +521,15 @@ class LLMClient:
             low, high = litellm.cost_per_token(
                 model=model, prompt_tokens=prompt, completion_tokens=completion
             )
-            total = low + high
-            cost = f"at most ${total:.2f}" if total >= 0.01 else f"at most ${total:.4f}"
+            total: float | None = low + high
         except Exception:
-            cost = "unknown (the model is not in litellm's cost map)"
+            total = None
+        if self.settings.local:
+            cost = "none (a local server)"
+        elif not total:  # unmapped, or listed without a price (litellm then answers 0)
+            cost = "unknown (litellm's cost map has no price for this model)"
+        else:
+            cost = f"at most ${total:.2f}" if total >= 0.01 else f"at most ${total:.4f}"
         where = "a local server" if self.settings.local else "a remote service"
         return (
             f"{what}: {len(requests)} request(s) to {model} on {where}, about {prompt} prompt "

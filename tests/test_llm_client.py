@@ -180,7 +180,7 @@ def test_estimate_and_confirmation_before_a_large_run(tmp_path):
             llm.complete_many([ask("a"), ask("b"), ask("c")], "LLM vocabulary")
         assert server.requests == []
         assert "LLM vocabulary: 3 request(s) to openai/whatever on a local server" in asked[0]
-        assert "cost unknown" in asked[0]
+        assert "estimated cost none (a local server)" in asked[0]
         llm.confirm = lambda message: True
         llm.complete_many([ask("a"), ask("b")], "small")  # at most ask_above: no question
         assert len(asked) == 1 and len(server.requests) == 2
@@ -188,6 +188,8 @@ def test_estimate_and_confirmation_before_a_large_run(tmp_path):
     message = priced.estimate([ask("hello " * 200)] * 10, "summaries")
     assert "10 request(s)" in message and "remote service" in message
     assert "at most 1000 answer tokens" in message and "at most $0.0" in message
+    unpriced = LLMClient(LLMSettings("openai/not-a-real-model"), tmp_path)
+    assert "cost unknown (litellm's cost map has no price" in unpriced.estimate([ask("x")], "t")
 
 
 def test_json_mode_is_requested_where_supported(tmp_path):
