@@ -199,6 +199,7 @@ JS = r"""
     var meta = [];
     if (n.cls) meta.push("class: " + n.cls);
     if (n.sim !== null && n.sim !== undefined) meta.push("similarity " + fmt(n.sim));
+    if (n.vlm && n.vlm.length) meta.push("describer: " + n.vlm.join(", "));
     if (n.max !== null && n.max !== undefined) meta.push("max activation " + fmt(n.max));
     if (meta.length) c.appendChild(el("div", "note", meta.join(" \u00b7 ")));
     if (n.c.length) {

@@ -418,6 +418,7 @@ class _Builder:
             "dead": bool(neuron.dead),
             "c": [[str(c), _num(s)] for c, s in neuron.concepts],
             "s": neuron.summary or None,
+            "vlm": [str(label) for label, _ in neuron.described] if neuron.described else None,
             "sim": _num(neuron.similarity),
             "max": _num(neuron.stats.get("max")) if neuron.stats else None,
             "ex": items,

@@ -371,6 +371,9 @@ def neuron_report(
             parts.append(Text(f"output unit of class: {classes[unit]}", style="dim"))
     if neuron.summary:
         parts.append(Text(neuron.summary, style="italic"))
+    if neuron.described:
+        labels = ", ".join(str(label) for label, _ in neuron.described)
+        parts.append(Text(f"describer: {labels}", style="dim"))
     if neuron.concepts:
         parts.append(_concepts_table(neuron))
     facts = []

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from llm_server import ChatServer, request_image, user_text
 from PIL import Image
+from rich.console import Console
 from synthetic import square_image
 
 from neurolabel import hookimpl
@@ -26,8 +27,10 @@ from neurolabel.plugin_core.describe import (
     resolve_summarizer,
 )
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
+from neurolabel.plugin_core.html_report import write_html_report
 from neurolabel.plugin_core.labeler import NeuronLabeler
 from neurolabel.plugin_core.plugins import get_plugins, pm
+from neurolabel.plugin_core.report import neuron_report
 from neurolabel.plugin_core.result import LabelingResult
 from neurolabel.plugin_core.spec import Spec
 
@@ -118,6 +121,12 @@ def test_free_descriptions_and_summaries_end_to_end(folder, ctx, tmp_path):
     assert loaded.explanation("features.1", 0).described == red.described
     assert loaded.explanation("features.1", 1).summary == blue.summary
     assert FAKE_KEY not in path.read_text()
+    console = Console(record=True, width=120)
+    console.print(neuron_report(loaded, "features.1", 0, folder=path.parent))
+    text = console.export_text()
+    assert "Responds to red squares." in text and "describer: red square, red" in text
+    html = write_html_report(loaded, tmp_path / "report.html", folder=path.parent).read_text()
+    assert '"vlm":["red square","red"]' in html
 
 
 def test_constrained_mode_ranks_the_scorers_candidates(folder, ctx):
