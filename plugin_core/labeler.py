@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from . import distributed
 from .aggregation import Aggregation, ImageSample, get_aggregation
 from .context import build_context
 from .describe import (
@@ -487,7 +488,10 @@ class NeuronLabeler:
         scorer = self._scorer()
         if isinstance(self.vocabulary_spec, str):  # llm: vocabularies seed from the classes
             self.ctx.extra["class_names"] = self.loaded.class_names
-        vocabulary = resolve_vocabulary(self.vocabulary_spec, self.ctx)
+        # Rank 0 builds the vocabulary and shares it: an llm: vocabulary asks its model once.
+        first = distributed.rank_and_world()[0] == 0
+        vocabulary = resolve_vocabulary(self.vocabulary_spec, self.ctx) if first else None
+        vocabulary = distributed.all_gather(vocabulary)[0]
         if with_sample is None:
             with_sample = self.aggregation.sample != "no"
         with progress_steps(self.progress) as steps:
@@ -545,9 +549,11 @@ class NeuronLabeler:
             layer.name: self._explain_layer(layer, evidence, chosen, depth)
             for layer in evidence.layers
         }
-        if describer is not None:
+        # Paid model requests once per run, on the rank that writes the result.
+        first = distributed.rank_and_world()[0] == 0
+        if describer is not None and first:
             describe_neurons(neurons, evidence, describer, self.num_concepts)
-        if self.summarize_spec is not None:
+        if self.summarize_spec is not None and first:
             summarize_neurons(neurons, resolve_summarizer(self.summarize_spec, self.ctx))
         source = evidence.source
         result = LabelingResult(
