@@ -7,7 +7,11 @@ saturated pixels, so a right answer proves the patches reached it intact.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,6 +39,7 @@ from neurolabel.plugin_core.result import LabelingResult
 from neurolabel.plugin_core.spec import Spec
 
 MODEL = "python:synthetic:ColorDetector?resize=none&size=64"
+TESTS = Path(__file__).resolve().parent
 FAKE_KEY = "sk-test-FAKE0123456789abcdefXYZ"
 
 
@@ -287,3 +292,39 @@ def test_results_without_the_described_field_still_load():
     data = {"schema_version": "1.0", "model": {}, "layers": {}, "neurons": {"fc": [old]}}
     neuron = LabelingResult.from_dict(data).explanation("fc", 0)
     assert neuron.described is None and neuron.description == "dog"
+
+
+def test_two_ranks_send_each_request_once(folder, tmp_path):
+    def model(body):
+        if "Topics:" in user_text(body):
+            return json.dumps({"concepts": [{"concept": "crimson", "category": "color"}]})
+        return vlm(body)
+
+    with ChatServer(model) as server:
+        vocab = f"llm:openai/whatever?api_base={server.url}&topics=red,blue"
+        args = [vocab if a == "colors" else a for a in cli_args(folder, tmp_path / "out")]
+        args += ["--yes"]
+        args += ["--describer", describer_spec(server)]
+        args += ["--summarize", f"openai/whatever?api_base={server.url}"]
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1",
+        }
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        command += ["--nproc-per-node", "2", "-m", "neurolabel", *args]
+        ranks = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert ranks.returncode == 0, ranks.stderr[-3000:]
+        kinds = [
+            "vocabulary"
+            if "Topics:" in user_text(b)
+            else "describer"
+            if request_image(b) is not None
+            else "summary"
+            for b in server.requests
+        ]
+    assert sorted(kinds) == ["describer"] * 2 + ["summary"] * 2 + ["vocabulary"]
+    result = LabelingResult.load(tmp_path / "out")
+    assert result.settings["world_size"] == 2
+    assert result.explanation("features.1", 0).summary == "Responds to red squares."
+    assert FAKE_KEY not in ranks.stderr + ranks.stdout
