@@ -153,6 +153,11 @@ class ClassifierScorer:
         self.cache_dir = cache_dir
         self.model = loaded.model.to(self.device).eval()
         self._class_embeddings: Tensor | None = None
+        # Identifies the image embeddings (patch-embedding cache): the model and every
+        # setting that changes an embedding.
+        self.cache_id = "|".join(
+            map(str, ["classifier", loaded.name, embedder.name, top, temperature, tta, template])
+        )
 
     # -- text side ---------------------------------------------------------------------
 
@@ -310,6 +315,7 @@ class ClassifierEnsembleScorer:
             raise NeurolabelError(f"{name}: ensemble members must share text model and template")
         self.members = list(members)
         self.name = name
+        self.cache_id = "+".join(m.cache_id for m in self.members)
 
     def encode_texts(self, texts: Sequence[str]) -> Tensor:
         """Concept embeddings (the members share the sentence model)."""

@@ -243,6 +243,9 @@ class OpenClipScorer:
         self.pretrained = weights
         self.random_weights = weights_key is None
         self.name = name or _default_name(model_name, weights, weights_key)
+        # Identifies the image embeddings (patch-embedding cache); seeded random weights
+        # are reproducible too.
+        self.cache_id = "|".join(["open_clip", weights_key or self.name, precision])
 
         kwargs: dict[str, Any] = {"precision": precision, "device": self.device}
         if self.random_weights:

@@ -1,11 +1,12 @@
 """Extraction overhead against a bare forward pass, and peak memory for N vs 10*N images.
 
-    python benchmarks/throughput.py --model torchvision:resnet18?weights=none --layer layer3 \
-        --images 128 --json out.json
+    python benchmarks/throughput.py --model torchvision:resnet18?weights=none \
+        --layers layer3 --layers layer1,layer2,layer3,layer4,fc --images 128 --json out.json
 
-Prints JSON: ``overhead_ratio`` (explain's extraction stage time / bare forward time over
-the same DataLoader; goal <= 1.15) and ``memory_ratio_10x`` (peak resident memory of the
-extraction stage with 10*N images / with N; goal: about 1, i.e. flat).
+For each layer set (one ``--layers``, comma-separated names): ``overhead_ratio`` (explain's
+extraction stage time / bare forward time over the same DataLoader; goal <= 1.10) and
+``memory_ratio_10x`` (peak resident memory of the extraction stage with 10*N images / with
+N; goal: within 10 %).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _labeler(args, count):
     ctx = build_context(args.device)
     labeler = NeuronLabeler(
         args.model,
-        layers=[args.layer],
+        layers=args.layer.split(","),
         scorer="unused",
         top_k=args.top_k,
         batch_size=args.batch_size,
@@ -122,7 +123,12 @@ def peak_memory(args, count: int) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="torchvision:resnet18?weights=none")
-    parser.add_argument("--layer", default="layer3")
+    parser.add_argument(
+        "--layers",
+        action="append",
+        help="comma-separated layers; repeat for several sets (default: 1 and 5 layers)",
+    )
+    parser.add_argument("--layer", help=argparse.SUPPRESS)
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0)
@@ -136,23 +142,25 @@ def main() -> None:
     if args.child_images:
         peak_memory_child(args)
         return
-    timing = time_both(args)
-    small = peak_memory(args, args.images)
-    large = peak_memory(args, 10 * args.images)
-    report = {
-        **timing,
-        "memory_ratio_10x": large["peak_rss_kib"] / small["peak_rss_kib"],
-        "peak_rss_mib_n": small["peak_rss_kib"] / 1024,
-        "peak_rss_mib_10n": large["peak_rss_kib"] / 1024,
-        "settings": {
-            "model": args.model,
-            "layer": args.layer,
-            "images": args.images,
-            "batch_size": args.batch_size,
-            "top_k": args.top_k,
-            "device": args.device,
-            "torch_threads": torch.get_num_threads(),
-        },
+    report: dict = {"layer_sets": {}}
+    for layers in args.layers or ["layer3", "layer1,layer2,layer3,layer4,fc"]:
+        args.layer = layers
+        timing = time_both(args)
+        small = peak_memory(args, args.images)
+        large = peak_memory(args, 10 * args.images)
+        report["layer_sets"][layers] = {
+            **timing,
+            "memory_ratio_10x": large["peak_rss_kib"] / small["peak_rss_kib"],
+            "peak_rss_mib_n": small["peak_rss_kib"] / 1024,
+            "peak_rss_mib_10n": large["peak_rss_kib"] / 1024,
+        }
+    report["settings"] = {
+        "model": args.model,
+        "images": args.images,
+        "batch_size": args.batch_size,
+        "top_k": args.top_k,
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
     }
     text = json.dumps(report, indent=1)
     print(text)

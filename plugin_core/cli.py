@@ -43,6 +43,10 @@ def _parse_units(text: str | None) -> list[int] | None:
     return units
 
 
+#: Where `explain` keeps the forward pass's streaming state for --resume (per rank).
+CHECKPOINT_FILE = ".checkpoint/exemplars.pt"
+
+
 def _confirmer(yes: bool):
     """The ``confirm(message) -> bool`` callback LLM backends call before a large run."""
 
@@ -126,14 +130,63 @@ def explain(
         bool,
         typer.Option("--yes", "-y", help="Send large LLM/VLM runs without asking (cost estimate)"),
     ] = False,
+    scoring: Annotated[
+        str,
+        typer.Option(
+            help="auto (the cheaper to encode), patches (each exemplar's patch) or images "
+            "(whole images, CLIP-Dissect's way)"
+        ),
+    ] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16 or fp16 (autocast for the target and the scorer)")
+    ] = "fp32",
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="Channels-last batches (faster on GPUs)")
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run from OUT's checkpoint (same result as one run)",
+        ),
+    ] = False,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Batches between checkpoints (0: never)")
+    ] = 50,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Neither read nor write the exemplar (activation) cache"),
+    ] = False,
+    holdout: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the images set aside (not used for labeling) and recorded in the "
+            "result, for --metric faithfulness"
+        ),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            "-m",
+            help="Evaluator spec run on the result before it is saved (repeatable), e.g. "
+            "faithfulness (on the --holdout images) or accuracy",
+        ),
+    ] = None,
 ) -> None:
     """Label the neurons of one or more layers and write result.json, descriptions.csv,
     patches and the HTML report."""
+    from . import distributed
     from .context import build_context
     from .labeler import NeuronLabeler
     from .report import result_table
 
     ctx = build_context(device, trust_pickle=trust_pickle, confirm=_confirmer(yes))
+    # Under torchrun every rank runs this command on its own shard; rank 0 writes.
+    ctx.device = distributed.local_device(ctx.device)
+    distributed.init_from_environment(ctx.device)
+    rank = distributed.rank_and_world()[0]
+    quiet = quiet or rank != 0
     chosen_describer = None
     if describer is not None:
         from .describe import resolve_describer
@@ -164,8 +217,22 @@ def explain(
         progress=not quiet,
         describer=chosen_describer,
         summarize=summarize,
+        scoring=scoring,
+        precision=precision,
+        channels_last=channels_last,
+        cache=not no_cache,
+        checkpoint=out / CHECKPOINT_FILE,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        holdout=holdout,
     )
+    # Resolve evaluators before the long run, so a typo in a spec fails at once.
+    evaluators = [ctx.registries.evaluators.resolve(spec, ctx) for spec in metric or []]
     result = labeler.run(images)
+    if rank != 0:
+        return
+    for evaluator in evaluators:
+        result.metrics[evaluator.name] = evaluator.evaluate(result, ctx)
     path = result.save(out)
     written = [str(path), str(out / "descriptions.csv")]
     if not no_html:

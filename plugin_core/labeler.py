@@ -7,13 +7,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
 from . import distributed
+from .activation_cache import ActivationCache, restore
 from .aggregation import Aggregation, ImageSample, get_aggregation
 from .context import build_context
 from .describe import (
@@ -24,8 +25,18 @@ from .describe import (
     resolve_summarizer,
     summarize_neurons,
 )
-from .errors import EmptyInputError, LayerNotFoundError, NeurolabelError
-from .images import ImageLoadError, ImageSource, ProbeDataset, SkippedInput, as_image_source
+from .errors import LayerNotFoundError, NeurolabelError
+from .exemplar_pass import (
+    PRECISIONS,
+    Checkpoint,
+    PassOutput,
+    StreamSettings,
+    model_fingerprint,
+    run_pass,
+)
+from .holdout import check_holdout, holdout_entry, split_holdout
+from .images import ImageLoadError, ImageSource, SkippedInput, as_image_source
+from .patch_scoring import PatchScores, score_patches
 from .patches import (
     Patcher,
     PatchSettings,
@@ -35,7 +46,7 @@ from .patches import (
     input_boxes,
 )
 from .preprocessing import Preprocessing
-from .progress import Steps, progress_steps
+from .progress import Steps, progress_steps, stderr_console
 from .protocols import (
     ConceptScorer,
     EmbeddingScorer,
@@ -45,17 +56,19 @@ from .protocols import (
     iter_batches,
 )
 from .result import Exemplar, LabelingResult, NeuronExplanation
+from .scoring_plan import ScoringPlan, plan_scoring
 from .spec import Spec
-from .topk import StreamingTopK, TopKState, per_image_activation
+from .topk import TopKState
 from .vocabulary import Vocabulary
 
 #: Patch modes built into the labeler; any other value names a registered patcher.
 PATCH_MODES = ("auto", "activation", "whole")
+#: What the scorer sees: ``auto`` picks the cheaper of exemplar patches and whole images.
+SCORING_MODES = ("auto", "patches", "images")
 #: Preprocessed exemplar images kept in memory while attribution maps are computed.
 _IMAGE_CACHE = 256
 DEFAULT_SCORER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 DEFAULT_VOCABULARY = "imagenet"
-PATCH_THUMBNAIL = 160
 _VERSIONED = ("neurolabel", "torch", "torchvision", "timm", "open_clip_torch", "pillow", "numpy")
 
 UnitSelection = Sequence[int] | Mapping[str, Sequence[int]] | None
@@ -219,11 +232,31 @@ class NeuronLabeler:
         preprocessing: Input preprocessing when ``model`` is a bare module.
         context: A prepared :class:`ResolveContext` (else one is built for ``device``).
         progress: Show rich progress bars.
+        scoring: ``auto`` (default), ``patches`` or ``images``: whether the VLM scores each
+            exemplar's patch, or whole images (every exemplar image once, as CLIP-Dissect
+            scores every probing image). ``auto`` takes the cheaper one: whole images when
+            a small probing set has fewer images than there are exemplar patches, as long as
+            ``patches`` is ``auto``. The choice and its reason are stored in the settings.
+        precision: ``fp32`` (default), ``bf16`` or ``fp16``: autocast for the target's
+            forward pass and the scorer's image encoding.
+        channels_last: Run the target on channels-last batches (faster convolutions on GPU).
+        cache: Keep finished exemplar passes in the context's cache folder (folders of
+            images only), so a rerun with another vocabulary, scorer or aggregation skips the
+            forward pass.
+        checkpoint: File where the forward pass's streaming state is saved every
+            ``checkpoint_every`` batches and on interruption (one file per rank).
+        checkpoint_every: Batches between checkpoint saves.
+        resume: Continue from ``checkpoint`` when it exists; the result is exactly that of an
+            uninterrupted run.
         describer: A describer (a chat VLM, ``litellm:MODEL``, see
             :mod:`~neurolabel.plugin_core.describe`) that looks at each neuron's exemplar
             patches; its ranking is fused with the scorer's.
         summarize: A summarizer spec, or a bare litellm model name (``openai/gpt-4o-mini``
             means ``llm:openai/gpt-4o-mini``), writing each neuron's one-sentence ``summary``.
+        holdout: Share of the images (0-1) set aside before labeling, chosen at random with
+            ``holdout_seed``; the result records them (``dataset["holdout"]``) and the
+            ``faithfulness`` evaluator uses them when given no folder.
+        holdout_seed: Seed of the holdout split.
 
     Examples:
         >>> labeler = NeuronLabeler("torchvision:resnet18", layers=["layer4"],
@@ -258,8 +291,17 @@ class NeuronLabeler:
         preprocessing: Preprocessing | None = None,
         context: ResolveContext | None = None,
         progress: bool = True,
+        scoring: str = "auto",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        cache: bool = True,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 50,
+        resume: bool = False,
         describer: str | Describer | None = None,
         summarize: str | Summarizer | None = None,
+        holdout: float | None = None,
+        holdout_seed: int = 0,
     ) -> None:
         if isinstance(layers, str) or not isinstance(layers, Sequence):
             layers = [layers]
@@ -269,6 +311,10 @@ class NeuronLabeler:
             raise NeurolabelError(f"top_k must be at least 1, got {top_k}")
         if batch_size < 1:
             raise NeurolabelError(f"batch_size must be at least 1, got {batch_size}")
+        if scoring not in SCORING_MODES:
+            raise NeurolabelError(f"scoring={scoring!r}: use one of {', '.join(SCORING_MODES)}")
+        if precision not in PRECISIONS:
+            raise NeurolabelError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
         self.ctx = context or build_context(device)
         self.aggregation = get_aggregation(aggregation)
         self.aggregation_name = aggregation
@@ -291,10 +337,22 @@ class NeuronLabeler:
         self.sample_size = sample_size
         self.preprocessing = preprocessing
         self.progress = progress
+        self.scoring = scoring
+        self.precision = precision
+        self.channels_last = channels_last
+        if holdout is not None:
+            check_holdout(holdout)
+        self.holdout = holdout
+        self.holdout_seed = holdout_seed
+        self.cache = cache
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
         self.describer_spec = describer
         self.summarize_spec = summarize
         self._describer: Describer | None = None
         self._loaded: LoadedModel | None = None
+        self._pass_checkpoint: Checkpoint | None = None
 
     # -- resolution -------------------------------------------------------------------
     @property
@@ -391,72 +449,122 @@ class NeuronLabeler:
     ) -> tuple[dict[str, TopKState], list[SkippedInput], dict[str, Tensor], Tensor]:
         """Stream the probing set through the model; keep each neuron's top-k.
 
+        Layers found in the activation cache are not streamed again; the others share one
+        forward pass per batch. Under torch.distributed each rank streams its shard and the
+        shards are merged exactly.
+
         Returns:
             Per-layer :class:`TopKState`, skipped inputs, per-layer ``[S, C]`` activations of
             the sampled images (only when the aggregation needs them) and their indices.
         """
         loaded = self.loaded
-        extractor = self._extractor()
-        device = self.ctx.device
-        loader = torch.utils.data.DataLoader(
-            ProbeDataset(source, loaded.preprocessing),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=device.type == "cuda",
+        settings = StreamSettings(
+            self.top_k, self.activation, self.quantile, self.sample_size if with_sample else 0
         )
-        streams = {
-            layer: StreamingTopK(self.top_k, reduce=self.activation, quantile=self.quantile)
-            for layer in self.layers
-        }
-        sample_ids = _sample_indices(len(source), self.sample_size) if with_sample else None
-        sample_acts: dict[str, list[Tensor]] = {layer: [] for layer in self.layers}
-        skipped: list[SkippedInput] = []
-        skipped_ids: list[int] = []
-        task = steps.task("Finding exemplars", len(source))
-        with extractor.open(loaded, self.layers) as read:
-            for batch, indices, errors in loader:
-                ok = torch.tensor([not e for e in errors], dtype=torch.bool)
-                for index, error in zip(indices.tolist(), errors, strict=True):
-                    if error:
-                        skipped.append(SkippedInput(source.describe(index), error))
-                        skipped_ids.append(index)
-                if ok.any():
-                    batch, indices = batch[ok].to(device, non_blocking=True), indices[ok]
-                    with torch.inference_mode():  # activations never need gradients
-                        activations = read(batch)
-                    for layer, acts in activations.items():
-                        if acts.ndim == 2 and self.patches == "activation":
-                            raise NeurolabelError(
-                                f"Layer '{layer}' gives one value per unit ({tuple(acts.shape)}"
-                                "), so no patch can be cut from an activation map; use "
-                                "patches='auto' or 'whole', or a spatial layer"
-                            )
-                        streams[layer].update(acts, indices.to(acts.device))
-                        if sample_ids is not None:
-                            keep = torch.isin(indices, sample_ids)
-                            if keep.any():
-                                per_image = per_image_activation(acts, self.activation)
-                                sample_acts[layer].append(
-                                    per_image[keep.to(acts.device)].float().cpu()
-                                )
-                task.advance(len(errors))
-        if len(skipped) == len(source):
-            raise EmptyInputError(
-                f"None of the {len(source)} probing images could be read; first problem: "
-                f"{skipped[0].item}: {skipped[0].reason}"
+        sample_ids = (
+            _sample_indices(len(source), self.sample_size)
+            if with_sample
+            else torch.empty(0, dtype=torch.long)
+        )
+        cache = self._activation_cache(source, settings)
+        entries = {}
+        if cache is not None:
+            entries = {layer: e for layer in self.layers if (e := cache.load(layer)) is not None}
+        missing = [layer for layer in self.layers if layer not in entries]
+        if distributed.is_active():
+            self._check_ranks_agree(source)
+        self._pass_checkpoint = self._checkpoint(source, settings, missing) if missing else None
+        outputs: dict[str, PassOutput] = {}
+        if entries:
+            cached = restore(entries, source)
+            outputs.update(dict.fromkeys(entries, cached))
+        if missing:
+            if self.channels_last:
+                loaded.model.to(memory_format=torch.channels_last)
+            streamed = run_pass(
+                loaded,
+                self._extractor(),
+                source,
+                missing,
+                settings,
+                sample_ids,
+                device=self.ctx.device,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                steps=steps,
+                check_batch=self._check_layer_output,
+                checkpoint=self._pass_checkpoint,
+                resume=self.resume,
+                precision=self.precision,
+                channels_last=self.channels_last,
             )
-        states = {layer: stream.finalize() for layer, stream in streams.items()}
-        samples: dict[str, Tensor] = {}
-        kept_ids = torch.empty(0, dtype=torch.long)
-        if sample_ids is not None:
-            kept_ids = sample_ids[
-                ~torch.isin(sample_ids, torch.tensor(skipped_ids, dtype=torch.long))
-            ]
-            samples = {
-                layer: torch.cat(chunks) if chunks else torch.empty(0, states[layer].num_neurons)
-                for layer, chunks in sample_acts.items()
-            }
-        return states, skipped, samples, kept_ids
+            if cache is not None and distributed.rank_and_world()[0] == 0:
+                cache.store(streamed)
+            outputs.update(dict.fromkeys(missing, streamed))
+        first = outputs[self.layers[0]]
+        states = {layer: outputs[layer].states[layer] for layer in self.layers}
+        samples = {layer: outputs[layer].sample_acts[layer] for layer in self.layers}
+        return states, first.skipped, samples, first.sample_ids
+
+    def _check_ranks_agree(self, source: ImageSource) -> None:
+        """Every rank must stream the same model over the same images, or merging is wrong."""
+        mine = (model_fingerprint(self.loaded), len(source), source.fingerprint())
+        if len(set(distributed.all_gather(mine))) > 1:
+            raise NeurolabelError(
+                "The torch.distributed ranks loaded different models or probing sets; "
+                "randomly initialized weights (e.g. ?weights=none) differ per process: load "
+                "saved weights, or seed the model's construction"
+            )
+
+    def _check_layer_output(self, layer: str, acts: Tensor) -> None:
+        if acts.ndim == 2 and self.patches == "activation":
+            raise NeurolabelError(
+                f"Layer '{layer}' gives one value per unit ({tuple(acts.shape)}), so no patch "
+                "can be cut from an activation map; use patches='auto' or 'whole', or a "
+                "spatial layer"
+            )
+
+    def _run_key(self, source: ImageSource, settings: StreamSettings) -> dict[str, Any] | None:
+        """What decides the exemplars, or None when the images cannot be identified."""
+        images = source.cache_key()
+        if images is None:
+            return None
+        loaded = self.loaded
+        extractor = self.extractor_spec
+        return {
+            "model": model_fingerprint(loaded),
+            "preprocessing": loaded.preprocessing.to_dict(),
+            "images": images,
+            "extractor": extractor if isinstance(extractor, str) else extractor.name,
+            "stream": vars(settings),
+        }
+
+    def _activation_cache(
+        self, source: ImageSource, settings: StreamSettings
+    ) -> ActivationCache | None:
+        if not self.cache:
+            return None
+        key = self._run_key(source, settings)
+        return None if key is None else ActivationCache(self.ctx.cache_dir, key)
+
+    def _checkpoint(
+        self, source: ImageSource, settings: StreamSettings, layers: list[str]
+    ) -> Checkpoint | None:
+        if self.checkpoint is None:
+            if self.resume:
+                raise NeurolabelError("resume=True needs a checkpoint path (checkpoint=...)")
+            return None
+        rank, world = distributed.rank_and_world()
+        key = self._run_key(source, settings) or {
+            "model": model_fingerprint(self.loaded),
+            "images": source.fingerprint(),
+            "stream": vars(settings),
+        }
+        key.update(layers=layers, rank=rank, world=world, images_count=len(source))
+        path = Path(self.checkpoint)
+        if world > 1:
+            path = path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+        return Checkpoint(path, key, self.checkpoint_every)
 
     def run(self, images: Any) -> LabelingResult:
         """Label the neurons of every layer on the probing ``images``.
@@ -485,6 +593,8 @@ class NeuronLabeler:
         """
         started = time.perf_counter()
         source = as_image_source(images)
+        if self.holdout is not None:  # label with the rest; the result records the held-out part
+            source = split_holdout(source, self.holdout, self.holdout_seed)[0]
         scorer = self._scorer()
         if isinstance(self.vocabulary_spec, str):  # llm: vocabularies seed from the classes
             self.ctx.extra["class_names"] = self.loaded.class_names
@@ -499,18 +609,36 @@ class NeuronLabeler:
                 source, steps, with_sample
             )
             layers = [self._layer_info(name, state) for name, state in states.items()]
-            requests = self._patch_requests(layers, source, steps)
+            slots = sum(int((layer.state.ids[layer.units] >= 0).sum()) for layer in layers)
+            plan = plan_scoring(
+                self.scoring,
+                self.patches if isinstance(self.patches, str) else "patcher",
+                slots,
+                len(source) - len(skipped),
+            )
+            if self.progress and distributed.rank_and_world()[0] == 0:
+                stderr_console.print(f"Scoring {plan.mode}: {plan.reason}", highlight=False)
+            requests = self._patch_requests(layers, source, steps, whole=plan.mode == "images")
             for image_index in sample_ids.tolist():  # whole images for image-level statistics
                 requests.unique[(int(image_index), None)] = None
-            sims = _score_requests(
-                requests,
+            thumbnail_slots: dict[Any, list[tuple[str, int, int]]] = {}
+            for slot in self._thumbnail_keys(layers):
+                if slot in requests.key_of:
+                    thumbnail_slots.setdefault(requests.key_of[slot], []).append(slot)
+            sims = score_patches(
+                requests.unique,
                 source,
                 scorer,
                 vocabulary,
-                self.batch_size,
-                steps,
-                thumbnails=self._thumbnail_keys(layers),
+                batch_size=self.batch_size,
+                steps=steps,
+                thumbnail_slots=thumbnail_slots,
+                device=self.ctx.device,
+                precision=self.precision,
+                cache_root=self.ctx.cache_dir if self.cache else None,
             )
+        if self._pass_checkpoint is not None:  # all the costly work is done
+            self._pass_checkpoint.remove()
         return Evidence(
             source=source,
             scorer_name=getattr(scorer, "name", type(scorer).__name__),
@@ -523,6 +651,7 @@ class NeuronLabeler:
             skipped=[*source.skipped_upfront, *skipped],
             num_unreadable=len(skipped),
             seconds=time.perf_counter() - started,
+            plan=plan,
         )
 
     def explain(self, evidence: Evidence, aggregation: str | None = None) -> LabelingResult:
@@ -575,6 +704,7 @@ class NeuronLabeler:
                 "num_used": len(source) - evidence.num_unreadable,
                 "num_skipped": len(evidence.skipped),
                 "skipped": [vars(s) for s in evidence.skipped],
+                **holdout_entry(source),
             },
             settings=self._settings(evidence, chosen),
             versions=_versions(),
@@ -590,8 +720,10 @@ class NeuronLabeler:
         shape = (state.num_neurons, *state.maps.shape[-2:]) if spatial else (state.num_neurons,)
         return _Layer(name, state, spatial, shape, self._units_for(name, state.num_neurons))
 
-    def _patch_requests(self, layers: list[_Layer], source: ImageSource, steps: Steps) -> _Requests:
-        patcher = self._patcher()
+    def _patch_requests(
+        self, layers: list[_Layer], source: ImageSource, steps: Steps, whole: bool = False
+    ) -> _Requests:
+        patcher = None if whole else self._patcher()
         if patcher is not None:
             return self._attribution_requests(patcher, layers, source, steps)
         requests = _Requests()
@@ -601,7 +733,7 @@ class NeuronLabeler:
             state = layer.state
             units = torch.tensor(layer.units, dtype=torch.long)
             ids = state.ids[units]
-            if not layer.spatial or self.patches == "whole":
+            if whole or not layer.spatial or self.patches == "whole":
                 for row, unit in enumerate(layer.units):
                     for rank, image_index in enumerate(ids[row].tolist()):
                         if image_index >= 0:
@@ -771,6 +903,9 @@ class NeuronLabeler:
             "num_workers": self.num_workers,
             "device": str(self.ctx.device),
             "sample_size": len(evidence.sample_ids) or None,
+            "scoring": evidence.plan.to_dict() if evidence.plan else None,
+            "precision": self.precision,
+            "world_size": distributed.rank_and_world()[1],
             "describer": self._describer.name if self._describer else None,
             "summarizer": _spec_name(self.summarize_spec),
         }
@@ -789,12 +924,13 @@ class Evidence:
     vocabulary: Vocabulary
     layers: list[_Layer]
     requests: _Requests
-    scores: _Scores
+    scores: PatchScores
     sample_acts: dict[str, Tensor]
     sample_ids: Tensor
     skipped: list[SkippedInput]
     num_unreadable: int
     seconds: float
+    plan: ScoringPlan | None = None
 
     def layer(self, name: str) -> _Layer:
         for layer in self.layers:
@@ -866,83 +1002,6 @@ class _ImageCache:
             self.tensors.pop(next(iter(self.tensors)))  # oldest first
         self.tensors[index] = tensor
         return tensor
-
-
-class _Scores:
-    def __init__(
-        self, rows: dict[Any, Tensor], thumbnails: dict[tuple[str, int, int], Image.Image]
-    ):
-        self.rows = rows
-        self.thumbnails = thumbnails
-
-    def row(self, key: Any) -> Tensor:
-        return self.rows[key]
-
-
-def _score_requests(
-    requests: _Requests,
-    source: ImageSource,
-    scorer: EmbeddingScorer | ConceptScorer,
-    vocabulary: Vocabulary,
-    batch_size: int,
-    steps: Steps,
-    thumbnails: set[tuple[str, int, int]],
-) -> _Scores:
-    """Score every unique patch against the vocabulary, reading each image only once."""
-    keys = list(requests.unique)
-    by_image: dict[int, list[Any]] = {}
-    for key in keys:
-        by_image.setdefault(key[0], []).append(key)
-    thumb_slots: dict[Any, list[tuple[str, int, int]]] = {}
-    for slot in thumbnails:
-        if slot in requests.key_of:
-            thumb_slots.setdefault(requests.key_of[slot], []).append(slot)
-    text = None
-    if isinstance(scorer, EmbeddingScorer):
-        text = scorer.encode_texts(list(vocabulary.concepts)).float()
-    rows: dict[Any, Tensor] = {}
-    thumbs: dict[tuple[str, int, int], Image.Image] = {}
-    pending_keys: list[Any] = []
-    pending_images: list[Image.Image] = []
-
-    def flush() -> None:
-        if not pending_images:
-            return
-        if text is not None:
-            scores = scorer.encode_images(pending_images).float() @ text.T  # type: ignore[union-attr]
-        else:
-            scores = scorer.score_images(pending_images, vocabulary).float()  # type: ignore[union-attr]
-        for key, row in zip(pending_keys, scores.cpu(), strict=True):
-            rows[key] = row
-        task.advance(len(pending_images))
-        pending_keys.clear()
-        pending_images.clear()
-
-    task = steps.task("Scoring patches", len(keys))
-    for image_index in sorted(by_image):
-        try:
-            image = source.load(image_index)
-        except ImageLoadError as exc:  # the file changed since the first pass
-            raise NeurolabelError(
-                f"{source.describe(image_index)} became unreadable: {exc}"
-            ) from None
-        for key in by_image[image_index]:
-            patch = image if key[1] is None else image.crop(key[1])
-            for slot in thumb_slots.get(key, []):
-                thumb = patch.copy()
-                thumb.thumbnail((PATCH_THUMBNAIL, PATCH_THUMBNAIL))
-                thumbs[slot] = thumb
-            pending_keys.append(key)
-            pending_images.append(patch)
-            if len(pending_images) >= batch_size:
-                flush()
-    flush()
-    calibrate = getattr(scorer, "calibrate", None)
-    if callable(calibrate) and rows:
-        stacked = torch.stack([rows[k] for k in keys])
-        stacked = calibrate(stacked, vocabulary)
-        rows = {k: stacked[i] for i, k in enumerate(keys)}
-    return _Scores(rows, thumbs)
 
 
 def _sample_indices(count: int, size: int) -> Tensor:

@@ -96,7 +96,11 @@ class Extractor(Protocol):
 
 @runtime_checkable
 class EmbeddingScorer(Protocol):
-    """A vision-language model with a shared embedding space (open_clip, ConSE)."""
+    """A vision-language model with a shared embedding space (open_clip, ConSE).
+
+    An optional ``cache_id`` string attribute, naming the weights and every setting that
+    changes an image embedding, lets neurolabel cache patch embeddings on disk.
+    """
 
     name: str
 

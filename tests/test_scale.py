@@ -243,3 +243,40 @@ def test_two_gloo_ranks_give_the_single_process_result(image_dir, tmp_path):
     assert two["neurons"] == one["neurons"]
     assert two["dataset"]["num_used"] == one["dataset"]["num_used"] == 23
     assert not (tmp_path / "two" / ".checkpoint" / "exemplars.rank1.pt").exists()
+
+
+class CountingEmbedder:
+    """A tiny embedding scorer: image = mean color, text = a fixed color per concept."""
+
+    name = "counting"
+    cache_id = "counting-v1"
+    COLORS = {"red": (1.0, 0, 0), "green": (0, 1.0, 0), "blue": (0, 0, 1.0), "gray": (1, 1, 1)}
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode_images(self, images):
+        self.encoded += len(images)
+        rows = [torch.tensor(np.asarray(im, dtype=np.float32).mean((0, 1))) for im in images]
+        return torch.nn.functional.normalize(torch.stack(rows), dim=1)
+
+    def encode_texts(self, texts):
+        rows = [torch.tensor(self.COLORS[t], dtype=torch.float32) for t in texts]
+        return torch.nn.functional.normalize(torch.stack(rows), dim=1)
+
+
+def test_patch_embeddings_are_encoded_once_and_cached(image_dir):
+    scorer = CountingEmbedder()
+    first = make_labeler(scorer=scorer, vocabulary=["red", "green", "blue"]).run(image_dir)
+    # Unique patches only: 28 units x 3 exemplars share image regions, plus the 8 samples.
+    slots = sum(len(n.exemplars) for layer in first.neurons.values() for n in layer)
+    assert slots == 84 and 8 < scorer.encoded <= slots + 8
+    encoded = scorer.encoded
+    other = make_labeler(scorer=scorer, vocabulary=["red", "gray"], aggregation="mean")
+    again = other.run(image_dir)
+    assert scorer.encoded == encoded  # another vocabulary and aggregation: nothing re-encoded
+    assert again.explanation("block1", 0).concepts[0][0] in ("red", "gray")
+    assert again.patch_images  # thumbnails still cut from the images
+    scorer.cache_id = "counting-v2"  # another model: another cache entry
+    make_labeler(scorer=scorer, vocabulary=["red"]).run(image_dir)
+    assert scorer.encoded == 2 * encoded

@@ -1,0 +1,207 @@
+"""Scoring the unique exemplar patches against the vocabulary: each patch encoded once.
+
+Patches are deduplicated across neurons before this stage (one image region shared by many
+neurons is one key), every image is read once, and under torch.distributed each rank encodes
+its slice of the images. An embedding scorer's patch embeddings are cached on disk when the
+scorer names a stable ``cache_id``, so a rerun with another vocabulary or aggregation encodes
+nothing again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from . import distributed
+from .atomic import atomic_write
+from .errors import NeurolabelError
+from .exemplar_pass import autocast_for, digest
+from .images import ImageLoadError, ImageSource
+from .progress import Steps
+from .protocols import ConceptScorer, EmbeddingScorer
+from .vocabulary import Vocabulary
+
+#: Longest side of the exemplar thumbnails kept for reports and saved results.
+PATCH_THUMBNAIL = 160
+
+#: A patch: ``(image index, (left, top, right, bottom) box or None for the whole image)``.
+PatchKey = tuple[int, tuple[int, int, int, int] | None]
+
+
+class PatchScores:
+    """``[V]`` concept scores of every unique patch, and the exemplar thumbnails."""
+
+    def __init__(
+        self, rows: dict[PatchKey, Tensor], thumbnails: dict[tuple[str, int, int], Image.Image]
+    ):
+        self.rows = rows
+        self.thumbnails = thumbnails
+
+    def row(self, key: PatchKey) -> Tensor:
+        return self.rows[key]
+
+
+class EmbeddingCache:
+    """Patch embeddings of one scorer on one probing set, in one file.
+
+    Args:
+        root: Cache folder.
+        scorer_id: The scorer's ``cache_id``.
+        images: The probing set's ``cache_key()``.
+        precision: Autocast precision the embeddings were computed at.
+    """
+
+    def __init__(self, root: Path, scorer_id: str, images: str, precision: str) -> None:
+        self.key = {"scorer": scorer_id, "images": images, "precision": precision}
+        self.path = root / "patch_embeddings" / f"{digest(self.key)}.pt"
+
+    def load(self) -> dict[PatchKey, Tensor]:
+        """Stored embeddings (empty when absent, damaged or made for another key)."""
+        if not self.path.is_file():
+            return {}
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged entry is only a cache miss
+            return {}
+        if saved.get("key") != self.key:
+            return {}
+        return {_as_key(k): row for k, row in zip(saved["keys"], saved["embeddings"], strict=True)}
+
+    def store(self, embeddings: Mapping[PatchKey, Tensor]) -> None:
+        keys = list(embeddings)
+        stacked = torch.stack([embeddings[k] for k in keys]) if keys else torch.empty(0)
+        plain = [[k[0], list(k[1]) if k[1] is not None else None] for k in keys]
+        with atomic_write(self.path, "wb") as handle:
+            torch.save({"key": self.key, "keys": plain, "embeddings": stacked}, handle)
+
+
+def _as_key(stored: Any) -> PatchKey:
+    image, box = stored
+    return int(image), tuple(int(v) for v in box) if box is not None else None  # type: ignore[return-value]
+
+
+def score_patches(
+    keys: Iterable[PatchKey],
+    source: ImageSource,
+    scorer: EmbeddingScorer | ConceptScorer,
+    vocabulary: Vocabulary,
+    *,
+    batch_size: int,
+    steps: Steps,
+    thumbnail_slots: Mapping[PatchKey, list[tuple[str, int, int]]],
+    device: torch.device,
+    precision: str = "fp32",
+    cache_root: Path | None = None,
+) -> PatchScores:
+    """Score every unique patch against the vocabulary, reading each image only once.
+
+    Args:
+        keys: Unique patches.
+        source: The probing images.
+        scorer: Embedding scorer (image and text embeddings, cosine) or concept scorer.
+        vocabulary: Concepts.
+        batch_size: Patches per scorer call.
+        steps: Progress display.
+        thumbnail_slots: Exemplar slots ``(layer, unit, rank)`` whose thumbnails to keep,
+            by patch.
+        device: Device of autocast.
+        precision: ``fp32``, ``bf16`` or ``fp16`` autocast for the scorer's image side.
+        cache_root: Cache folder for patch embeddings (None: no cache).
+
+    Returns:
+        :class:`PatchScores` (calibrated when the scorer has ``calibrate``).
+    """
+    keys = list(keys)
+    embedding = isinstance(scorer, EmbeddingScorer)
+    cache = _embedding_cache(scorer, source, precision, cache_root) if embedding else None
+    known = cache.load() if cache is not None else {}
+    by_image: dict[int, list[PatchKey]] = {}
+    for key in keys:
+        if key not in known or key in thumbnail_slots:
+            by_image.setdefault(key[0], []).append(key)
+    owned = sorted(by_image)
+    owned = [owned[i] for i in distributed.shard(len(owned))]
+    outputs: dict[PatchKey, Tensor] = {}  # embeddings, or scores of a concept scorer
+    thumbs: dict[tuple[str, int, int], Image.Image] = {}
+    pending_keys: list[PatchKey] = []
+    pending_images: list[Image.Image] = []
+    todo = sum(1 for i in owned for key in by_image[i] if key not in known)
+    task = steps.task("Scoring patches", todo)
+
+    def flush() -> None:
+        if not pending_images:
+            return
+        with autocast_for(device, precision):
+            if embedding:
+                batch = scorer.encode_images(pending_images)  # type: ignore[union-attr]
+            else:
+                batch = scorer.score_images(pending_images, vocabulary)  # type: ignore[union-attr]
+        for key, row in zip(pending_keys, batch.float().cpu(), strict=True):
+            outputs[key] = row
+        task.advance(len(pending_images))
+        pending_keys.clear()
+        pending_images.clear()
+
+    for image_index in owned:
+        try:
+            image = source.load(image_index)
+        except ImageLoadError as exc:  # the file changed since the first pass
+            raise NeurolabelError(
+                f"{source.describe(image_index)} became unreadable: {exc}"
+            ) from None
+        for key in by_image[image_index]:
+            patch = image if key[1] is None else image.crop(key[1])
+            for slot in thumbnail_slots.get(key, []):
+                thumb = patch.copy()
+                thumb.thumbnail((PATCH_THUMBNAIL, PATCH_THUMBNAIL))
+                thumbs[slot] = thumb
+            if key in known:
+                continue
+            pending_keys.append(key)
+            pending_images.append(patch)
+            if len(pending_images) >= batch_size:
+                flush()
+    flush()
+    if distributed.is_active():
+        for their_outputs, their_thumbs in distributed.all_gather((outputs, thumbs)):
+            outputs.update(their_outputs)
+            thumbs.update(their_thumbs)
+    if cache is not None and outputs and distributed.rank_and_world()[0] == 0:
+        cache.store({**known, **outputs})
+    rows = _scores(keys, {**known, **outputs}, scorer, vocabulary) if embedding else outputs
+    calibrate = getattr(scorer, "calibrate", None)
+    if callable(calibrate) and rows:
+        stacked = calibrate(torch.stack([rows[k] for k in keys]), vocabulary)
+        rows = {k: stacked[i] for i, k in enumerate(keys)}
+    return PatchScores(rows, thumbs)
+
+
+def _scores(
+    keys: list[PatchKey],
+    embeddings: Mapping[PatchKey, Tensor],
+    scorer: EmbeddingScorer,
+    vocabulary: Vocabulary,
+) -> dict[PatchKey, Tensor]:
+    if not keys:
+        return {}
+    text = scorer.encode_texts(list(vocabulary.concepts)).float().cpu()
+    sims = torch.stack([embeddings[k] for k in keys]) @ text.T
+    return {key: sims[i] for i, key in enumerate(keys)}
+
+
+def _embedding_cache(
+    scorer: EmbeddingScorer | ConceptScorer,
+    source: ImageSource,
+    precision: str,
+    cache_root: Path | None,
+) -> EmbeddingCache | None:
+    scorer_id = getattr(scorer, "cache_id", None)
+    images = source.cache_key()
+    if cache_root is None or not scorer_id or images is None:
+        return None
+    return EmbeddingCache(cache_root, str(scorer_id), images, precision)
