@@ -24,6 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from .errors import EmptyInputError, LayerNotFoundError, NeurolabelError
+from .holdout import PathListSource, held_out_source
 from .images import FolderSource, ImageLoadError, SkippedInput
 from .metrics import (
     DEFAULT_TOP,
@@ -115,7 +116,7 @@ def exemplar_paths(result: LabelingResult) -> set[Path]:
 
 
 def disjoint_images(
-    source: FolderSource, result: LabelingResult, overlap: str = "error"
+    source: FolderSource | PathListSource, result: LabelingResult, overlap: str = "error"
 ) -> tuple[list[int], list[str]]:
     """Indices of the held-out images that the labeler did not see, as far as one can tell.
 
@@ -156,7 +157,7 @@ def disjoint_images(
 
 
 def collect_held_out(
-    source: FolderSource,
+    source: FolderSource | PathListSource,
     indices: Sequence[int],
     loaded: LoadedModel,
     read: Any,
@@ -310,12 +311,8 @@ class FaithfulnessEvaluator:
     def __init__(self, spec: Spec) -> None:
         spec.check_options(_OPTIONS)
         images = spec.option("images") or spec.argument
-        if not images:
-            raise NeurolabelError(
-                "faithfulness needs held-out images: faithfulness?images=DIR (a folder the "
-                "labeler never saw)"
-            )
-        self.folder = Path(images)
+        # Without a folder, the held-out part the result recorded (explain's holdout=).
+        self.folder = Path(images) if images else None
         layers = spec.option("layer")
         self.layers = [x.strip() for x in layers.split(",") if x.strip()] if layers else None
         self.concepts = _positive_int(spec, "concepts", 10)
@@ -435,7 +432,9 @@ class FaithfulnessEvaluator:
             raise NeurolabelError(
                 f"No labeled unit in layer(s) {', '.join(layers)}: nothing to evaluate"
             )
-        source = FolderSource(self.folder)
+        source: FolderSource | PathListSource = (
+            FolderSource(self.folder) if self.folder else held_out_source(result.dataset)
+        )
         kept, dropped = disjoint_images(source, result, self.overlap)
         if dropped:
             warnings.append(f"{len(dropped)} held-out image(s) were exemplars and were dropped")
@@ -506,7 +505,7 @@ class FaithfulnessEvaluator:
             "metrics": self.metrics,
             "pass_rate": self.pass_rate,
             "images": {
-                "folder": str(self.folder),
+                "folder": str(self.folder) if self.folder else "holdout of the result",
                 "held_out": len(source),
                 "used": count,
                 "fit": len(fit_rows),
@@ -528,7 +527,8 @@ class FaithfulnessEvaluator:
         if min(n_fit, count - n_fit) < MIN_SPLIT_IMAGES:
             raise NeurolabelError(
                 f"faithfulness needs at least {MIN_SPLIT_IMAGES} readable held-out images on "
-                f"each side of split={self.split}; {count} are usable in {self.folder}"
+                f"each side of split={self.split}; {count} are usable in "
+                f"{self.folder or 'the held-out part of the result'}"
             )
         return n_fit
 

@@ -192,8 +192,8 @@ def test_random_concepts_never_repeat_the_own_label():
 def test_faithfulness_errors(setup, tmp_path):
     _, _, held, ctx, result = setup
     resolve = ctx.registries.evaluators.resolve
-    with pytest.raises(NeurolabelError, match="needs held-out images"):
-        resolve("faithfulness", ctx)
+    with pytest.raises(NeurolabelError, match="no held-out images"):  # and no holdout recorded
+        resolve("faithfulness", ctx).evaluate(result, ctx)
     with pytest.raises(SpecError, match="Unknown option"):
         resolve(f"faithfulness?images={held}&bogus=1", ctx)
     for bad, message in [
