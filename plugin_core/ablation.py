@@ -127,8 +127,15 @@ def label_match(
 
 
 def matched_units(match: Tensor, m: int) -> Tensor:
-    """The ``m`` units whose explanations best match a class (``match``: ``[units]`` scores)."""
-    return match.topk(min(m, match.numel())).indices
+    """The ``m`` units whose explanations best match a class (``match``: ``[units]`` scores).
+
+    Ties (units with the same labels) go to the earlier unit, so a run is reproducible.
+
+    Examples:
+        >>> matched_units(torch.tensor([0.5, 0.9, 0.9, 0.1]), 2).tolist()
+        [1, 2]
+    """
+    return match.sort(descending=True, stable=True).indices[: min(m, match.numel())]
 
 
 def _read_labeled_folder(folder: Path) -> list[tuple[Path, int, str]]:
@@ -160,12 +167,13 @@ class AblationEvaluator:
     """``ablation?images=DIR&layer=L&m=10,30,100&draws=5&classes=50&others=20&text=SCORER``.
 
     For each of ``classes`` sampled classes ``c`` of the labeled folder: zero the ``m``
-    explained units of ``layer`` whose top label is closest to ``c``'s name (cosine of the
-    ``text`` scorer's text embeddings), and measure the drop in accuracy and true-class
-    probability on ``c``'s images, against ``draws`` sets of ``m`` random explained units
-    and against ``others`` images of other classes. ``model`` overrides the result's model
-    spec. The figures are reported for every ``m``: fewer, better-matched units give a
-    sharper test.
+    explained units of ``layer`` whose explanations best match ``c``'s name (cosine of the
+    ``text`` scorer's text embeddings, over each unit's ranked concepts with the concept at
+    rank ``r`` discounted by ``decay ** r``; ``labels=N`` keeps the first N), and measure
+    the drop in accuracy and true-class probability on ``c``'s images, against ``draws``
+    sets of ``m`` random explained units and against ``others`` images of other classes.
+    ``model`` overrides the result's model spec. The figures are reported for every ``m``:
+    fewer, better-matched units give a sharper test.
     """
 
     name = "ablation"
@@ -200,7 +208,15 @@ class AblationEvaluator:
         self.seed = spec.option_int("seed", 0) or 0
         self.batch_size = spec.option_int("batch_size", 64) or 64
         self.model = spec.option("model")
-        self.labels = spec.option_int("labels", 1) or 1
+        # Every stored concept of an explanation counts by default (its rank discounted by
+        # ``decay``): the explanation is a ranked set, and a unit whose second concept is
+        # the class name carries the class more surely than one whose top concept merely
+        # resembles it. ``labels=N`` keeps the first N (1 = the top label only).
+        self.labels = spec.option_int("labels", 0) or 0
+        if self.labels < 0:
+            raise NeurolabelError(
+                f"ablation: labels must be 0 (all) or positive, got {self.labels}"
+            )
         self.decay = spec.option_float("decay", 0.9) or 0.9
 
     def _layer(self, result: LabelingResult) -> str:
@@ -250,7 +266,7 @@ class AblationEvaluator:
             .values.tolist()
         ]
         match = label_match(
-            [[c for c, _ in n.concepts[: self.labels]] for n in neurons],
+            [[c for c, _ in n.concepts[: self.labels or None]] for n in neurons],
             [class_name[c] for c in chosen],
             scorer.encode_texts,
             self.decay,

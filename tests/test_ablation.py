@@ -100,3 +100,41 @@ def test_ablation_errors(labeled, ctx, tmp_path):
             result, ctx
         )
     assert Spec.parse("ablation?m=10,30").option("m") == "10,30"
+
+
+def test_ranked_labels_count_by_default(labeled, ctx):
+    """The explanation is a ranked set: a unit whose second concept is the class name is
+    matched to the class by default, and not when only top labels count (labels=1)."""
+    result = NeuronLabeler(
+        MODEL,
+        layers=["features.1"],
+        scorer="color",
+        vocabulary="colors",
+        top_k=3,
+        device="cpu",
+        progress=False,
+        context=ctx,
+    ).run(labeled)
+    red_unit = result.explanation("features.1", 0)
+    assert red_unit.description == "red"
+    # a top concept naming no color, the true one second
+    red_unit.concepts = [["wooden spoon", 1.0], ["red", 0.9]]
+    for neuron in result.neurons["features.1"][1:]:
+        neuron.concepts = [c for c in neuron.concepts if c[0] != "red"]
+
+    def red_row(options: str) -> dict:
+        evaluator = ctx.registries.evaluators.resolve(
+            f"ablation?images={labeled}&m=1&draws=5&classes=3&others=3&text=classifier{options}",
+            ctx,
+        )
+        rows = evaluator.evaluate(result, ctx)["per_class"]
+        return next(row for row in rows if row["name"] == "red")
+
+    default = red_row("")
+    assert default["units"] == [0]
+    assert default["matched_drop"] > 0.5
+    top_only = red_row("&labels=1")
+    assert top_only["units"] != [0]
+    assert top_only["matched_drop"] < default["matched_drop"] - 0.3
+    with pytest.raises(NeurolabelError, match="labels must be"):
+        ctx.registries.evaluators.resolve(f"ablation?images={labeled}&labels=-1", ctx)
