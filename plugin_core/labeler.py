@@ -418,8 +418,14 @@ class NeuronLabeler:
             else self.ctx.registries.scorers.resolve(spec, self.ctx)
         )
         if not isinstance(scorer, (EmbeddingScorer, ConceptScorer)):
+            hint = ""
+            if isinstance(scorer, Describer):
+                hint = (
+                    f"; '{scorer.name}' is a describer: pass it as describer= (--describer) "
+                    "beside a scorer"
+                )
             raise NeurolabelError(
-                f"Scorer {scorer!r} has neither encode_images/encode_texts nor score_images"
+                f"Scorer {scorer!r} has neither encode_images/encode_texts nor score_images{hint}"
             )
         return scorer
 

@@ -164,15 +164,17 @@ class StreamingTopK:
         self._min = torch.minimum(self._min, scores.amin(0))
         self._max = torch.maximum(self._max, scores.amax(0))
         channels = scores.shape[1]
-        new_maps = None
-        if maps is not None:
-            new_maps = maps.permute(1, 0, 2, 3)  # [C, B, h, w]
-        self._keep_best(scores.T, ids.unsqueeze(0).expand(channels, -1), new_maps)
+        self._keep_best(scores.T, ids.unsqueeze(0).expand(channels, -1), maps, batch_first=True)
         cells = maps if maps is not None else acts[:, :, None, None]
         self._add_to_reservoir(cells, ids)
 
-    def _keep_best(self, values: Tensor, ids: Tensor, maps: Tensor | None) -> None:
-        """Merge ``[C, n]`` candidates (and their ``[C, n, h, w]`` maps) into the top-k."""
+    def _keep_best(
+        self, values: Tensor, ids: Tensor, maps: Tensor | None, batch_first: bool = False
+    ) -> None:
+        """Merge ``[C, n]`` candidates into the top-k.
+
+        Their maps are ``[n, C, h, w]`` (a batch, ``batch_first``) or ``[C, n, h, w]``.
+        """
         assert self._values is not None and self._ids is not None
         all_values = torch.cat([self._values, values], dim=1)
         all_ids = torch.cat([self._ids, ids], dim=1)
@@ -184,19 +186,26 @@ class StreamingTopK:
         self._values = all_values.gather(1, order)
         self._ids = all_ids.gather(1, order)
         if maps is not None and self._maps is not None:
-            c, _, h, w = self._maps.shape
-            all_maps = torch.cat([self._maps, maps], dim=1).reshape(c, -1, h * w)
-            picked = all_maps.gather(1, order.unsqueeze(-1).expand(-1, -1, h * w))
-            self._maps = picked.reshape(c, self.k, h, w)
+            # Only the k winners' maps are gathered: the candidates' maps are never copied.
+            h, w = self._maps.shape[-2:]
+            kept = self._maps.gather(
+                1, order.clamp(max=self.k - 1)[..., None, None].expand(-1, -1, h, w)
+            )
+            picked = (order - self.k).clamp(min=0)
+            rows = torch.arange(order.shape[0], device=order.device).unsqueeze(1)
+            new = maps[picked, rows] if batch_first else maps[rows, picked]
+            self._maps = torch.where((order < self.k)[..., None, None], kept, new)
 
     def _add_to_reservoir(self, maps: Tensor, ids: Tensor) -> None:
-        assert self._res_keys is not None and self._res_values is not None
-        cells_per_image = maps.shape[-2] * maps.shape[-1]
-        cells = maps.permute(1, 0, 2, 3).reshape(maps.shape[1], -1)  # [C, B*h*w]
-        positions = ids.unsqueeze(1) * cells_per_image + torch.arange(
-            cells_per_image, device=ids.device
-        )
-        self._merge_reservoir(cell_keys(positions.reshape(-1), self.seed), cells)
+        batch, channels, h, w = maps.shape
+        cells = h * w
+        positions = ids.unsqueeze(1) * cells + torch.arange(cells, device=ids.device)
+        keys = cell_keys(positions.reshape(-1), self.seed)
+        # Only this batch's smallest keys can enter the reservoir: pick them first, so the
+        # batch's cells are never copied whole (an early layer's batch is millions of them).
+        keys, pick = keys.topk(min(self.reservoir, keys.numel()), largest=False, sorted=False)
+        values = maps.reshape(batch, channels, cells)[pick // cells, :, pick % cells]  # [n, C]
+        self._merge_reservoir(keys, values.T)
 
     def _merge_reservoir(self, keys: Tensor, values: Tensor) -> None:
         # Bottom-k sampling: keep the cells with the smallest keys, an exact uniform sample of

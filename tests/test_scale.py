@@ -280,3 +280,20 @@ def test_patch_embeddings_are_encoded_once_and_cached(image_dir):
     scorer.cache_id = "counting-v2"  # another model: another cache entry
     make_labeler(scorer=scorer, vocabulary=["red"]).run(image_dir)
     assert scorer.encoded == 2 * encoded
+
+
+def test_ranks_with_different_random_weights_are_refused(image_dir, tmp_path):
+    command = _explain_command(image_dir, tmp_path / "out")
+    command[1] = "torchvision:resnet18?weights=none"  # initialized randomly in each process
+    command[3], command[5] = "layer1", "layer2"
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+        + ["-m", "neurolabel", *command],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode != 0
+    assert "ranks loaded different models" in out.stderr + out.stdout
+    assert not (tmp_path / "out" / "result.json").exists()

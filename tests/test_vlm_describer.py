@@ -328,3 +328,15 @@ def test_two_ranks_send_each_request_once(folder, tmp_path):
     assert result.settings["world_size"] == 2
     assert result.explanation("features.1", 0).summary == "Responds to red squares."
     assert FAKE_KEY not in ranks.stderr + ranks.stdout
+
+
+def test_a_describer_given_as_the_scorer_is_pointed_to_describer(folder, ctx):
+    labeler = NeuronLabeler(
+        "python:synthetic:ColorDetector",
+        layers=["fc"],
+        scorer="litellm:ollama/llava",
+        context=ctx,
+        progress=False,
+    )
+    with pytest.raises(NeurolabelError, match="is a describer: pass it as describer="):
+        labeler.run(folder)
