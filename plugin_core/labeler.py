@@ -956,16 +956,22 @@ class Evidence:
         units = torch.tensor(layer.units, dtype=torch.long)
         values = layer.state.values[units].clone()
         sims = torch.full((len(layer.units), k, len(self.vocabulary)), float("nan"))
+        slots: list[tuple[int, int]] = []
+        keys = []
         for row, unit in enumerate(layer.units):
             for rank in range(k):
                 key = self.requests.key_of.get((name, unit, rank))
                 if key is None:
                     values[row, rank] = float("-inf")
                 else:
-                    sims[row, rank] = self.scores.row(key)
+                    slots.append((row, rank))
+                    keys.append(key)
+        if keys:  # one product for the whole layer
+            rows, ranks = zip(*slots, strict=True)
+            sims[list(rows), list(ranks)] = self.scores.rows_for(keys)
         sample = None
         if with_sample:
-            whole = torch.stack([self.scores.row((int(i), None)) for i in self.sample_ids.tolist()])
+            whole = self.scores.rows_for([(int(i), None) for i in self.sample_ids.tolist()])
             sample = ImageSample(acts=self.sample_acts[name][:, units], sims=whole)
         return sims, values, sample
 

@@ -34,16 +34,47 @@ PatchKey = tuple[int, tuple[int, int, int, int] | None]
 
 
 class PatchScores:
-    """``[V]`` concept scores of every unique patch, and the exemplar thumbnails."""
+    """``[V]`` concept scores of every unique patch, and the exemplar thumbnails.
+
+    An embedding scorer's scores are kept factored, as ``[P, D]`` patch embeddings and
+    ``[V, D]`` concept embeddings, and multiplied out per request: a whole network's
+    patches against a large vocabulary would otherwise take P x V floats.
+
+    Args:
+        rows: Scores by patch (concept scorers), or None.
+        thumbnails: Exemplar thumbnails by ``(layer, unit, rank)``.
+        embeddings: ``[P, D]`` patch embeddings (embedding scorers), or None.
+        index: Row of each patch in ``embeddings``.
+        text: ``[V, D]`` concept embeddings.
+    """
 
     def __init__(
-        self, rows: dict[PatchKey, Tensor], thumbnails: dict[tuple[str, int, int], Image.Image]
+        self,
+        rows: dict[PatchKey, Tensor] | None,
+        thumbnails: dict[tuple[str, int, int], Image.Image],
+        embeddings: Tensor | None = None,
+        index: dict[PatchKey, int] | None = None,
+        text: Tensor | None = None,
     ):
         self.rows = rows
         self.thumbnails = thumbnails
+        self.embeddings = embeddings
+        self.index = index or {}
+        self.text = text
 
     def row(self, key: PatchKey) -> Tensor:
-        return self.rows[key]
+        """``[V]`` scores of one patch."""
+        return self.rows_for([key])[0]
+
+    def rows_for(self, keys: list[PatchKey]) -> Tensor:
+        """``[n, V]`` scores of several patches."""
+        if self.rows is not None:
+            if not keys:
+                return torch.empty(0, 0)
+            return torch.stack([self.rows[k] for k in keys])
+        assert self.embeddings is not None and self.text is not None
+        picked = self.embeddings[torch.tensor([self.index[k] for k in keys], dtype=torch.long)]
+        return picked @ self.text.T
 
 
 class EmbeddingCache:
@@ -173,25 +204,18 @@ def score_patches(
             thumbs.update(their_thumbs)
     if cache is not None and outputs and distributed.rank_and_world()[0] == 0:
         cache.store({**known, **outputs})
-    rows = _scores(keys, {**known, **outputs}, scorer, vocabulary) if embedding else outputs
+    if embedding:
+        every = {**known, **outputs}
+        text = scorer.encode_texts(list(vocabulary.concepts)).float().cpu()  # type: ignore[union-attr]
+        stacked = torch.stack([every[k] for k in keys]) if keys else torch.empty(0, text.shape[1])
+        index = {key: i for i, key in enumerate(keys)}
+        return PatchScores(None, thumbs, embeddings=stacked, index=index, text=text)
+    rows = outputs
     calibrate = getattr(scorer, "calibrate", None)
     if callable(calibrate) and rows:
         stacked = calibrate(torch.stack([rows[k] for k in keys]), vocabulary)
         rows = {k: stacked[i] for i, k in enumerate(keys)}
     return PatchScores(rows, thumbs)
-
-
-def _scores(
-    keys: list[PatchKey],
-    embeddings: Mapping[PatchKey, Tensor],
-    scorer: EmbeddingScorer,
-    vocabulary: Vocabulary,
-) -> dict[PatchKey, Tensor]:
-    if not keys:
-        return {}
-    text = scorer.encode_texts(list(vocabulary.concepts)).float().cpu()
-    sims = torch.stack([embeddings[k] for k in keys]) @ text.T
-    return {key: sims[i] for i, key in enumerate(keys)}
 
 
 def _embedding_cache(
