@@ -297,3 +297,17 @@ def test_ranks_with_different_random_weights_are_refused(image_dir, tmp_path):
     assert out.returncode != 0
     assert "ranks loaded different models" in out.stderr + out.stdout
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+def test_cli_resume_reports_a_bad_checkpoint_and_a_fresh_run_replaces_it(image_dir, tmp_path):
+    from neurolabel.plugin_core.cli import CHECKPOINT_FILE, main
+
+    out = tmp_path / "out"
+    (out / CHECKPOINT_FILE).parent.mkdir(parents=True)
+    (out / CHECKPOINT_FILE).write_bytes(b"garbage")
+    command = _explain_command(image_dir, out)
+    with pytest.raises(SystemExit) as failed:
+        main([*command, "--resume"])
+    assert failed.value.code == 2 and not (out / "result.json").exists()
+    main(command)  # without --resume the stale checkpoint is simply overwritten
+    assert (out / "result.json").is_file() and not (out / CHECKPOINT_FILE).exists()
