@@ -12,6 +12,7 @@ receive a :class:`ImageSample`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ import torch
 from torch import Tensor
 
 from .errors import NeurolabelError
+
+#: Weight of the image-level correlation evidence in :func:`contrast` (Stouffer's method).
+CORRELATION_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,70 @@ def family_adjusted(scores: Tensor, groups: Tensor) -> Tensor:
     return out.float()
 
 
+def sample_correlation_z(sample: ImageSample) -> Tensor:
+    """How surely each neuron's activation tracks each concept over the sampled images.
+
+    The Pearson correlation ``r`` of a neuron's per-image activation with a concept's
+    whole-image score, as a z-statistic: ``atanh(r) * sqrt(S - 3)`` (Fisher) for ``S``
+    images, roughly standard normal when neuron and concept are unrelated, so it can be
+    combined with other z-scores. Constant neurons or concepts get 0.
+
+    Args:
+        sample: ``acts [S, C]`` and ``sims [S, V]`` over the same ``S`` images.
+
+    Returns:
+        ``[C, V]`` z-statistics.
+
+    Examples:
+        >>> acts = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]])
+        >>> sims = torch.stack([acts[:, 0], -acts[:, 0], torch.ones(5)], dim=1)
+        >>> z = sample_correlation_z(ImageSample(acts, sims))
+        >>> (z[0, 0] > 3, z[0, 1] < -3, float(z[0, 2]))
+        (tensor(True), tensor(True), 0.0)
+    """
+    count = sample.acts.shape[0]
+    if count < 4:
+        return torch.zeros(sample.acts.shape[1], sample.sims.shape[1])
+
+    def standardized(x: Tensor) -> Tensor:
+        x = x.double() - x.double().mean(dim=0, keepdim=True)
+        norm = x.norm(dim=0, keepdim=True)
+        # A constant column has no correlation with anything: leave it at zero.
+        return torch.where(norm > 1e-12, x / norm.clamp(min=1e-12), torch.zeros_like(x))
+
+    r = standardized(sample.acts).T @ standardized(sample.sims)
+    return (torch.atanh(r.clamp(-0.9999, 0.9999)) * math.sqrt(count - 3)).float()
+
+
+_CHUNK = 64
+
+
+def _population_moments(
+    sims: Tensor, valid: Tensor, sample: ImageSample | None
+) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation ``[V]`` of each concept over the valid exemplar patches
+    and the sampled whole images, accumulated in chunks (no copy of ``sims``)."""
+    total = torch.zeros(sims.shape[-1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    count = 0
+    blocks = (
+        sims[start : start + _CHUNK][valid[start : start + _CHUNK]]
+        for start in range(0, sims.shape[0], _CHUNK)
+    )
+    if sample is not None and sample.sims.shape[0]:
+        blocks = itertools.chain(blocks, [sample.sims])
+    for block in blocks:
+        block = block.double()
+        total += block.sum(dim=0)
+        squares += (block * block).sum(dim=0)
+        count += block.shape[0]
+    if count < 2:
+        return torch.zeros(sims.shape[-1]), torch.ones(sims.shape[-1])
+    mean = total / count
+    variance = ((squares - count * mean * mean) / (count - 1)).clamp(min=0)
+    return mean.to(sims.dtype), variance.sqrt().to(sims.dtype).clamp(min=1e-6)
+
+
 def contrast(
     sims: Tensor,
     acts: Tensor,
@@ -216,6 +284,8 @@ def contrast(
     groups: Tensor | None = None,
     min_neurons: int = 16,
     spread_floor: float = 0.3,
+    correlation: float = CORRELATION_WEIGHT,
+    min_sample: int = 20,
 ) -> Tensor:
     """neurolabel's default: exemplar evidence, standardized on the concept side and across
     neurons.
@@ -235,7 +305,16 @@ def contrast(
        The spread is floored at ``spread_floor`` times the median spread (squared), and
        the step is skipped for fewer than ``min_neurons`` neurons, where the spread of a
        concept over so few neurons says little.
-    5. With concept ``groups`` (categories such as color and object), each category's
+    5. With a sample of at least ``min_sample`` whole images (and the step above done),
+       image-level evidence joins the exemplar evidence: the z-statistic of the neuron's
+       correlation with the concept over the sampled images
+       (:func:`sample_correlation_z`) is combined with the exemplar z-score by Stouffer's
+       method, ``(z_exemplars + w * z_correlation) / sqrt(1 + w^2)`` with ``w =
+       correlation`` (0 = exemplars only). Exemplars say what a neuron fires *most* for; the
+       correlation says what it tracks over all images, which is what a held-out
+       evaluation (faithfulness) rewards, and keeps a concept seen in one lucky exemplar
+       from winning.
+    6. With concept ``groups`` (categories such as color and object), each category's
        scores are :func:`family_adjusted`, so a large category does not win by multiplicity.
 
     Examples:
@@ -246,16 +325,18 @@ def contrast(
     # The population a concept is standardized against: every exemplar patch, plus whole
     # images of the probing set when sampled, so the statistics do not depend only on the
     # units chosen for explanation (three cat units alone would make "cat" look ordinary).
-    population = sims[_valid(acts)]  # [P, V]
-    if sample is not None and sample.sims.shape[0]:
-        population = torch.cat([population, sample.sims.to(population.dtype)])
-    if population.shape[0] > 1:
-        mean, std = population.mean(dim=0), population.std(dim=0)
-    else:
-        mean, std = torch.zeros(sims.shape[-1]), torch.ones(sims.shape[-1])
-    z = torch.nan_to_num((sims - mean) / std.clamp(min=1e-6)).clamp(min=0) ** power
+    valid = _valid(acts)
+    mean, std = _population_moments(sims, valid, sample)
     weights = activation_weights(acts, sharpness=sharpness)
-    scores = torch.einsum("ck,ckv->cv", weights, z)
+    # In chunks of neurons: [C, k, V] temporaries of a large layer and vocabulary (500 logit
+    # units x 100 exemplars x 20000 words) would need several gigabytes each.
+    scores = torch.empty(sims.shape[0], sims.shape[-1], dtype=weights.dtype)
+    for start in range(0, sims.shape[0], _CHUNK):
+        part = sims[start : start + _CHUNK]
+        z = torch.nan_to_num((part - mean) / std).clamp_(min=0).pow_(power)
+        scores[start : start + _CHUNK] = torch.einsum(
+            "ck,ckv->cv", weights[start : start + _CHUNK], z
+        )
     if scores.shape[0] >= min_neurons:
         spread = scores.std(dim=0, keepdim=True)
         # A concept seen in one neuron only has a tiny spread: without the floor every such
@@ -264,6 +345,9 @@ def contrast(
         scores = (scores - scores.mean(dim=0, keepdim=True)) / (spread**2 + floor).sqrt().clamp(
             min=1e-6
         )
+        if correlation > 0 and sample is not None and sample.acts.shape[0] >= min_sample:
+            evidence = sample_correlation_z(sample)
+            scores = (scores + correlation * evidence) / math.sqrt(1 + correlation**2)
         if groups is not None and groups.unique().numel() > 1:
             scores = family_adjusted(scores, groups)
     return scores

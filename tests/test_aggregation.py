@@ -79,3 +79,44 @@ def test_aggregation_lookup():
     assert get_aggregation("default").sample == "used"
     with pytest.raises(NeurolabelError, match="Did you mean 'soft-wpmi'"):
         get_aggregation("soft_wpmi")
+
+
+def test_sample_correlation_z_is_fisher_scaled_and_null_calibrated():
+    from neurolabel.plugin_core.aggregation import sample_correlation_z
+
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(400, 30, generator=g)
+    noise = torch.randn(400, 200, generator=g)
+    sims = torch.cat([acts[:, :1] + 0.5 * noise[:, :1], noise[:, 1:], torch.ones(400, 1)], dim=1)
+    z = sample_correlation_z(ImageSample(acts, sims))
+    r = torch.corrcoef(torch.stack([acts[:, 0], sims[:, 0]]))[0, 1]
+    assert z[0, 0].item() == pytest.approx(math.atanh(r.item()) * math.sqrt(397), rel=1e-4)
+    # unrelated pairs are roughly standard normal, a constant concept gets exactly zero
+    null = z[:, 1:200]
+    assert abs(null.mean().item()) < 0.1 and 0.85 < null.std().item() < 1.15
+    assert torch.all(z[:, 200] == 0)
+
+
+def test_contrast_weighs_image_level_correlation():
+    """Exemplars favor concept 2 for even neurons and 0 for odd ones; over the sampled images
+    each even neuron tracks concept 0 and each odd one concept 2, strongly. The correlation
+    term decides, and ``correlation=0`` turns it off."""
+    g = torch.Generator().manual_seed(1)
+    neurons, images = 20, 200
+    even = torch.arange(neurons) % 2 == 0
+    sims = torch.full((neurons, 5, 4), 0.5)
+    sims[even, :, 2] += 0.1
+    sims[~even, :, 0] += 0.1
+    acts = torch.ones(neurons, 5)
+    signal = torch.randn(images, 2, generator=g)  # what even / odd neurons track
+    sample_acts = signal[:, (~even).long()] + 0.5 * torch.randn(images, neurons, generator=g)
+    sample_sims = 0.5 + 0.01 * torch.randn(images, 4, generator=g)
+    sample_sims[:, 0] += 0.05 * signal[:, 0]
+    sample_sims[:, 2] += 0.05 * signal[:, 1]
+    sample = ImageSample(sample_acts, sample_sims)
+    exemplars_only = [2 if e else 0 for e in even.tolist()]
+    assert contrast(sims, acts, sample, correlation=0.0).argmax(dim=1).tolist() == exemplars_only
+    assert contrast(sims, acts, sample).argmax(dim=1).tolist() == [0 if e else 2 for e in even]
+    # too few sampled images: the exemplars alone decide
+    few = ImageSample(sample_acts[:10], sample_sims[:10])
+    assert contrast(sims, acts, few).argmax(dim=1).tolist() == exemplars_only
