@@ -22,6 +22,8 @@ from torch import Tensor
 
 from .errors import NeurolabelError
 
+#: Neurons per chunk in the aggregations' ``[C, k, V]`` computations (memory, not results).
+_CHUNK = 64
 #: Weight of the image-level correlation evidence in :func:`contrast` (Stouffer's method).
 CORRELATION_WEIGHT = 1.0
 
@@ -95,7 +97,9 @@ def mean_similarity(sims: Tensor, acts: Tensor, sample: ImageSample | None = Non
         [[0.4, 0.0], [-0.4, 0.0]]
     """
     weights = activation_weights(acts)
-    per_neuron = torch.einsum("ck,ckv->cv", weights, torch.nan_to_num(sims))
+    per_neuron = _by_chunks(
+        sims, lambda rows, part: torch.einsum("ck,ckv->cv", weights[rows], torch.nan_to_num(part))
+    )
     if per_neuron.shape[0] > 1:
         per_neuron = per_neuron - per_neuron.mean(dim=0, keepdim=True)
     return per_neuron
@@ -106,10 +110,26 @@ def _top_rows(sims: Tensor, acts: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
     return sims[:, :k], _valid(acts[:, :k])
 
 
-def _pointwise_mutual_information(terms: Tensor, valid: Tensor, lam: float) -> Tensor:
-    """``log p(concept | neuron) - lam * log p(concept)`` from per-exemplar log terms
-    ``[C, k, V]``; ``p(concept)`` is the mean over neurons (log-sum-exp), as in CLIP-Dissect."""
-    given = torch.where(valid.unsqueeze(-1), terms, torch.zeros_like(terms)).sum(dim=1)
+def _by_chunks(sims: Tensor, function: Callable[[slice, Tensor], Tensor]) -> Tensor:
+    """``function(rows, sims[rows])`` over chunks of neurons, concatenated: the ``[C, k, V]``
+    temporaries of a large layer and vocabulary would otherwise need gigabytes each."""
+    return torch.cat(
+        [
+            function(slice(start, start + _CHUNK), sims[start : start + _CHUNK])
+            for start in range(0, sims.shape[0], _CHUNK)
+        ]
+    )
+
+
+def _masked_sum(terms: Tensor, valid: Tensor) -> Tensor:
+    """Sum of per-exemplar terms ``[C, k, V]`` over the valid exemplars ``[C, k]``."""
+    return torch.where(valid.unsqueeze(-1), terms, torch.zeros_like(terms)).sum(dim=1)
+
+
+def _pointwise_mutual_information(given: Tensor, lam: float) -> Tensor:
+    """``log p(concept | neuron) - lam * log p(concept)`` from ``given = log p(concept |
+    neuron)`` ``[C, V]``; ``p(concept)`` is the mean over neurons (log-sum-exp), as in
+    CLIP-Dissect."""
     prior = torch.logsumexp(given, dim=0, keepdim=True) - math.log(given.shape[0])
     return given - lam * prior
 
@@ -129,8 +149,12 @@ def wpmi(
     is the mean over neurons (log-sum-exp), as in CLIP-Dissect's code.
     """
     top, valid = _top_rows(sims, acts, top_k)
-    log_p = torch.log(torch.softmax(a * top, dim=-1) + min_prob)
-    return _pointwise_mutual_information(log_p, valid, lam)
+
+    def given(rows: slice, part: Tensor) -> Tensor:
+        log_p = torch.log(torch.softmax(a * part, dim=-1) + min_prob)
+        return _masked_sum(log_p, valid[rows])
+
+    return _pointwise_mutual_information(_by_chunks(top, given), lam)
 
 
 def soft_wpmi(
@@ -158,9 +182,13 @@ def soft_wpmi(
     top, valid = _top_rows(sims, acts, top_k)
     k = top.shape[1]
     p_in = p_start - torch.arange(k, dtype=top.dtype) / max(top_k, 1) * (p_start - p_end)
-    probs = torch.softmax(a * top, dim=-1)
-    terms = torch.log(1 + p_in.view(1, k, 1) * (probs - 1) + min_prob)
-    return _pointwise_mutual_information(terms, valid, lam)
+
+    def given(rows: slice, part: Tensor) -> Tensor:
+        probs = torch.softmax(a * part, dim=-1)
+        terms = torch.log(1 + p_in.view(1, k, 1) * (probs - 1) + min_prob)
+        return _masked_sum(terms, valid[rows])
+
+    return _pointwise_mutual_information(_by_chunks(top, given), lam)
 
 
 def cos_cubed(
@@ -244,9 +272,6 @@ def sample_correlation_z(sample: ImageSample) -> Tensor:
 
     r = standardized(sample.acts).T @ standardized(sample.sims)
     return (torch.atanh(r.clamp(-0.9999, 0.9999)) * math.sqrt(count - 3)).float()
-
-
-_CHUNK = 64
 
 
 def _population_moments(
