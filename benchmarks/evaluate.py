@@ -8,9 +8,10 @@ The sample is split in two halves by row: probing images and held-out images.
 * Faithfulness (held-out half): for an early, a middle and the last conv block, the
   project's default labels (top concept and fitted concept set) and CLIP-Dissect's
   ``soft-wpmi`` labels from the same evidence, against a random-label baseline.
-* Ablation (all images): the last conv block's units are labeled, then for each sampled
-  class the m units whose labels best match the class name are zeroed; the drop of the
-  true-class probability is compared with m random units and with other classes.
+* Ablation (all images): the last conv block's units (``conv_head``, the 1280-channel
+  convolution before ``bn2``'s ReLU6) are labeled, then for each sampled class the m units
+  whose explanations best match the class name are zeroed; the drop of the true-class
+  probability is compared with m random units and with other classes.
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def main() -> None:
     parser.add_argument(
         "--layer",
         dest="ablation_layer",
-        default="bn2",
-        help="layer for the ablation (the last conv block's output)",
+        default="conv_head",
+        help="layer for the ablation: the last conv block's convolution. Not bn2 after it: "
+        "its ReLU6 clips 98%% of the exemplar activations at 6, so the top-k ranking ties",
     )
     parser.add_argument("--vocabulary", default="imagenet")
     parser.add_argument("--units", type=int, default=64, help="units per faithfulness layer")
