@@ -62,6 +62,7 @@ def faithfulness(args, ctx, probe: Path, heldout: Path) -> dict:
         context=ctx,
         units={layer: range(min(args.units, channels[layer])) for layer in layers},
         batch_size=args.batch_size,
+        scoring=args.scoring,
         progress=not args.quiet,
     )
     evidence = labeler.gather_evidence(probe, with_sample=True)
@@ -133,6 +134,12 @@ def main() -> None:
         "its ReLU6 clips 98%% of the exemplar activations at 6, so the top-k ranking ties",
     )
     parser.add_argument("--vocabulary", default="imagenet")
+    parser.add_argument(
+        "--scoring",
+        default="auto",
+        choices=("auto", "patches", "images"),
+        help="faithfulness labels: score exemplar patches or whole images (auto: the cheaper)",
+    )
     parser.add_argument("--units", type=int, default=64, help="units per faithfulness layer")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--m", default="10,30,100")
