@@ -170,6 +170,9 @@ def run_demo(out: Path, units: int, top_k: int, device: str, progress: bool = Tr
         progress=progress,
         batch_size=16,
         min_patch_size=DEMO_MIN_PATCH,
+        # 80 photographs are fewer than the exemplar slots, so the cost plan would score
+        # whole images; at this size patches cost seconds and show what each neuron saw.
+        scoring="patches",
     )
     # Only the logit units of classes the photographs make the model predict have exemplars
     # of their own class among them; the other ~950 could only get a guess.

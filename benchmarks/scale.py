@@ -35,25 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-
-HERE = Path(__file__).resolve().parent
-
-
-class NoiseImages(torch.utils.data.Dataset):
-    """Deterministic random photographs-sized images (decoded PIL, like a folder would give)."""
-
-    def __init__(self, count: int, size: tuple[int, int] = (320, 240)) -> None:
-        self.count, self.size = count, size
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> Image.Image:
-        rng = np.random.default_rng(index)
-        return Image.fromarray(rng.integers(0, 255, (self.size[1], self.size[0], 3), np.uint8))
+from throughput import NoiseImages  # the same generated photographs as the throughput run
 
 
 def _rss_kib() -> int:
@@ -260,7 +243,8 @@ def main() -> None:
     parser.add_argument("--model", default="torchvision:resnet18?weights=none")
     parser.add_argument("--layers", nargs="+", default=["layer1", "layer2", "layer3", "layer4"])
     parser.add_argument("--units", type=int, default=16, help="units explained per layer")
-    parser.add_argument("--scorer", default="open_clip:ViT-B-32?pretrained=none&templates=none")
+    # CLIP-Dissect's own VLM is ViT-B/16; random weights cost the same as real ones.
+    parser.add_argument("--scorer", default="open_clip:ViT-B-16?pretrained=none&templates=none")
     parser.add_argument("--vocab", default="imagenet")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)

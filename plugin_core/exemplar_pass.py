@@ -302,14 +302,16 @@ def run_pass(
                     if error:
                         state.unreadable.append((index, error))
                 if ok.any():
-                    batch = batch[ok].to(device, non_blocking=True, memory_format=memory_format)
+                    if not ok.all():
+                        batch, indices = batch[ok], indices[ok]
+                    batch = batch.to(device, non_blocking=True, memory_format=memory_format)
                     with torch.inference_mode(), autocast:  # activations need no gradients
                         activations = read(batch)
                     for layer, acts in activations.items():
                         if layer not in checked:
                             check_batch(layer, acts)
                             checked.add(layer)
-                    state.add(activations, indices[ok])
+                    state.add(activations, indices)
                 state.done += len(errors)
                 batches += 1
                 task.advance(len(errors) * distributed.rank_and_world()[1])

@@ -113,6 +113,8 @@ class StreamingTopK:
         self._max: Tensor | None = None
         self._res_keys: Tensor | None = None
         self._res_values: Tensor | None = None
+        self._pending: list[tuple[Tensor, Tensor]] = []
+        self._pending_count = 0
 
     def _init(self, channels: int, map_shape: tuple[int, int] | None, device) -> None:
         self._values = torch.full((channels, self.k), float("-inf"), device=device)
@@ -209,10 +211,21 @@ class StreamingTopK:
 
     def _merge_reservoir(self, keys: Tensor, values: Tensor) -> None:
         # Bottom-k sampling: keep the cells with the smallest keys, an exact uniform sample of
-        # every cell seen whatever the order or sharding of the stream.
+        # every cell seen whatever the order or sharding of the stream. Candidates wait in a
+        # buffer until they could fill the reservoir: small batches (vector layers give one
+        # cell per image) then cost one merge per `reservoir` cells, not one per batch.
+        self._pending.append((keys, values))
+        self._pending_count += keys.numel()
+        if self._pending_count >= self.reservoir:
+            self._flush_reservoir()
+
+    def _flush_reservoir(self) -> None:
         assert self._res_keys is not None and self._res_values is not None
-        all_keys = torch.cat([self._res_keys, keys])
-        all_values = torch.cat([self._res_values, values], dim=1)
+        if not self._pending:
+            return
+        all_keys = torch.cat([self._res_keys, *(k for k, _ in self._pending)])
+        all_values = torch.cat([self._res_values, *(v for _, v in self._pending)], dim=1)
+        self._pending, self._pending_count = [], 0
         if all_keys.numel() > self.reservoir:
             all_keys, keep = all_keys.topk(self.reservoir, largest=False, sorted=False)
             all_values = all_values[:, keep]
@@ -221,6 +234,8 @@ class StreamingTopK:
     # -- checkpoints and shards ---------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The whole streaming state, on the CPU (to save, or to send to another rank)."""
+        if self._res_keys is not None:
+            self._flush_reservoir()
         tensors = {
             name: getattr(self, f"_{name}")
             for name in ("values", "ids", "maps", "sum", "sumsq", "min", "max")
@@ -243,6 +258,7 @@ class StreamingTopK:
         self._res_keys = None if res_keys is None else res_keys.to(device)
         self._res_values = None if res_values is None else res_values.to(device)
         self._count = int(state["count"])
+        self._pending, self._pending_count = [], 0
 
     def merge(self, state: dict[str, Any]) -> None:
         """Fold in the :meth:`state_dict` of a stream over *other* images (another shard).
@@ -288,6 +304,7 @@ class StreamingTopK:
         """Return the exemplars (sorted by activation, descending) and statistics."""
         if self._values is None:
             raise ValueError("no batch was added")
+        self._flush_reservoir()
         assert self._sum is not None and self._sumsq is not None and self._res_values is not None
         assert self._min is not None and self._max is not None and self._ids is not None
         n = max(self._count, 1)
