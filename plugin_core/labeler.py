@@ -353,6 +353,7 @@ class NeuronLabeler:
         self._describer: Describer | None = None
         self._loaded: LoadedModel | None = None
         self._pass_checkpoint: Checkpoint | None = None
+        self._fingerprint: str | None = None
 
     # -- resolution -------------------------------------------------------------------
     @property
@@ -464,6 +465,7 @@ class NeuronLabeler:
             the sampled images (only when the aggregation needs them) and their indices.
         """
         loaded = self.loaded
+        self._fingerprint = None  # weights may have changed since the last run
         settings = StreamSettings(
             self.top_k, self.activation, self.quantile, self.sample_size if with_sample else 0
         )
@@ -512,9 +514,15 @@ class NeuronLabeler:
         samples = {layer: outputs[layer].sample_acts[layer] for layer in self.layers}
         return states, first.skipped, samples, first.sample_ids
 
+    def _model_fingerprint(self) -> str:
+        """The weights' hash, computed once per pass (hashing a large model takes a while)."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.loaded)
+        return self._fingerprint
+
     def _check_ranks_agree(self, source: ImageSource) -> None:
         """Every rank must stream the same model over the same images, or merging is wrong."""
-        mine = (model_fingerprint(self.loaded), len(source), source.fingerprint())
+        mine = (self._model_fingerprint(), len(source), source.fingerprint())
         if len(set(distributed.all_gather(mine))) > 1:
             raise NeurolabelError(
                 "The torch.distributed ranks loaded different models or probing sets; "
@@ -538,7 +546,7 @@ class NeuronLabeler:
         loaded = self.loaded
         extractor = self.extractor_spec
         return {
-            "model": model_fingerprint(loaded),
+            "model": self._model_fingerprint(),
             "preprocessing": loaded.preprocessing.to_dict(),
             "images": images,
             "extractor": extractor if isinstance(extractor, str) else extractor.name,
@@ -562,7 +570,7 @@ class NeuronLabeler:
             return None
         rank, world = distributed.rank_and_world()
         key = self._run_key(source, settings) or {
-            "model": model_fingerprint(self.loaded),
+            "model": self._model_fingerprint(),
             "images": source.fingerprint(),
             "stream": vars(settings),
         }
