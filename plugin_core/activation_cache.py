@@ -15,7 +15,7 @@ import torch
 
 from .atomic import atomic_write
 from .exemplar_pass import PassOutput, digest
-from .images import ImageSource
+from .images import ImageSource, SkippedInput
 from .topk import TopKState
 
 _STATE_FIELDS = ("values", "ids", "maps", "mean", "std", "min", "max", "threshold")
@@ -66,8 +66,6 @@ class ActivationCache:
 
 def restore(entries: Mapping[str, dict[str, Any]], source: ImageSource) -> PassOutput:
     """Rebuild a :class:`PassOutput` from cache entries of one run (same images, sample)."""
-    from .images import SkippedInput
-
     first = next(iter(entries.values()))
     states = {
         layer: TopKState(**entry["state"], count=entry["count"], quantile=entry["quantile"])

@@ -290,8 +290,9 @@ def run_pass(
     )
     autocast = autocast_for(device, precision)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    world = distributed.rank_and_world()[1]
     task = steps.task("Finding exemplars", len(source))
-    task.advance(state.done * distributed.rank_and_world()[1])
+    task.advance(state.done * world)  # each rank shows the whole set's progress
     checked: set[str] = set()
     batches = 0
     try:
@@ -314,7 +315,7 @@ def run_pass(
                     state.add(activations, indices)
                 state.done += len(errors)
                 batches += 1
-                task.advance(len(errors) * distributed.rank_and_world()[1])
+                task.advance(len(errors) * world)
                 if checkpoint is not None and checkpoint.every and batches % checkpoint.every == 0:
                     checkpoint.save(state)
     except BaseException:

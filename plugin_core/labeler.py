@@ -538,11 +538,8 @@ class NeuronLabeler:
                 "spatial layer"
             )
 
-    def _run_key(self, source: ImageSource, settings: StreamSettings) -> dict[str, Any] | None:
-        """What decides the exemplars, or None when the images cannot be identified."""
-        images = source.cache_key()
-        if images is None:
-            return None
+    def _run_key(self, images: str, settings: StreamSettings) -> dict[str, Any]:
+        """What decides the exemplars of a pass over the probing set identified by ``images``."""
         loaded = self.loaded
         extractor = self.extractor_spec
         return {
@@ -558,8 +555,10 @@ class NeuronLabeler:
     ) -> ActivationCache | None:
         if not self.cache:
             return None
-        key = self._run_key(source, settings)
-        return None if key is None else ActivationCache(self.ctx.cache_dir, key)
+        images = source.cache_key()
+        if images is None:  # an in-memory dataset: no cheap way to tell it changed
+            return None
+        return ActivationCache(self.ctx.cache_dir, self._run_key(images, settings))
 
     def _checkpoint(
         self, source: ImageSource, settings: StreamSettings, layers: list[str]
@@ -569,11 +568,7 @@ class NeuronLabeler:
                 raise NeurolabelError("resume=True needs a checkpoint path (checkpoint=...)")
             return None
         rank, world = distributed.rank_and_world()
-        key = self._run_key(source, settings) or {
-            "model": self._model_fingerprint(),
-            "images": source.fingerprint(),
-            "stream": vars(settings),
-        }
+        key = self._run_key(source.cache_key() or source.fingerprint(), settings)
         key.update(layers=layers, rank=rank, world=world, images_count=len(source))
         path = Path(self.checkpoint)
         if world > 1:
