@@ -352,6 +352,13 @@ class OpenClipScorer:
 
     # -- images -------------------------------------------------------------------------
 
+    @property
+    def image_transform(self) -> Callable[[Image.Image], Tensor]:
+        """The model's image preprocessing, as a picklable callable (PIL image of any mode to
+        ``[3, H, W]``): neurolabel runs it in DataLoader workers on exemplar patches and
+        hands the stacked result to :meth:`encode_pixels`."""
+        return RGBTransform(self.preprocess)
+
     def encode_images(self, images: Sequence[Image.Image]) -> Tensor:
         """Embed images, ``batch_size`` at a time.
 
@@ -368,14 +375,37 @@ class OpenClipScorer:
         """
         import torch
 
+        transform = self.image_transform
+        chunks = [
+            self.encode_pixels(torch.stack([transform(im) for im in batch]))
+            for batch in iter_batches(list(images), self.batch_size)
+        ]
+        if not chunks:
+            return torch.zeros((0, self.embed_dim), dtype=torch.float32)
+        return torch.cat(chunks)
+
+    def encode_pixels(self, pixels: Tensor) -> Tensor:
+        """Embed preprocessed images (:attr:`image_transform`'s output, stacked).
+
+        Args:
+            pixels: ``[N, 3, H, W]`` tensor on any device.
+
+        Returns:
+            ``[N, D]`` float32 CPU tensor, rows L2-normalized.
+
+        Examples:
+            >>> pixels = torch.stack([scorer.image_transform(p) for p in patches])  # doctest: +SKIP
+            >>> scorer.encode_pixels(pixels).shape  # doctest: +SKIP
+            torch.Size([8, 512])
+        """
+        import torch
+
         dtype = next(self.model.parameters()).dtype
         chunks: list[Tensor] = []
         with torch.inference_mode():
-            for batch in iter_batches(list(images), self.batch_size):
-                pixels = torch.stack(
-                    [self.preprocess(im if im.mode == "RGB" else im.convert("RGB")) for im in batch]
-                )
-                features = self.model.encode_image(pixels.to(self.device, dtype=dtype))
+            for start in range(0, pixels.shape[0], self.batch_size):
+                batch = pixels[start : start + self.batch_size]
+                features = self.model.encode_image(batch.to(self.device, dtype=dtype))
                 chunks.append(_normalized(features))
         if not chunks:
             return torch.zeros((0, self.embed_dim), dtype=torch.float32)
@@ -447,6 +477,20 @@ class OpenClipScorer:
         # Merge with what another process may have written since we read the file.
         merged = {**_read_cache(self._cache_file), **self._memory}
         _write_cache(self._cache_file, merged, {"model": self.name, "templates": self.templates})
+
+
+class RGBTransform:
+    """Convert a PIL image to RGB, then apply ``transform`` (picklable for DataLoader workers).
+
+    Args:
+        transform: PIL image to tensor, e.g. open_clip's preprocessing.
+    """
+
+    def __init__(self, transform: Callable[[Image.Image], Tensor]) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        return self.transform(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def _normalized(features: Tensor) -> Tensor:

@@ -211,7 +211,8 @@ class NeuronLabeler:
         extractor: Extractor spec (``hooks``).
         device: ``auto``, ``cpu``, ``cuda``...
         batch_size: Images per forward pass (and per scorer call).
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers (the forward pass, and reading and cutting the
+            exemplar images for scoring).
         activation: ``max`` or ``mean`` over a map, to rank images.
         threshold: Activation-map patch threshold, ``quantile`` or ``otsu`` (attribution
             maps of a patcher are always thresholded per map with Otsu's method).
@@ -645,6 +646,7 @@ class NeuronLabeler:
                 device=self.ctx.device,
                 precision=self.precision,
                 cache_root=self.ctx.cache_dir if self.cache else None,
+                num_workers=self.num_workers,
             )
         if self._pass_checkpoint is not None:  # all the costly work is done
             self._pass_checkpoint.remove()

@@ -9,7 +9,7 @@ nothing again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,61 @@ PATCH_THUMBNAIL = 160
 
 #: A patch: ``(image index, (left, top, right, bottom) box or None for the whole image)``.
 PatchKey = tuple[int, tuple[int, int, int, int] | None]
+
+
+class ExemplarCrops(torch.utils.data.Dataset):
+    """The patches of each exemplar image, read, cut and preprocessed in DataLoader workers.
+
+    Decoding hundreds of thousands of exemplar images and preprocessing their patches in the
+    main process would leave the scorer (a GPU) waiting; workers overlap both with encoding.
+    An unreadable image comes back with its error message instead of raising in a worker.
+
+    Args:
+        source: The probing images.
+        images: Image indices, in reading order.
+        boxes: The boxes to cut from each image (None: the whole image).
+        transform: The scorer's preprocessing (``image_transform``), or None to return the
+            patches as PIL images.
+        thumbnails: ``(image index, box)`` of the patches whose thumbnail is also wanted.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        images: list[int],
+        boxes: Mapping[int, list[tuple[int, int, int, int] | None]],
+        transform: Callable[[Image.Image], Tensor] | None = None,
+        thumbnails: frozenset[PatchKey] = frozenset(),
+    ) -> None:
+        self.source, self.images, self.boxes = source, images, boxes
+        self.transform, self.thumbnails = transform, thumbnails
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, position: int) -> tuple[int, list[Any], list[Any], str | None]:
+        """``(image index, patches, thumbnails (None where not wanted), error or None)``."""
+        image_index = self.images[position]
+        try:
+            image = self.source.load(image_index)
+        except ImageLoadError as exc:
+            return image_index, [], [], str(exc)
+        patches: list[Any] = []
+        thumbs: list[Image.Image | None] = []
+        for box in self.boxes[image_index]:
+            patch = image if box is None else image.crop(box)
+            thumb = None
+            if (image_index, box) in self.thumbnails:
+                thumb = patch.copy()
+                thumb.thumbnail((PATCH_THUMBNAIL, PATCH_THUMBNAIL))
+            patches.append(patch if self.transform is None else self.transform(patch))
+            thumbs.append(thumb)
+        return image_index, patches, thumbs, None
+
+
+def _keep_sample(sample: Any) -> Any:
+    """The DataLoader's collate step for :class:`ExemplarCrops`: PIL images pass as they are."""
+    return sample
 
 
 class PatchScores:
@@ -128,6 +183,7 @@ def score_patches(
     device: torch.device,
     precision: str = "fp32",
     cache_root: Path | None = None,
+    num_workers: int = 0,
 ) -> PatchScores:
     """Score every unique patch against the vocabulary, reading each image only once.
 
@@ -143,6 +199,9 @@ def score_patches(
         device: Device of autocast.
         precision: ``fp32``, ``bf16`` or ``fp16`` autocast for the scorer's image side.
         cache_root: Cache folder for patch embeddings (None: no cache).
+        num_workers: DataLoader workers that read and cut the exemplar images, and
+            preprocess the patches when the scorer has ``image_transform`` and
+            ``encode_pixels`` (0: the main process).
 
     Returns:
         :class:`PatchScores` (calibrated when the scorer has ``calibrate``).
@@ -160,42 +219,55 @@ def score_patches(
     outputs: dict[PatchKey, Tensor] = {}  # embeddings, or scores of a concept scorer
     thumbs: dict[tuple[str, int, int], Image.Image] = {}
     pending_keys: list[PatchKey] = []
-    pending_images: list[Image.Image] = []
+    pending: list[Any] = []  # PIL patches, or pixels when the scorer preprocesses in workers
     todo = sum(1 for i in owned for key in by_image[i] if key not in known)
     task = steps.task("Scoring patches", todo)
+    transform = getattr(scorer, "image_transform", None) if embedding else None
+    encode_pixels = getattr(scorer, "encode_pixels", None)
+    if not (callable(transform) and callable(encode_pixels)):
+        transform = None
 
     def flush() -> None:
-        if not pending_images:
+        if not pending:
             return
         with autocast_for(device, precision):
-            if embedding:
-                batch = scorer.encode_images(pending_images)  # type: ignore[union-attr]
+            if transform is not None:
+                batch = encode_pixels(torch.stack(pending))  # type: ignore[misc]
+            elif embedding:
+                batch = scorer.encode_images(pending)  # type: ignore[union-attr]
             else:
-                batch = scorer.score_images(pending_images, vocabulary)  # type: ignore[union-attr]
+                batch = scorer.score_images(pending, vocabulary)  # type: ignore[union-attr]
         for key, row in zip(pending_keys, batch.float().cpu(), strict=True):
             outputs[key] = row
-        task.advance(len(pending_images))
+        task.advance(len(pending))
         pending_keys.clear()
-        pending_images.clear()
+        pending.clear()
 
-    for image_index in owned:
-        try:
-            image = source.load(image_index)
-        except ImageLoadError as exc:  # the file changed since the first pass
-            raise NeurolabelError(
-                f"{source.describe(image_index)} became unreadable: {exc}"
-            ) from None
-        for key in by_image[image_index]:
-            patch = image if key[1] is None else image.crop(key[1])
+    crops = ExemplarCrops(
+        source,
+        owned,
+        {i: [key[1] for key in by_image[i]] for i in owned},
+        transform,
+        frozenset(thumbnail_slots),
+    )
+    loader = torch.utils.data.DataLoader(
+        crops,
+        batch_size=None,
+        num_workers=num_workers,
+        collate_fn=_keep_sample,
+        pin_memory=transform is not None and device.type == "cuda",
+    )
+    for image_index, patches, patch_thumbs, error in loader:
+        if error is not None:  # the file changed since the first pass
+            raise NeurolabelError(f"{source.describe(image_index)} became unreadable: {error}")
+        for key, patch, thumb in zip(by_image[image_index], patches, patch_thumbs, strict=True):
             for slot in thumbnail_slots.get(key, []):
-                thumb = patch.copy()
-                thumb.thumbnail((PATCH_THUMBNAIL, PATCH_THUMBNAIL))
                 thumbs[slot] = thumb
             if key in known:
                 continue
             pending_keys.append(key)
-            pending_images.append(patch)
-            if len(pending_images) >= batch_size:
+            pending.append(patch)
+            if len(pending) >= batch_size:
                 flush()
     flush()
     if distributed.is_active():

@@ -99,7 +99,10 @@ class EmbeddingScorer(Protocol):
     """A vision-language model with a shared embedding space (open_clip, ConSE).
 
     An optional ``cache_id`` string attribute, naming the weights and every setting that
-    changes an image embedding, lets neurolabel cache patch embeddings on disk.
+    changes an image embedding, lets neurolabel cache patch embeddings on disk. An optional
+    pair, ``image_transform`` (a picklable callable, PIL image to ``[3, H, W]`` tensor) and
+    ``encode_pixels(pixels [N, 3, H, W]) -> [N, D]``, lets DataLoader workers preprocess
+    exemplar patches while the model encodes the previous batch.
     """
 
     name: str

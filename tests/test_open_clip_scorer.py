@@ -244,3 +244,33 @@ def test_resolve_templates():
 def test_custom_templates_survive_spec_parsing():
     spec = Spec.parse(f"{RANDOM}&templates=a sketch of a {{}}.|{{}}")
     assert resolve_templates(spec.option("templates")) == ("a sketch of a {}.", "{}")
+
+
+def test_patches_preprocessed_in_workers_embed_as_encode_images(scorer, images, tmp_path):
+    import pickle
+
+    from neurolabel.plugin_core.images import as_image_source
+    from neurolabel.plugin_core.patch_scoring import score_patches
+    from neurolabel.plugin_core.progress import Steps
+    from neurolabel.plugin_core.vocabulary import Vocabulary
+
+    for i, image in enumerate(images[:4]):
+        image.convert("L" if i == 0 else "RGB").save(tmp_path / f"{i}.png")  # one grayscale
+    source = as_image_source(tmp_path)
+    keys = [(i, None) for i in range(4)] + [(1, (2, 3, 20, 18)), (3, (0, 0, 9, 30))]
+    pickle.dumps(scorer.image_transform)  # workers receive it
+    scores = score_patches(
+        keys,
+        source,
+        scorer,
+        Vocabulary(("red", "dog")),
+        batch_size=4,
+        steps=Steps(False),
+        thumbnail_slots={(1, (2, 3, 20, 18)): [("layer", 0, 0)]},
+        device=torch.device("cpu"),
+        num_workers=2,
+    )
+    crops = [source.load(i) if box is None else source.load(i).crop(box) for i, box in keys]
+    expected = scorer.encode_images(crops) @ scorer.encode_texts(["red", "dog"]).T
+    torch.testing.assert_close(scores.rows_for(keys), expected, atol=1e-5, rtol=1e-4)
+    assert scores.thumbnails[("layer", 0, 0)].size == (18, 15)

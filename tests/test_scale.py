@@ -17,6 +17,7 @@ from synthetic import SeededConvNet
 
 from neurolabel.plugin_core.errors import NeurolabelError
 from neurolabel.plugin_core.labeler import NeuronLabeler
+from neurolabel.plugin_core.patch_scoring import ExemplarCrops
 from neurolabel.plugin_core.preprocessing import Preprocessing
 from neurolabel.plugin_core.result import LabelingResult
 
@@ -311,3 +312,32 @@ def test_cli_resume_reports_a_bad_checkpoint_and_a_fresh_run_replaces_it(image_d
     assert failed.value.code == 2 and not (out / "result.json").exists()
     main(command)  # without --resume the stale checkpoint is simply overwritten
     assert (out / "result.json").is_file() and not (out / CHECKPOINT_FILE).exists()
+
+
+class UnreadableWhenScoring(torch.utils.data.Dataset):
+    """Images of a folder that stop being readable once the first pass is over: a read by a
+    worker of the scoring stage fails (a file truncated mid-run)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.paths = sorted(folder.iterdir())
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Image.Image:
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and isinstance(worker.dataset, ExemplarCrops):
+            raise OSError("the file was truncated")
+        return Image.open(self.paths[index]).convert("RGB")
+
+
+def test_workers_read_and_cut_exemplars_to_the_same_result(image_dir):
+    reference = make_labeler(cache=False).run(image_dir)
+    with_workers = make_labeler(cache=False, num_workers=2).run(image_dir)
+    assert neurons(with_workers) == neurons(reference)
+    slot = ("block1", 0, 0)
+    assert with_workers.patch_images[slot].tobytes() == reference.patch_images[slot].tobytes()
+    # An exemplar image that became unreadable after the first pass stops the run by name,
+    # from a worker as from the main process.
+    with pytest.raises(NeurolabelError, match="became unreadable: .*truncated"):
+        make_labeler(cache=False, num_workers=2).run(UnreadableWhenScoring(image_dir))
