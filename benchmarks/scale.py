@@ -13,8 +13,11 @@ its own process, so peak memory is its own):
   label each unit by soft-WPMI over its top-k images.
 
 Reported: wall-time ratio (baseline / ours), peak RSS above the process's RSS once the models
-are loaded (working memory) and its ratio, the bytes of state that grow with the number of
-images, and how many images each encodes. Run at a size where images outnumber exemplar
+are loaded (working memory) and its ratio, on CUDA also the peak of device allocations above
+the loaded models (``device_memory_ratio``), the bytes of state that grow with the number of
+images (the baseline's per-image activations, embeddings and image-concept similarities),
+and how many images each encodes. ``--device cuda --num-workers 16 --precision bf16`` runs
+both methods on a GPU with the same loader and autocast settings. Run at a size where images outnumber exemplar
 patches tenfold, and at a small size where patches outnumber images (where ``ours`` plans
 image-level scoring itself).
 
@@ -43,6 +46,36 @@ def _rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _start_measuring(device: str) -> int:
+    """Peak memory from here on: host RSS (whose peak cannot be reset: its rise is the
+    working memory) and, on CUDA, the device's allocations (reset)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    return 0
+
+
+def _device_working_mib(device: str, allocated_before: int) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - allocated_before) / 2**20
+
+
+class SourceImages(torch.utils.data.Dataset):
+    """The probing images as decoded PIL images (the baseline's VLM pass)."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        return self.source.load(index)
+
+
 def _units(args) -> dict[str, list[int]]:
     return {layer: list(range(args.units)) for layer in args.layers}
 
@@ -51,7 +84,7 @@ def run_ours(args, count: int) -> dict:
     from neurolabel.plugin_core.context import build_context
     from neurolabel.plugin_core.labeler import NeuronLabeler, resolve_vocabulary
 
-    ctx = build_context("cpu", cache_dir=tempfile.mkdtemp())
+    ctx = build_context(args.device, cache_dir=tempfile.mkdtemp())
     labeler = NeuronLabeler(
         args.model,
         layers=args.layers,
@@ -60,6 +93,9 @@ def run_ours(args, count: int) -> dict:
         top_k=args.top_k,
         units=_units(args),
         batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        precision=args.precision,
+        channels_last=args.precision != "fp32",
         sample_size=args.sample_size,
         context=ctx,
         progress=False,
@@ -72,6 +108,7 @@ def run_ours(args, count: int) -> dict:
     # Text embeddings are the same work for both methods: computed (and cached) up front.
     scorer.encode_texts(list(resolve_vocabulary(args.vocab, ctx).concepts))
     before = _rss_kib()
+    allocated = _start_measuring(args.device)
     start = time.perf_counter()
     evidence = labeler.gather_evidence(NoiseImages(count))
     result = labeler.explain(evidence)
@@ -87,6 +124,7 @@ def run_ours(args, count: int) -> dict:
         "seconds": seconds,
         "peak_rss_kib": _rss_kib(),
         "loaded_rss_kib": before,
+        "device_working_mib": _device_working_mib(args.device, allocated),
         "images_encoded": counted["images"],
         "exemplar_slots": slots,
         "unique_exemplar_patches": len(set(evidence.requests.key_of.values())),
@@ -99,11 +137,12 @@ def run_ours(args, count: int) -> dict:
 def run_baseline(args, count: int) -> dict:
     from neurolabel.plugin_core.aggregation import soft_wpmi
     from neurolabel.plugin_core.context import build_context
+    from neurolabel.plugin_core.exemplar_pass import autocast_for
     from neurolabel.plugin_core.images import ProbeDataset, as_image_source
     from neurolabel.plugin_core.labeler import resolve_model, resolve_vocabulary
     from neurolabel.plugin_core.topk import per_image_activation
 
-    ctx = build_context("cpu", cache_dir=tempfile.mkdtemp())
+    ctx = build_context(args.device, cache_dir=tempfile.mkdtemp())
     loaded = resolve_model(args.model, ctx, None)
     scorer = ctx.registries.scorers.resolve(args.scorer, ctx)
     counted = _count_encodes(scorer)
@@ -112,22 +151,32 @@ def run_baseline(args, count: int) -> dict:
     scorer.encode_texts(list(vocabulary.concepts))
     source = as_image_source(NoiseImages(count))
     before = _rss_kib()
+    allocated = _start_measuring(args.device)
     start = time.perf_counter()
     loader = torch.utils.data.DataLoader(
-        ProbeDataset(source, loaded.preprocessing), batch_size=args.batch_size
+        ProbeDataset(source, loaded.preprocessing),
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        pin_memory=ctx.device.type == "cuda",
     )
     pooled: dict[str, list[torch.Tensor]] = {layer: [] for layer in args.layers}
+    # Like CLIP-Dissect, the per-image activations and embeddings are kept on the host.
     with extractor.open(loaded, args.layers) as read:
         for batch, _, _ in loader:
-            with torch.inference_mode():
-                for layer, acts in read(batch).items():
-                    pooled[layer].append(per_image_activation(acts).float())
+            with torch.inference_mode(), autocast_for(ctx.device, args.precision):
+                for layer, acts in read(batch.to(ctx.device)).items():
+                    pooled[layer].append(per_image_activation(acts).float().cpu())
     activations = {layer: torch.cat(rows) for layer, rows in pooled.items()}  # [N, C]
     embeddings = []
-    for first in range(0, count, args.batch_size):
-        images = [source.load(i) for i in range(first, min(first + args.batch_size, count))]
-        with torch.inference_mode():
-            embeddings.append(scorer.encode_images(images).float())
+    images = torch.utils.data.DataLoader(
+        SourceImages(source),
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        collate_fn=list,
+    )
+    for batch in images:
+        with torch.inference_mode(), autocast_for(ctx.device, args.precision):
+            embeddings.append(scorer.encode_images(batch).float().cpu())
     image_embeddings = torch.cat(embeddings)  # [N, D]
     sims = image_embeddings @ scorer.encode_texts(list(vocabulary.concepts)).float().T
     labels = {}
@@ -137,25 +186,30 @@ def run_baseline(args, count: int) -> dict:
         scores = soft_wpmi(sims[ids], values)
         labels[layer] = scores.argmax(dim=1).tolist()
     seconds = time.perf_counter() - start
-    state_bytes = sum(a.numel() * 4 for a in activations.values()) + image_embeddings.numel() * 4
+    # Per-image activations, embeddings and image-concept similarities all grow with N.
+    state_bytes = sum(a.numel() * 4 for a in (*activations.values(), image_embeddings, sims))
     return {
         "seconds": seconds,
         "peak_rss_kib": _rss_kib(),
         "loaded_rss_kib": before,
+        "device_working_mib": _device_working_mib(args.device, allocated),
         "images_encoded": counted["images"],
         "state_bytes": state_bytes,
     }
 
 
 def _count_encodes(scorer) -> dict[str, int]:
+    """Count the images the VLM encodes (open_clip's encode_images goes through encode_pixels,
+    which the pipeline also calls directly)."""
     counted = {"images": 0}
-    encode = scorer.encode_images
+    name = "encode_pixels" if hasattr(scorer, "encode_pixels") else "encode_images"
+    encode = getattr(scorer, name)
 
     def counting(images):
         counted["images"] += len(images)
         return encode(images)
 
-    scorer.encode_images = counting
+    setattr(scorer, name, counting)
     return counted
 
 
@@ -170,6 +224,8 @@ def _child_run(args, method: str, count: int) -> dict:
     command += ["--model", args.model, "--scorer", args.scorer, "--vocab", args.vocab]
     command += ["--top-k", str(args.top_k), "--units", str(args.units)]
     command += ["--batch-size", str(args.batch_size), "--sample-size", str(args.sample_size)]
+    command += ["--device", args.device, "--num-workers", str(args.num_workers)]
+    command += ["--precision", args.precision]
     command += ["--layers", *args.layers]
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
@@ -187,6 +243,11 @@ def compare(args, count: int) -> dict:
         "images_per_exemplar_patch": count / ours["exemplar_slots"],
         "time_ratio": baseline["seconds"] / ours["seconds"],
         "working_memory_ratio": baseline["working_mib"] / max(ours["working_mib"], 1e-3),
+        "device_memory_ratio": (
+            baseline["device_working_mib"] / max(ours["device_working_mib"], 1e-3)
+            if ours["device_working_mib"] is not None
+            else None
+        ),
         "state_bytes_ratio": baseline["state_bytes"] / ours["state_bytes"],
         # Patches encoded per exemplar slot (below 1: regions shared by several neurons).
         "dedup_ratio": ours["unique_exemplar_patches"] / ours["exemplar_slots"],
@@ -248,6 +309,9 @@ def main() -> None:
     parser.add_argument("--vocab", default="imagenet")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (both methods)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--sample-size", type=int, default=200)
     parser.add_argument("--images", type=int, default=3200)
     parser.add_argument("--small-images", type=int, default=200)
