@@ -73,7 +73,13 @@ def explain(
         ),
     ],
     layer: Annotated[
-        list[str], typer.Option("--layer", "-l", help="Layer to explain (repeatable)")
+        list[str],
+        typer.Option(
+            "--layer",
+            "-l",
+            help="Layer to explain (repeatable); a pattern names several: 'layer3.*.conv2', "
+            "'type:Conv2d' (every convolution)",
+        ),
     ],
     images: Annotated[Path, typer.Option("--images", "-i", help="Folder of probing images")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Result folder")] = Path(
@@ -259,6 +265,15 @@ def layers(
     contains: Annotated[
         str | None, typer.Option("--contains", help="Only names containing this")
     ] = None,
+    match: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--match",
+            "-m",
+            help="Only the layers a --layer pattern names, e.g. 'layer3.*.conv2' or "
+            "'type:Conv2d' (repeatable)",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
     extractor: Annotated[str, typer.Option(help="Extractor spec")] = "hooks",
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle")] = False,
@@ -268,12 +283,16 @@ def layers(
 
     from .context import build_context
     from .labeler import resolve_model
+    from .layer_patterns import expand_layer_patterns
 
     ctx = build_context("cpu", trust_pickle=trust_pickle)
     loaded = resolve_model(model, ctx, None)
     infos = ctx.registries.extractors.resolve(extractor, ctx).list_layers(loaded)
     if contains:
         infos = [i for i in infos if contains in i.name]
+    if match:
+        wanted = set(expand_layer_patterns(loaded.model, match))
+        infos = [i for i in infos if i.name in wanted]
     if as_json:
         print(
             json.dumps(
@@ -291,6 +310,8 @@ def layers(
     for info in infos:
         table.add_row(info.name, info.type, "×".join(map(str, info.shape)), info.kind)
     console.print(table)
+    units = sum(int(info.shape[0]) for info in infos if info.shape)
+    console.print(f"{len(infos)} layers, {units} units", highlight=False)
 
 
 @app.command()

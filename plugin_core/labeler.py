@@ -36,6 +36,7 @@ from .exemplar_pass import (
 )
 from .holdout import check_holdout, holdout_entry, split_holdout
 from .images import ImageLoadError, ImageSource, SkippedInput, as_image_source
+from .layer_patterns import expand_layer_patterns
 from .patch_scoring import PatchScores, score_patches
 from .patches import (
     Patcher,
@@ -200,9 +201,12 @@ class NeuronLabeler:
     Args:
         model: A model spec (``torchvision:resnet18``, ``packaged:efficientnet_lite0``), an
             ``nn.Module`` or a :class:`LoadedModel`.
-        layers: Dotted layer names (``neurolabel layers MODEL`` lists them); when ``model``
-            is a module or LoadedModel, also submodules of it or Captum layer attribution
-            objects (anything with a ``.layer``), see :func:`layer_names`.
+        layers: Dotted layer names (``neurolabel layers MODEL`` lists them) or patterns
+            (``layer3.*.conv2``, ``type:Conv2d``: see
+            :func:`~neurolabel.plugin_core.layer_patterns.expand_layer_patterns`), expanded
+            when the model loads; when ``model`` is a module or LoadedModel, also submodules
+            of it or Captum layer attribution objects (anything with a ``.layer``), see
+            :func:`layer_names`.
         scorer: Scorer spec or object (embedding or concept scorer).
         vocabulary: Vocabulary spec (``imagenet``, ``words:20000``, ``file:PATH``,
             ``imagenet+words:5000``), a list of concepts, or a :class:`Vocabulary`.
@@ -362,6 +366,7 @@ class NeuronLabeler:
         """The target model, loaded on first use."""
         if self._loaded is None:
             self._loaded = resolve_model(self.model_spec, self.ctx, self.preprocessing)
+            self.layers = expand_layer_patterns(self._loaded.model, self.layers)
         return self._loaded
 
     @staticmethod
