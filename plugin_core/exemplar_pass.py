@@ -213,7 +213,12 @@ class Checkpoint:
         return True
 
     def remove(self) -> None:
+        """Delete the checkpoint, and its folder when nothing else is left in it."""
         self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:  # other files in it, or already gone
+            pass
 
 
 def digest(value: Any) -> str:

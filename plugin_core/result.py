@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ SCHEMA_VERSION = "1.0"
 RESULT_FILE = "result.json"
 CSV_FILE = "descriptions.csv"
 PATCH_DIR = "patches"
+#: Threads writing exemplar patches in :meth:`LabelingResult.save`.
+SAVE_THREADS = 8
 
 
 @dataclass
@@ -224,11 +227,23 @@ class LabelingResult:
         """
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
+        patches = {}
         for (layer, unit, rank), image in self.patch_images.items():
             relative = Path(PATCH_DIR) / _safe(layer) / f"unit{unit:05d}_rank{rank:03d}.jpg"
-            with atomic_write(out / relative, "wb") as handle:
-                image.save(handle, format="JPEG", quality=90)
+            patches[relative] = image
             self.explanation(layer, unit).exemplars[rank].patch = relative.as_posix()
+        for relative in {relative.parent for relative in patches}:
+            (out / relative).mkdir(parents=True, exist_ok=True)
+        # A whole network has ~100k patches: JPEG encoding and fsync release the GIL, so
+        # threads overlap them.
+        with ThreadPoolExecutor(max_workers=SAVE_THREADS) as pool:
+            futures = [pool.submit(_save_jpeg, out / r, im) for r, im in patches.items()]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # a full disk or Ctrl-C: stop writing, keep what is whole
+                pool.shutdown(cancel_futures=True)
+                raise
         with atomic_write(out / CSV_FILE) as handle:
             handle.write(self.csv_text())
         path = out / RESULT_FILE
@@ -256,6 +271,11 @@ class LabelingResult:
         except json.JSONDecodeError as exc:
             raise NeurolabelError(f"{file} is not valid JSON ({exc})") from None
         return cls.from_dict(data)
+
+
+def _save_jpeg(path: Path, image: Image.Image) -> None:
+    with atomic_write(path, "wb") as handle:
+        image.save(handle, format="JPEG", quality=90)
 
 
 def _safe(layer: str) -> str:

@@ -82,3 +82,22 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_many_patches_are_written_by_threads_and_a_failure_stops_the_save(tmp_path):
+    result = sample_result()
+    explained = result.neurons["layer4"][0]
+    explained.exemplars = [Exemplar(i, f"{i}.png", 1.0, None) for i in range(40)]
+    for rank in range(40):
+        result.patch_images[("layer4", 0, rank)] = Image.new("RGB", (6, 4), (rank, 0, 0))
+    result.save(tmp_path / "out")
+    saved = sorted((tmp_path / "out" / "patches" / "layer4").iterdir())
+    assert len(saved) == 40 and not list((tmp_path / "out").rglob(".*.tmp"))
+    with Image.open(saved[17]) as patch:
+        assert patch.size == (6, 4) and abs(patch.getpixel((3, 2))[0] - 17) <= 3
+    # JPEG has no alpha: one unwritable patch fails the save, no result.json, no temp files.
+    result.patch_images[("layer4", 0, 5)] = Image.new("RGBA", (6, 4))
+    with pytest.raises(OSError):
+        result.save(tmp_path / "broken")
+    assert not (tmp_path / "broken" / "result.json").exists()
+    assert not list((tmp_path / "broken").rglob(".*.tmp"))
