@@ -101,3 +101,19 @@ def test_many_patches_are_written_by_threads_and_a_failure_stops_the_save(tmp_pa
         result.save(tmp_path / "broken")
     assert not (tmp_path / "broken" / "result.json").exists()
     assert not list((tmp_path / "broken").rglob(".*.tmp"))
+
+
+def test_result_json_has_one_neuron_per_line_and_the_same_document(tmp_path):
+    result = sample_result()
+    result.neurons["layer4"][0].exemplars[0].map = [[0.5, 1.0], [0.25, 0.0]]
+    result.neurons["fc"] = [NeuronExplanation("fc", 0, [["cat", 0.2]])]
+    result.layers["fc"] = {"units": 1}
+    path = result.save(tmp_path / "out")
+    text = path.read_text()
+    assert json.loads(text) == json.loads(json.dumps(result.to_dict()))
+    lines = text.splitlines()
+    neuron_lines = [line for line in lines if line.startswith('   {"layer":')]
+    assert len(neuron_lines) == 3 and '"map":[[0.5,1.0],[0.25,0.0]]' in neuron_lines[0]
+    assert '"top_k": 1' in text  # the rest stays indented
+    empty = LabelingResult(model={"name": "m"}, layers={}, neurons={})
+    assert json.loads(empty.save(tmp_path / "empty").read_text())["neurons"] == {}
