@@ -68,8 +68,10 @@ def faithfulness(args, ctx, probe: Path, heldout: Path) -> dict:
     evidence = labeler.gather_evidence(probe, with_sample=True)
     spec = f"faithfulness?images={heldout}&model={args.target}&scorer={args.eye}"
     evaluator = ctx.registries.evaluators.resolve(spec, ctx)
-    ours = evaluator.evaluate(labeler.explain(evidence), ctx)
+    default = labeler.explain(evidence)
+    ours = evaluator.evaluate(default, ctx)
     clip_dissect = evaluator.evaluate(labeler.explain(evidence, "soft-wpmi"), ctx)
+    chosen = default.settings.get("aggregation_details", {})
     out = {}
     for layer in layers:
         mine, theirs = ours["layers"][layer], clip_dissect["layers"][layer]
@@ -84,6 +86,9 @@ def faithfulness(args, ctx, probe: Path, heldout: Path) -> dict:
             "iou": mine["iou"],
             "baseline_auprc": mine.get("baseline_auprc"),
             "sanity_checks": mine.get("sanity_checks"),
+            # contrast's correlation weight, validated on the probing images only
+            "correlation_weight": chosen.get(layer, {}).get("correlation_weight"),
+            "correlation_validation": chosen.get(layer, {}).get("correlation_validation"),
         }
     return out
 

@@ -122,6 +122,9 @@ def main() -> None:
             report[vocab_key][aggregation] = score_result(
                 result, args.layer, truth, concept_of_class, embedder
             )
+            details = result.settings.get("aggregation_details", {}).get(args.layer)
+            if details:  # contrast's correlation weight, validated on the probing images
+                report[vocab_key][aggregation]["details"] = details
         timings[vocab_key] = round(time.perf_counter() - started, 1)
     best_baseline = max(
         report["imagenet_vocab"][a]["top1"] for a in AGGREGATIONS if a not in ("contrast",)

@@ -16,6 +16,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,8 +25,15 @@ from .errors import NeurolabelError
 
 #: Neurons per chunk in the aggregations' ``[C, k, V]`` computations (memory, not results).
 _CHUNK = 64
-#: Weight of the image-level correlation evidence in :func:`contrast` (Stouffer's method).
+#: Weight of the image-level correlation evidence in :func:`contrast` (Stouffer's method) when
+#: it is fixed, or when the sample is too small to validate one (``correlation="auto"``).
 CORRELATION_WEIGHT = 1.0
+#: Candidate weights that ``contrast(correlation="auto")`` validates on the sampled images.
+CORRELATION_GRID = (0.0, 0.5, 1.0, 2.0, 4.0)
+#: Folds of the sampled images in that validation.
+CORRELATION_FOLDS = 5
+#: Fewest sampled images for validating the weight: folds of at least 10 held-out images.
+AUTO_MIN_SAMPLE = 50
 
 
 @dataclass(frozen=True)
@@ -35,10 +43,15 @@ class ImageSample:
     Args:
         acts: ``[S, C]`` per-image activation of every neuron.
         sims: ``[S, V]`` whole-image similarity to every concept.
+        exemplar_rows: Optional ``[C, k]``: the sample row of each neuron's j-th exemplar
+            image, ``-1`` where that image is not in the sample (or the exemplar is missing).
+            Lets a validation on held-out sampled images keep them out of the exemplar
+            evidence too.
     """
 
     acts: Tensor
     sims: Tensor
+    exemplar_rows: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,9 @@ class Aggregation:
     description: str = ""
     #: Whether the function takes ``groups`` (each concept's category as an integer).
     uses_groups: bool = False
+    #: Whether the function takes ``details``, a dict it fills with the choices it made for
+    #: the layer (JSON-friendly; the labeler stores it in ``settings.aggregation_details``).
+    reports_details: bool = False
 
 
 def _valid(acts: Tensor) -> Tensor:
@@ -300,53 +316,17 @@ def _population_moments(
     return mean.to(sims.dtype), variance.sqrt().to(sims.dtype).clamp(min=1e-6)
 
 
-def contrast(
+def _exemplar_scores(
     sims: Tensor,
     acts: Tensor,
-    sample: ImageSample | None = None,
+    sample: ImageSample | None,
     sharpness: float = 4.0,
     power: float = 3.0,
-    groups: Tensor | None = None,
     min_neurons: int = 16,
     spread_floor: float = 0.3,
-    correlation: float = CORRELATION_WEIGHT,
-    min_sample: int = 20,
 ) -> Tensor:
-    """neurolabel's default: exemplar evidence, standardized on the concept side and across
-    neurons.
-
-    1. Each concept's similarities are standardized over all exemplar patches of the layer
-       and the sampled whole images (z-scores), so a concept counts by how much better it
-       fits *this* patch than images in general — a concept that fits everything gets no
-       credit.
-    2. Only positive evidence counts, raised to ``power`` so that a patch where the concept
-       is clearly present outweighs many where it is marginally above average (the same
-       emphasis on extremes as CLIP-Dissect's cos^3, applied to exemplars only).
-    3. Exemplars are weighted by a softmax over their normalized activations
-       (``sharpness``): the strongest exemplars dominate, runners-up still vote.
-    4. The per-neuron scores of each concept are standardized across the layer's explained
-       neurons, so a concept that wins for many neurons (a hub) must win clearly to be
-       chosen — the paper's "corrected by the concept's average over all neurons", scaled.
-       The spread is floored at ``spread_floor`` times the median spread (squared), and
-       the step is skipped for fewer than ``min_neurons`` neurons, where the spread of a
-       concept over so few neurons says little.
-    5. With a sample of at least ``min_sample`` whole images (and the step above done),
-       image-level evidence joins the exemplar evidence: the z-statistic of the neuron's
-       correlation with the concept over the sampled images
-       (:func:`sample_correlation_z`) is combined with the exemplar z-score by Stouffer's
-       method, ``(z_exemplars + w * z_correlation) / sqrt(1 + w^2)`` with ``w =
-       correlation`` (0 = exemplars only). Exemplars say what a neuron fires *most* for; the
-       correlation says what it tracks over all images, which is what a held-out
-       evaluation (faithfulness) rewards, and keeps a concept seen in one lucky exemplar
-       from winning.
-    6. With concept ``groups`` (categories such as color and object), each category's
-       scores are :func:`family_adjusted`, so a large category does not win by multiplicity.
-
-    Examples:
-        >>> sims = torch.tensor([[[0.9, 0.5]], [[0.1, 0.9]], [[0.6, 0.1]]])
-        >>> contrast(sims, torch.ones(3, 1)).argmax(dim=1).tolist()
-        [0, 1, 0]
-    """
+    """Steps 1-4 of :func:`contrast`: the exemplar evidence, standardized across neurons
+    when there are at least ``min_neurons`` of them."""
     # The population a concept is standardized against: every exemplar patch, plus whole
     # images of the probing set when sampled, so the statistics do not depend only on the
     # units chosen for explanation (three cat units alone would make "cat" look ordinary).
@@ -370,9 +350,247 @@ def contrast(
         scores = (scores - scores.mean(dim=0, keepdim=True)) / (spread**2 + floor).sqrt().clamp(
             min=1e-6
         )
-        if correlation > 0 and sample is not None and sample.acts.shape[0] >= min_sample:
-            evidence = sample_correlation_z(sample)
-            scores = (scores + correlation * evidence) / math.sqrt(1 + correlation**2)
+    return scores
+
+
+def _stouffer(exemplar_z: Tensor, correlation_z: Tensor, weight: float) -> Tensor:
+    return (exemplar_z + weight * correlation_z) / math.sqrt(1 + weight**2)
+
+
+def _column_correlation(x: Tensor, y: Tensor) -> Tensor:
+    """Pearson correlation of each column of ``x`` with the same column of ``y`` (``[N, C]``
+    each); NaN where either column is constant."""
+    x = x.double() - x.double().mean(dim=0)
+    y = y.double() - y.double().mean(dim=0)
+    norms = x.norm(dim=0) * y.norm(dim=0)
+    return torch.where(norms > 1e-12, (x * y).sum(dim=0) / norms.clamp(min=1e-12), math.nan)
+
+
+def validate_correlation_weight(
+    sims: Tensor,
+    acts: Tensor,
+    sample: ImageSample,
+    groups: Tensor | None = None,
+    grid: tuple[float, ...] = CORRELATION_GRID,
+    folds: int = CORRELATION_FOLDS,
+    seed: int = 0,
+    **options: float,
+) -> tuple[float, dict[str, float | None], dict[str, float | None]]:
+    """Choose :func:`contrast`'s correlation weight by cross-validation on the sampled images.
+
+    The sampled images are split at random (``seed``) into ``folds`` parts. For each part,
+    every neuron is labeled from the other parts only — the correlation term over their
+    images, and the exemplar evidence without the exemplars whose images lie in the
+    held-out part (a neuron whose exemplars all lie there keeps them) — once per candidate
+    weight in ``grid``; the weight is scored by the Pearson correlation, over the held-out
+    images, between each neuron's activation and its chosen concept's whole-image score,
+    averaged over neurons and parts. This is what a held-out faithfulness test measures,
+    computed inside the probing set, so no evaluation image takes part in the choice.
+
+    Args:
+        sims: ``[C, k, V]`` exemplar similarities, as for :func:`contrast`.
+        acts: ``[C, k]`` exemplar activations (``-inf`` = missing).
+        sample: The sampled whole images; its ``exemplar_rows`` (when given) say which
+            exemplars to hold out with each part.
+        groups: ``[V]`` concept categories, as for :func:`contrast`.
+        grid: Candidate weights (each ``>= 0``).
+        folds: Number of parts (at least 2).
+        seed: Seed of the random split.
+        **options: :func:`contrast`'s ``sharpness``, ``power``, ``min_neurons`` and
+            ``spread_floor``.
+
+    Returns:
+        ``(weight, means, errors)``: the chosen weight; each candidate's mean held-out
+        correlation (``None`` when no neuron gave a defined one); and the standard error of
+        each candidate's fold-wise gap to the best candidate. The weight is the one closest
+        to :data:`CORRELATION_WEIGHT` among the candidates within one standard error of the
+        best (the one-standard-error rule), so noise between folds does not move it.
+
+    Examples:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> signal = torch.randn(100, 20, generator=g)  # neuron i tracks concept i
+        >>> sample = ImageSample(signal, signal + torch.randn(100, 20, generator=g))
+        >>> sims = torch.rand(20, 5, 20, generator=g)  # exemplars carry no information
+        >>> weight, means, _ = validate_correlation_weight(sims, torch.ones(20, 5), sample)
+        >>> weight, means["0.0"] < 0.1 < means["1.0"]
+        (1.0, True)
+    """
+    if folds < 2 or not grid or min(grid) < 0:
+        raise NeurolabelError(
+            "validate_correlation_weight needs folds >= 2 and non-negative candidate weights"
+        )
+    count = sample.acts.shape[0]
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    parts = order.tensor_split(folds)
+    per_fold = torch.full((len(parts), len(grid)), math.nan, dtype=torch.float64)
+    for fold, part in enumerate(parts):
+        held = torch.zeros(count, dtype=torch.bool)
+        held[part] = True
+        train = ~held
+        fold_acts = acts
+        if sample.exemplar_rows is not None:
+            rows = sample.exemplar_rows
+            out = (rows >= 0) & held[rows.clamp(min=0)]
+            # Without any exemplar a neuron would have no evidence at all: keep its own.
+            out &= ~(out | ~_valid(acts)).all(dim=1, keepdim=True)
+            fold_acts = acts.masked_fill(out, -math.inf)
+        training = ImageSample(sample.acts[train], sample.sims[train])
+        exemplar_z = _exemplar_scores(sims, fold_acts, training, **options)
+        correlation_z = sample_correlation_z(training)
+        held_acts, held_sims = sample.acts[held], sample.sims[held]
+        for index, weight in enumerate(grid):
+            scores = _stouffer(exemplar_z, correlation_z, weight)
+            if groups is not None and groups.unique().numel() > 1:
+                scores = family_adjusted(scores, groups)
+            r = _column_correlation(held_acts, held_sims[:, scores.argmax(dim=1)])
+            if torch.isfinite(r).any():
+                per_fold[fold, index] = r.nanmean()
+    means = per_fold.nanmean(dim=0)
+    finite = torch.isfinite(means)
+    if not finite.any():
+        return CORRELATION_WEIGHT, dict.fromkeys(map(str, grid)), dict.fromkeys(map(str, grid))
+    best = int(torch.where(finite, means, -math.inf).argmax())
+    # The one-standard-error rule: any candidate whose mean is within one standard error
+    # (of its fold-wise difference from the best) is as good as the data can tell, and
+    # among those the one closest to the neutral equal weighting is taken, so the weight
+    # moves away from it only on clear evidence rather than on fold-to-fold noise.
+    errors = torch.full((len(grid),), math.nan, dtype=torch.float64)
+    for index in range(len(grid)):
+        both = torch.isfinite(per_fold[:, best]) & torch.isfinite(per_fold[:, index])
+        gaps = per_fold[both, best] - per_fold[both, index]
+        if index == best:
+            errors[index] = 0.0
+        elif gaps.numel() >= 2:
+            errors[index] = gaps.std() / math.sqrt(gaps.numel())
+    eligible = [i for i in range(len(grid)) if bool(means[best] - means[i] <= errors[i])]
+    chosen = min(eligible, key=lambda i: (abs(grid[i] - CORRELATION_WEIGHT), grid[i]))
+
+    def rounded(values: Tensor) -> dict[str, float | None]:
+        return {
+            str(w): (round(float(v), 5) if math.isfinite(v) else None)
+            for w, v in zip(grid, values.tolist(), strict=True)
+        }
+
+    return float(grid[chosen]), rounded(means), rounded(errors)
+
+
+def _correlation_weight(
+    correlation: float | str,
+    sims: Tensor,
+    acts: Tensor,
+    sample: ImageSample,
+    groups: Tensor | None,
+    details: dict[str, Any] | None,
+    options: dict[str, float],
+) -> float:
+    """The weight of the correlation term: the given number, or validated for ``"auto"``."""
+    if correlation != "auto":
+        if details is not None:
+            details.update(correlation_weight=float(correlation), correlation_choice="fixed")
+        return float(correlation)
+    if sample.acts.shape[0] < AUTO_MIN_SAMPLE:
+        if details is not None:
+            details.update(
+                correlation_weight=CORRELATION_WEIGHT,
+                correlation_choice=f"default (fewer than {AUTO_MIN_SAMPLE} sampled images "
+                "to validate a weight)",
+            )
+        return CORRELATION_WEIGHT
+    weight, means, errors = validate_correlation_weight(sims, acts, sample, groups, **options)
+    if details is not None:
+        details.update(
+            correlation_weight=weight,
+            correlation_choice=f"validated ({CORRELATION_FOLDS} folds of "
+            f"{sample.acts.shape[0]} sampled images, one-standard-error rule)",
+            correlation_validation=means,
+            correlation_standard_error=errors,
+        )
+    return weight
+
+
+def contrast(
+    sims: Tensor,
+    acts: Tensor,
+    sample: ImageSample | None = None,
+    sharpness: float = 4.0,
+    power: float = 3.0,
+    groups: Tensor | None = None,
+    min_neurons: int = 16,
+    spread_floor: float = 0.3,
+    correlation: float | str = "auto",
+    min_sample: int = 20,
+    details: dict[str, Any] | None = None,
+) -> Tensor:
+    """neurolabel's default: exemplar evidence, standardized on the concept side and across
+    neurons, combined with the neurons' correlation with the concepts over whole images.
+
+    1. Each concept's similarities are standardized over all exemplar patches of the layer
+       and the sampled whole images (z-scores), so a concept counts by how much better it
+       fits *this* patch than images in general — a concept that fits everything gets no
+       credit.
+    2. Only positive evidence counts, raised to ``power`` so that a patch where the concept
+       is clearly present outweighs many where it is marginally above average (the same
+       emphasis on extremes as CLIP-Dissect's cos^3, applied to exemplars only).
+    3. Exemplars are weighted by a softmax over their normalized activations
+       (``sharpness``): the strongest exemplars dominate, runners-up still vote.
+    4. The per-neuron scores of each concept are standardized across the layer's explained
+       neurons, so a concept that wins for many neurons (a hub) must win clearly to be
+       chosen — the paper's "corrected by the concept's average over all neurons", scaled.
+       The spread is floored at ``spread_floor`` times the median spread (squared), and
+       the step is skipped for fewer than ``min_neurons`` neurons, where the spread of a
+       concept over so few neurons says little.
+    5. With a sample of at least ``min_sample`` whole images (and the step above done),
+       image-level evidence joins the exemplar evidence: the z-statistic of the neuron's
+       correlation with the concept over the sampled images
+       (:func:`sample_correlation_z`) is combined with the exemplar z-score by Stouffer's
+       method, ``(z_exemplars + w * z_correlation) / sqrt(1 + w^2)``. Exemplars say what a
+       neuron fires *most* for; the correlation says what it tracks over all images, which
+       is what a held-out evaluation (faithfulness) rewards, and keeps a concept seen in one
+       lucky exemplar from winning. How much to trust each depends on the layer, the scorer
+       and the sample size, so by default (``correlation="auto"``) ``w`` is chosen per call
+       (per layer) among :data:`CORRELATION_GRID` by cross-validation on the sampled images
+       (:func:`validate_correlation_weight`); below :data:`AUTO_MIN_SAMPLE` images it is
+       :data:`CORRELATION_WEIGHT`. A number fixes ``w`` (0 = exemplars only).
+    6. With concept ``groups`` (categories such as color and object), each category's
+       scores are :func:`family_adjusted`, so a large category does not win by multiplicity.
+
+    Args:
+        sims: ``[C, k, V]`` exemplar similarities.
+        acts: ``[C, k]`` exemplar activations (``-inf`` = missing).
+        sample: Whole-image statistics over the probing set (optional).
+        sharpness, power, min_neurons, spread_floor: Steps 2-4 above.
+        groups: ``[V]`` concept categories (step 6).
+        correlation: ``"auto"`` or a weight ``>= 0`` (step 5).
+        min_sample: Fewest sampled images for step 5.
+        details: When given, filled with ``correlation_weight`` (the weight used, or absent
+            when step 5 did not run), ``correlation_choice`` (how it was chosen) and, when
+            validated, ``correlation_validation`` (each candidate's mean held-out correlation)
+            and ``correlation_standard_error`` (of its gap to the best candidate).
+
+    Returns:
+        ``[C, V]`` scores, higher = better description.
+
+    Examples:
+        >>> sims = torch.tensor([[[0.9, 0.5]], [[0.1, 0.9]], [[0.6, 0.1]]])
+        >>> contrast(sims, torch.ones(3, 1)).argmax(dim=1).tolist()
+        [0, 1, 0]
+    """
+    if not (correlation == "auto" or (isinstance(correlation, int | float) and correlation >= 0)):
+        raise NeurolabelError(
+            f"contrast's correlation must be 'auto' or a weight >= 0, got {correlation!r}"
+        )
+    options = {
+        "sharpness": sharpness,
+        "power": power,
+        "min_neurons": min_neurons,
+        "spread_floor": spread_floor,
+    }
+    scores = _exemplar_scores(sims, acts, sample, **options)
+    if scores.shape[0] >= min_neurons:
+        if sample is not None and sample.acts.shape[0] >= min_sample:
+            weight = _correlation_weight(correlation, sims, acts, sample, groups, details, options)
+            if weight > 0:
+                scores = _stouffer(scores, sample_correlation_z(sample), weight)
         if groups is not None and groups.unique().numel() > 1:
             scores = family_adjusted(scores, groups)
     return scores
@@ -385,6 +603,7 @@ AGGREGATIONS: dict[str, Aggregation] = {
         description="positive concept z-scores^3, softmax activation weights, neuron-standardized",
         uses_groups=True,
         sample="used",
+        reports_details=True,
     ),
     "mean": Aggregation(
         "mean", mean_similarity, description="the paper's activation-weighted mean, corrected"

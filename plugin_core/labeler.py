@@ -690,8 +690,9 @@ class NeuronLabeler:
         describer = self.describer()
         # A constrained describer picks from the scorer's top candidates: rank that deep.
         depth = max(self.num_concepts, describer.num_candidates) if describer else None
+        details: dict[str, dict[str, Any]] = {}
         neurons = {
-            layer.name: self._explain_layer(layer, evidence, chosen, depth)
+            layer.name: self._explain_layer(layer, evidence, chosen, depth, details)
             for layer in evidence.layers
         }
         # Paid model requests once per run, on the rank that writes the result.
@@ -725,6 +726,8 @@ class NeuronLabeler:
             settings=self._settings(evidence, chosen),
             versions=_versions(),
         )
+        if details:
+            result.settings["aggregation_details"] = details
         result.patch_images = dict(evidence.scores.thumbnails)
         seconds = evidence.seconds + time.perf_counter() - started
         result.settings["seconds"] = round(seconds, 3)
@@ -830,19 +833,23 @@ class NeuronLabeler:
         evidence: Evidence,
         aggregation: Aggregation,
         num_concepts: int | None = None,
+        details: dict[str, dict[str, Any]] | None = None,
     ) -> list[NeuronExplanation]:
         state = layer.state
         requests, source, vocabulary = evidence.requests, evidence.source, evidence.vocabulary
         units = torch.tensor(layer.units, dtype=torch.long)
         with_sample = aggregation.sample != "no" and len(evidence.sample_ids) > 0
         exemplar_sims, values, sample = evidence.layer_tensors(layer.name, with_sample)
+        options: dict[str, Any] = {}
         if aggregation.uses_groups:
             names = [vocabulary.category(c) or "" for c in vocabulary.concepts]
             index = {name: i for i, name in enumerate(dict.fromkeys(names))}
-            groups = torch.tensor([index[n] for n in names])
-            scores = aggregation.function(exemplar_sims, values, sample, groups=groups)
-        else:
-            scores = aggregation.function(exemplar_sims, values, sample)
+            options["groups"] = torch.tensor([index[n] for n in names])
+        if aggregation.reports_details:
+            options["details"] = {}
+        scores = aggregation.function(exemplar_sims, values, sample, **options)
+        if options.get("details") and details is not None:
+            details[layer.name] = options["details"]
         dead = state.dead()[units]
         order = scores.argsort(dim=1, descending=True)[:, : num_concepts or self.num_concepts]
         neurons = []
@@ -982,7 +989,17 @@ class Evidence:
         sample = None
         if with_sample:
             whole = self.scores.rows_for([(int(i), None) for i in self.sample_ids.tolist()])
-            sample = ImageSample(acts=self.sample_acts[name][:, units], sims=whole)
+            # Where each exemplar's image sits in the sample, so that a validation on held-out
+            # sampled images can keep those images out of the exemplar evidence too.
+            ids = layer.state.ids[units]
+            size = max([int(ids.max()) if ids.numel() else -1, *self.sample_ids.tolist()]) + 1
+            row_of = torch.full((max(size, 1),), -1, dtype=torch.long)
+            row_of[self.sample_ids.long()] = torch.arange(len(self.sample_ids))
+            rows = torch.where(ids >= 0, row_of[ids.clamp(min=0)], -1)
+            rows[~torch.isfinite(values)] = -1
+            sample = ImageSample(
+                acts=self.sample_acts[name][:, units], sims=whole, exemplar_rows=rows
+            )
         return sims, values, sample
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from neurolabel.plugin_core.aggregation import (
+    CORRELATION_WEIGHT,
     ImageSample,
     activation_weights,
     contrast,
@@ -13,6 +14,7 @@ from neurolabel.plugin_core.aggregation import (
     get_aggregation,
     mean_similarity,
     soft_wpmi,
+    validate_correlation_weight,
     wpmi,
 )
 from neurolabel.plugin_core.errors import NeurolabelError
@@ -120,3 +122,143 @@ def test_contrast_weighs_image_level_correlation():
     # too few sampled images: the exemplars alone decide
     few = ImageSample(sample_acts[:10], sample_sims[:10])
     assert contrast(sims, acts, few).argmax(dim=1).tolist() == exemplars_only
+
+
+def _tracking_setup(exemplars_informative: bool, coupling: float, images: int, seed: int = 0):
+    """Neuron i's activation over the sampled images is ``coupling * concept_i + noise``;
+    its exemplars show concept i clearly when ``exemplars_informative``, nothing otherwise."""
+    g = torch.Generator().manual_seed(seed)
+    neurons, concepts, k = 24, 300, 5
+    presence = torch.randn(images, concepts, generator=g)
+    sample_acts = coupling * presence[:, :neurons] + torch.randn(images, neurons, generator=g)
+    sims = torch.randn(neurons, k, concepts, generator=g)
+    if exemplars_informative:
+        sims[torch.arange(neurons), :, torch.arange(neurons)] += 3.0
+    acts = torch.linspace(2, 1, k).expand(neurons, k).clone()
+    return sims, acts, ImageSample(sample_acts, presence)
+
+
+def test_auto_weight_is_small_when_the_correlation_evidence_is_noise():
+    """60 images, a weak coupling and 300 concepts: the best correlation is mostly a chance
+    winner, while the exemplars name the right concept. Validation must lean on the
+    exemplars; a large fixed weight follows the noise."""
+    sims, acts, sample = _tracking_setup(True, coupling=0.3, images=60)
+    weight, scores, errors = validate_correlation_weight(sims, acts, sample)
+    assert weight <= 1.0
+    assert scores["4.0"] < scores[str(weight)] - 0.05
+    details: dict = {}
+    chosen = contrast(sims, acts, sample, details=details).argmax(dim=1)
+    assert details["correlation_weight"] == weight
+    assert details["correlation_choice"].startswith("validated")
+    right = (chosen == torch.arange(24)).float().mean()
+    noisy = contrast(sims, acts, sample, correlation=4.0).argmax(dim=1)
+    assert right >= 0.8 and right > (noisy == torch.arange(24)).float().mean() + 0.1
+
+
+def test_auto_weight_is_large_when_the_correlation_is_the_signal():
+    """Exemplars carry nothing, 400 images track the concepts: validation must pick a
+    weight above the fixed default, and label better than it."""
+    sims, acts, sample = _tracking_setup(False, coupling=0.3, images=400)
+    weight, scores, errors = validate_correlation_weight(sims, acts, sample)
+    assert weight >= 2.0
+    assert scores[str(weight)] > scores["1.0"] + 0.05 > scores["0.0"] + 0.05
+    assert errors[str(weight)] == 0.0 or scores["4.0"] - scores[str(weight)] <= errors[str(weight)]
+    right = (contrast(sims, acts, sample).argmax(dim=1) == torch.arange(24)).float().mean()
+    fixed = contrast(sims, acts, sample, correlation=CORRELATION_WEIGHT).argmax(dim=1)
+    assert right >= 0.9 > (fixed == torch.arange(24)).float().mean()
+
+
+def test_auto_weight_falls_back_below_the_minimum_sample_and_is_deterministic():
+    sims, acts, sample = _tracking_setup(False, coupling=0.6, images=30)
+    details: dict = {}
+    auto = contrast(sims, acts, sample, details=details)
+    assert details["correlation_weight"] == CORRELATION_WEIGHT == 1.0
+    assert details["correlation_choice"].startswith("default")
+    assert "correlation_validation" not in details
+    assert torch.equal(auto, contrast(sims, acts, sample, correlation=1.0))
+    sims, acts, sample = _tracking_setup(True, coupling=0.3, images=60, seed=3)
+    first, second = {}, {}
+    assert torch.equal(
+        contrast(sims, acts, sample, details=first), contrast(sims, acts, sample, details=second)
+    )
+    assert first == second
+    with pytest.raises(NeurolabelError, match="'auto' or a weight >= 0"):
+        contrast(sims, acts, sample, correlation=-1.0)
+    with pytest.raises(NeurolabelError, match="'auto' or a weight >= 0"):
+        contrast(sims, acts, sample, correlation="best")
+
+
+def test_one_standard_error_rule_keeps_the_neutral_weight_on_noise():
+    """Exemplars and correlation carry the same signal: from weight 0.5 up the candidates
+    label almost alike and their held-out figures differ by fold-to-fold noise. Weight 0.5
+    happens to score a little higher here; the rule keeps the neutral weight 1."""
+    sims, acts, sample = _tracking_setup(True, coupling=0.4, images=100, seed=1)
+    weight, scores, errors = validate_correlation_weight(sims, acts, sample)
+    assert max(scores, key=lambda w: scores[w]) == "0.5" and scores["0.5"] > scores["1.0"]
+    assert scores["0.5"] - scores["1.0"] <= errors["1.0"]
+    assert weight == CORRELATION_WEIGHT
+
+
+def test_validation_holds_out_the_exemplars_of_held_out_images():
+    """Each neuron's exemplars are its top sampled images, and each of them shows a concept
+    seen on no other image (image-specific detail), which the top exemplar's weight makes
+    the exemplar evidence's choice. Left in the exemplar evidence when its image is held
+    out, that concept "predicts" the held-out top activation it was read from; held out with
+    its image (``exemplar_rows``), it predicts nothing, as on new images."""
+    g = torch.Generator().manual_seed(5)
+    neurons, k, images = 24, 5, 200
+    sample_acts = torch.randn(images, neurons, generator=g)
+    rows = sample_acts.topk(k, dim=0).indices.T  # [neurons, k], strongest first
+    presence = 0.1 * torch.randn(images, neurons * k + 20, generator=g)
+    for neuron in range(neurons):
+        for rank in range(k):
+            presence[rows[neuron, rank], neuron * k + rank] = 8.0
+    sims = presence[rows]  # whole-image scoring: an exemplar's sims are its image's
+    acts = sample_acts.gather(0, rows.T).T
+    leaky = validate_correlation_weight(sims, acts, ImageSample(sample_acts, presence))[1]
+    held = validate_correlation_weight(
+        sims, acts, ImageSample(sample_acts, presence, exemplar_rows=rows)
+    )[1]
+    assert leaky["0.0"] > held["0.0"] + 0.04
+    assert abs(held["0.0"]) < 0.03
+
+
+def test_labeler_records_the_validated_weight_and_exemplar_rows(tmp_path):
+    """Through the labeler: the sample knows where each exemplar's image sits, and the result
+    records the weight chosen for the layer (and loads back with it)."""
+    import numpy as np
+    from PIL import Image
+    from synthetic import SeededConvNet
+
+    from neurolabel import LabelingResult, NeuronLabeler
+    from neurolabel.plugin_core.preprocessing import Preprocessing
+
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 255, size=(40, 40, 3), dtype=np.uint8), "RGB")
+        for _ in range(60)
+    ]
+    labeler = NeuronLabeler(
+        SeededConvNet(),
+        layers=["block2"],
+        scorer="color",
+        vocabulary="colors",
+        top_k=3,
+        device="cpu",
+        progress=False,
+        preprocessing=Preprocessing((32, 32), 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+    )
+    evidence = labeler.gather_evidence(images, with_sample=True)
+    _, values, sample = evidence.layer_tensors("block2", with_sample=True)
+    ids = evidence.layer("block2").state.ids[:16]
+    rows = sample.exemplar_rows
+    assert rows.shape == values.shape and bool((rows >= 0).all())  # all 60 images sampled
+    assert torch.equal(evidence.sample_ids[rows], ids)
+    result = labeler.explain(evidence)
+    details = result.settings["aggregation_details"]["block2"]
+    assert details["correlation_weight"] in (0.0, 0.5, 1.0, 2.0, 4.0)
+    assert set(details["correlation_validation"]) == {"0.0", "0.5", "1.0", "2.0", "4.0"}
+    again = LabelingResult.load(result.save(tmp_path))
+    assert again.settings["aggregation_details"] == result.settings["aggregation_details"]
+    plain = labeler.explain(evidence, "mean")
+    assert "aggregation_details" not in plain.settings
