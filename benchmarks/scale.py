@@ -17,9 +17,9 @@ are loaded (working memory) and its ratio, on CUDA also the peak of device alloc
 the loaded models (``device_memory_ratio``), the bytes of state that grow with the number of
 images (the baseline's per-image activations, embeddings and image-concept similarities),
 and how many images each encodes. ``--device cuda --num-workers 16 --precision bf16`` runs
-both methods on a GPU with the same loader and autocast settings. Run at a size where images outnumber exemplar
-patches tenfold, and at a small size where patches outnumber images (where ``ours`` plans
-image-level scoring itself).
+both methods on a GPU with the same loader and autocast settings. Run at a size where
+images outnumber exemplar patches tenfold, and at a small size where patches outnumber
+images (where ``ours`` plans image-level scoring itself).
 
 Distributed: ``neurolabel explain`` under ``torchrun --nproc-per-node 2`` (gloo, one
 thread each) against one process with two threads, on the packaged EfficientNet-Lite0;
