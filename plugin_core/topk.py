@@ -125,7 +125,9 @@ class StreamingTopK:
         self._sumsq = torch.zeros(channels, dtype=torch.float64, device=device)
         self._min = torch.full((channels,), float("inf"), device=device)
         self._max = torch.full((channels,), float("-inf"), device=device)
-        self._res_keys = torch.empty(0, dtype=torch.long, device=device)
+        # Keys live on the host: they hash image indices and cell positions, which the host
+        # knows, so choosing the cells that enter the reservoir never waits for the device.
+        self._res_keys = torch.empty(0, dtype=torch.long)
         self._res_values = torch.empty((channels, 0), device=device)
 
     @staticmethod
@@ -148,6 +150,7 @@ class StreamingTopK:
         if acts.ndim not in (2, 4):
             raise ValueError(f"expected [B,C,H,W] or [B,C] activations, got {tuple(acts.shape)}")
         acts = acts.float()
+        host_ids = ids if ids.device.type == "cpu" and ids.dtype == torch.long else ids.long().cpu()
         ids = ids.to(acts.device, torch.long)
         maps = self.shrink_maps(acts) if acts.ndim == 4 else None
         if self._values is None:
@@ -168,7 +171,7 @@ class StreamingTopK:
         channels = scores.shape[1]
         self._keep_best(scores.T, ids.unsqueeze(0).expand(channels, -1), maps, batch_first=True)
         cells = maps if maps is not None else acts[:, :, None, None]
-        self._add_to_reservoir(cells, ids)
+        self._add_to_reservoir(cells, host_ids)
 
     def _keep_best(
         self, values: Tensor, ids: Tensor, maps: Tensor | None, batch_first: bool = False
@@ -198,23 +201,38 @@ class StreamingTopK:
             new = maps[picked, rows] if batch_first else maps[rows, picked]
             self._maps = torch.where((order < self.k)[..., None, None], kept, new)
 
-    def _add_to_reservoir(self, maps: Tensor, ids: Tensor) -> None:
+    def _add_to_reservoir(self, maps: Tensor, host_ids: Tensor) -> None:
         batch, channels, h, w = maps.shape
         cells = h * w
-        positions = ids.unsqueeze(1) * cells + torch.arange(cells, device=ids.device)
-        keys = cell_keys(positions.reshape(-1), self.seed)
-        # Only this batch's smallest keys can enter the reservoir: pick them first, so the
-        # batch's cells are never copied whole (an early layer's batch is millions of them).
-        keys, pick = keys.topk(min(self.reservoir, keys.numel()), largest=False, sorted=False)
-        values = maps.reshape(batch, channels, cells)[pick // cells, :, pick % cells]  # [n, C]
-        self._merge_reservoir(keys, values.T)
+        keys = batch_cell_keys(host_ids, cells, self.seed)
+        pick = None  # every cell of the batch
+        assert self._res_keys is not None
+        if self._res_keys.numel() >= self.reservoir:
+            # A cell whose key is above the full reservoir's largest can never enter it: late
+            # in a stream almost every cell is, and the reservoir is left alone.
+            pick = torch.nonzero(keys < self._res_keys.max()).squeeze(1)
+            keys = keys[pick]
+        if keys.numel() > self.reservoir:
+            # Only this batch's smallest keys can enter: the batch's cells (an early layer's
+            # are millions) are never copied whole.
+            keys, best = keys.topk(self.reservoir, largest=False, sorted=False)
+            pick = best if pick is None else pick[best]
+        if keys.numel() == 0:
+            return
+        flat = maps.reshape(batch, channels, cells)
+        if pick is None:
+            values = flat.permute(1, 0, 2).reshape(channels, -1)  # [C, n]
+        else:
+            pick = pick.to(maps.device, non_blocking=True)
+            values = flat[pick // cells, :, pick % cells].T
+        self._merge_reservoir(keys, values)
 
     def _merge_reservoir(self, keys: Tensor, values: Tensor) -> None:
         # Bottom-k sampling: keep the cells with the smallest keys, an exact uniform sample of
         # every cell seen whatever the order or sharding of the stream. Candidates wait in a
         # buffer until they could fill the reservoir: small batches (vector layers give one
         # cell per image) then cost one merge per `reservoir` cells, not one per batch.
-        self._pending.append((keys, values))
+        self._pending.append((keys.cpu(), values))
         self._pending_count += keys.numel()
         if self._pending_count >= self.reservoir:
             self._flush_reservoir()
@@ -228,7 +246,7 @@ class StreamingTopK:
         self._pending, self._pending_count = [], 0
         if all_keys.numel() > self.reservoir:
             all_keys, keep = all_keys.topk(self.reservoir, largest=False, sorted=False)
-            all_values = all_values[:, keep]
+            all_values = all_values[:, keep.to(all_values.device, non_blocking=True)]
         self._res_keys, self._res_values = all_keys, all_values
 
     # -- checkpoints and shards ---------------------------------------------------------
@@ -255,7 +273,7 @@ class StreamingTopK:
             tensor = state[name]
             setattr(self, f"_{name}", None if tensor is None else tensor.to(device))
         res_keys, res_values = state["res_keys"], state["res_values"]
-        self._res_keys = None if res_keys is None else res_keys.to(device)
+        self._res_keys = None if res_keys is None else res_keys.cpu()
         self._res_values = None if res_values is None else res_values.to(device)
         self._count = int(state["count"])
         self._pending, self._pending_count = [], 0
@@ -326,6 +344,37 @@ class StreamingTopK:
 
 
 _MASK31 = (1 << 31) - 1
+
+# The cell keys of the last batch, by (cells per map, seed): every layer of a forward pass
+# sees the same images, and layers with maps of one size share their keys.
+_last_batch: tuple[Tensor | None, int] = (None, -1)
+_last_keys: dict[tuple[int, int], Tensor] = {}
+
+
+def batch_cell_keys(ids: Tensor, cells: int, seed: int = 0) -> Tensor:
+    """:func:`cell_keys` of every map cell of a batch, ``[B * cells]`` in batch order.
+
+    Computed once per batch and map size: later calls with the same (unmodified) ``ids``
+    tensor reuse the keys.
+
+    Args:
+        ids: ``[B]`` global image indices (CPU, int64).
+        cells: Cells per map (``h * w``).
+        seed: Salt of the keys.
+
+    Examples:
+        >>> ids = torch.tensor([3, 7])
+        >>> keys = batch_cell_keys(ids, 4)
+        >>> torch.equal(keys, cell_keys(torch.tensor([12, 13, 14, 15, 28, 29, 30, 31])))
+        True
+    """
+    global _last_batch, _last_keys
+    if _last_batch[0] is not ids or _last_batch[1] != ids._version:
+        _last_batch, _last_keys = (ids, ids._version), {}
+    if (cells, seed) not in _last_keys:
+        positions = ids.unsqueeze(1) * cells + torch.arange(cells)
+        _last_keys[(cells, seed)] = cell_keys(positions.reshape(-1), seed)
+    return _last_keys[(cells, seed)]
 
 
 def cell_keys(positions: Tensor, seed: int = 0) -> Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurolabel.plugin_core.topk import MAX_MAP_SIDE, StreamingTopK
+from neurolabel.plugin_core.topk import MAX_MAP_SIDE, StreamingTopK, batch_cell_keys, cell_keys
 
 
 def brute_force(acts: torch.Tensor, k: int):
@@ -120,3 +120,25 @@ def test_state_dict_round_trip_resumes_exactly():
         StreamingTopK(k=4, quantile=0.9, reservoir=300).load_state_dict(first.state_dict())
     other_seed = _stream(acts, ids, batch=8, seed=5).finalize()
     assert not torch.equal(other_seed.threshold, whole.threshold)
+
+
+def test_reservoir_is_the_bottom_k_of_every_cell_key():
+    torch.manual_seed(3)
+    acts = torch.randn(50, 4, 6, 6)
+    ids = torch.randperm(50) + 100  # any global indices, in any order
+    topk = _stream(acts, ids, batch=6)
+    topk._flush_reservoir()
+    positions = (ids.unsqueeze(1) * 36 + torch.arange(36)).reshape(-1)
+    keys = cell_keys(positions)
+    best = keys.topk(300, largest=False).indices
+    assert sorted(topk._res_keys.tolist()) == sorted(keys[best].tolist())
+    cells = acts.permute(1, 0, 2, 3).reshape(4, -1)  # [C, image * cell], stream order
+    by_key = dict(zip(keys.tolist(), range(len(keys)), strict=True))
+    columns = torch.tensor([by_key[k] for k in topk._res_keys.tolist()])
+    assert torch.equal(topk._res_values, cells[:, columns])
+    # Keys of a batch are computed once and shared; a batch changed in place gets new ones.
+    batch = torch.tensor([1, 2])
+    first = batch_cell_keys(batch, 4)
+    assert batch_cell_keys(batch, 4) is first
+    batch += 1
+    assert torch.equal(batch_cell_keys(batch, 4), batch_cell_keys(torch.tensor([2, 3]), 4))
