@@ -12,6 +12,9 @@ receive a :class:`ImageSample`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import itertools
 import math
 from collections.abc import Callable
@@ -21,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import NeurolabelError
+from .errors import NeurolabelError, SpecError
+from .spec import Spec
 
 #: Neurons per chunk in the aggregations' ``[C, k, V]`` computations (memory, not results).
 _CHUNK = 64
@@ -619,9 +623,27 @@ DEFAULT_AGGREGATION = "contrast"
 
 
 def get_aggregation(name: str) -> Aggregation:
-    """Look up an aggregation by name (``default`` = :data:`DEFAULT_AGGREGATION`)."""
-    key = DEFAULT_AGGREGATION if name == "default" else name
-    if key not in AGGREGATIONS:
+    """Look up an aggregation by name or spec (``default`` = :data:`DEFAULT_AGGREGATION`).
+
+    Options after ``?`` set the function's keyword arguments, e.g.
+    ``contrast?correlation=1`` (a fixed correlation weight instead of the validated one) or
+    ``soft-wpmi?top_k=20``; numbers are parsed with the type of the argument's default.
+
+    Args:
+        name: ``NAME[?key=value&...]``.
+
+    Returns:
+        The :class:`Aggregation`, its function bound to the options.
+
+    Examples:
+        >>> get_aggregation("contrast?correlation=2").name
+        'contrast?correlation=2'
+        >>> get_aggregation("wpmi?lam=0.5").function.keywords
+        {'lam': 0.5}
+    """
+    spec = Spec.parse(name)
+    key = DEFAULT_AGGREGATION if spec.name == "default" else spec.name
+    if key not in AGGREGATIONS or spec.argument is not None:
         import difflib
 
         close = difflib.get_close_matches(key, list(AGGREGATIONS), n=1)
@@ -629,4 +651,36 @@ def get_aggregation(name: str) -> Aggregation:
         raise NeurolabelError(
             f"Unknown aggregation '{name}'.{hint} Available: {', '.join(AGGREGATIONS)}, default"
         )
-    return AGGREGATIONS[key]
+    aggregation = AGGREGATIONS[key]
+    if not spec.options:
+        return aggregation
+    parameters = inspect.signature(aggregation.function).parameters
+    tunable = {
+        n: p.default
+        for n, p in parameters.items()
+        if n not in _EVIDENCE_ARGUMENTS and p.default is not inspect.Parameter.empty
+    }
+    spec.check_options(set(tunable))
+    bound = {option: _option_value(spec, option, tunable[option]) for option in spec.options}
+    return dataclasses.replace(
+        aggregation, name=name, function=functools.partial(aggregation.function, **bound)
+    )
+
+
+#: Arguments the labeler passes: not options of an aggregation spec.
+_EVIDENCE_ARGUMENTS = frozenset({"sims", "acts", "sample", "groups", "details"})
+
+
+def _option_value(spec: Spec, option: str, default: Any) -> Any:
+    """An option's value, typed like the argument's default (``auto`` kept as a word)."""
+    text = spec.options[option]
+    if isinstance(default, bool):
+        return spec.option_bool(option)
+    if isinstance(default, int):
+        return spec.option_int(option)
+    if isinstance(default, str) and text == default:
+        return text
+    value = spec.option_float(option)
+    if value is None or not math.isfinite(value):
+        raise SpecError(f"Option {option}={text!r} in '{spec}' must be a finite number")
+    return value

@@ -91,7 +91,11 @@ def explain(
     vocab: Annotated[str, typer.Option("--vocab", help="Vocabulary spec, '+' joins")] = "imagenet",
     top_k: Annotated[int, typer.Option("--top-k", help="Exemplars per neuron")] = 10,
     aggregation: Annotated[
-        str, typer.Option(help="default, contrast, mean, soft-wpmi, wpmi, cos-cubed")
+        str,
+        typer.Option(
+            help="default, contrast, mean, soft-wpmi, wpmi, cos-cubed; options after '?', "
+            "e.g. 'contrast?correlation=1'"
+        ),
     ] = "default",
     extractor: Annotated[str, typer.Option(help="Extractor spec")] = "hooks",
     units: Annotated[str | None, typer.Option(help="Units to explain, e.g. 0-63,100")] = None,

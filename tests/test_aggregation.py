@@ -262,3 +262,28 @@ def test_labeler_records_the_validated_weight_and_exemplar_rows(tmp_path):
     assert again.settings["aggregation_details"] == result.settings["aggregation_details"]
     plain = labeler.explain(evidence, "mean")
     assert "aggregation_details" not in plain.settings
+
+
+def test_aggregation_specs_set_options_with_the_arguments_types():
+    fixed = get_aggregation("contrast?correlation=0.5&min_neurons=4")
+    assert fixed.name == "contrast?correlation=0.5&min_neurons=4"
+    assert fixed.function.keywords == {"correlation": 0.5, "min_neurons": 4}
+    assert fixed.sample == "used" and fixed.uses_groups  # the rest of the entry is kept
+    assert get_aggregation("contrast?correlation=auto").function.keywords == {"correlation": "auto"}
+    g = torch.Generator().manual_seed(0)
+    sims, acts = torch.rand(6, 4, 5, generator=g), torch.rand(6, 4, generator=g)
+    torch.testing.assert_close(
+        get_aggregation("soft-wpmi?top_k=2").function(sims, acts), soft_wpmi(sims, acts, top_k=2)
+    )
+    details: dict = {}
+    sample = ImageSample(torch.rand(30, 6, generator=g), torch.rand(30, 5, generator=g))
+    fixed.function(sims, acts, sample, details=details)
+    assert details["correlation_weight"] == 0.5 and details["correlation_choice"] == "fixed"
+    with pytest.raises(NeurolabelError, match="Unknown option.*Allowed: .*correlation"):
+        get_aggregation("contrast?weight=2")
+    with pytest.raises(NeurolabelError, match="correlation='lots'.*number"):
+        get_aggregation("contrast?correlation=lots")
+    with pytest.raises(NeurolabelError, match="must be an integer"):
+        get_aggregation("soft-wpmi?top_k=2.5")
+    with pytest.raises(NeurolabelError, match="Did you mean 'contrast'"):
+        get_aggregation("contrat?correlation=1")
