@@ -24,7 +24,7 @@ from .errors import EmptyInputError, NeurolabelError
 from .images import ImageSource, ProbeDataset, SkippedInput
 from .progress import Steps
 from .protocols import Extractor, LoadedModel
-from .topk import StreamingTopK, TopKState, per_image_activation
+from .topk import StreamingTopK, TopKState, host_to_device, per_image_activation
 
 #: Autocast dtypes for ``precision``; ``fp32`` runs without autocast.
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -96,11 +96,12 @@ class ExemplarPass:
         """Stream one batch of readable images (``indices`` on the CPU)."""
         keep = torch.isin(indices, self.sample_ids) if len(self.sample_ids) else None
         for layer, acts in activations.items():
-            self.streams[layer].update(acts, indices.to(acts.device, non_blocking=True))
+            # Host indices: the reservoir picks its cells on the host, with no device sync.
+            self.streams[layer].update(acts, indices)
             if keep is not None and bool(keep.any()):
                 per_image = per_image_activation(acts, self.settings.activation)
                 # Kept on the device until the end: no host synchronization per batch.
-                self.sample_rows[layer].append(per_image[keep.to(acts.device)].float())
+                self.sample_rows[layer].append(per_image[host_to_device(keep, acts.device)].float())
         if keep is not None and bool(keep.any()):
             self.sample_row_ids.append(indices[keep])
 

@@ -151,7 +151,7 @@ class StreamingTopK:
             raise ValueError(f"expected [B,C,H,W] or [B,C] activations, got {tuple(acts.shape)}")
         acts = acts.float()
         host_ids = ids if ids.device.type == "cpu" and ids.dtype == torch.long else ids.long().cpu()
-        ids = ids.to(acts.device, torch.long)
+        ids = host_to_device(host_ids, acts.device)
         maps = self.shrink_maps(acts) if acts.ndim == 4 else None
         if self._values is None:
             self._init(
@@ -223,7 +223,7 @@ class StreamingTopK:
         if pick is None:
             values = flat.permute(1, 0, 2).reshape(channels, -1)  # [C, n]
         else:
-            pick = pick.to(maps.device, non_blocking=True)
+            pick = host_to_device(pick, maps.device)
             values = flat[pick // cells, :, pick % cells].T
         self._merge_reservoir(keys, values)
 
@@ -246,7 +246,7 @@ class StreamingTopK:
         self._pending, self._pending_count = [], 0
         if all_keys.numel() > self.reservoir:
             all_keys, keep = all_keys.topk(self.reservoir, largest=False, sorted=False)
-            all_values = all_values[:, keep.to(all_values.device, non_blocking=True)]
+            all_values = all_values[:, host_to_device(keep, all_values.device)]
         self._res_keys, self._res_values = all_keys, all_values
 
     # -- checkpoints and shards ---------------------------------------------------------
@@ -344,6 +344,24 @@ class StreamingTopK:
 
 
 _MASK31 = (1 << 31) - 1
+
+
+def host_to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """Copy a small host tensor (indices) to ``device`` without waiting for the device.
+
+    A copy from pageable host memory to a GPU first waits for the stream; from pinned
+    memory it is queued like a kernel, so the host keeps running ahead.
+
+    Examples:
+        >>> host_to_device(torch.arange(3), torch.device("cpu")).tolist()
+        [0, 1, 2]
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    if not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
 
 # The cell keys of the last batch, by (cells per map, seed): every layer of a forward pass
 # sees the same images, and layers with maps of one size share their keys.
