@@ -199,7 +199,18 @@ class HookExtractor:
 
 
 class _Reader:
-    """The callable an :meth:`HookExtractor.open` block yields."""
+    """The callable an :meth:`HookExtractor.open` block yields.
+
+    ``reader(batch)`` returns every layer's output. ``reader(batch, consume=fn)`` instead
+    calls ``fn(layer, activations)`` inside the forward pass, as each layer runs, for the
+    layers that run once per pass (known from the first batch, which is returned whole):
+    the output is used before the model's next operation can overwrite it, so it needs no
+    copy, and no batch ever holds every layer's output at once (a whole network's are
+    gigabytes). ``fn`` must not keep views of what it is given. The other layers come back
+    in the returned dict.
+    """
+
+    supports_consume = True
 
     def __init__(
         self, extractor: HookExtractor, loaded: LoadedModel, modules: dict[str, nn.Module]
@@ -213,6 +224,9 @@ class _Reader:
         # Calls per module in one forward pass; None until the first full pass counted them.
         self.expected: dict[str, int] | None = None
         self.input_hw: tuple[int, int] = (0, 0)
+        self.consume: Callable[[str, Tensor], None] | None = None
+        self.batch_size = 0
+        self.consumed: set[str] = set()
 
     def make_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -222,10 +236,19 @@ class _Reader:
                     f"Layer '{name}' ({type(module).__name__}) returned "
                     f"{type(output).__name__} with no tensor in it; pick another layer"
                 )
-            # Copy now: a later in-place op (ReLU(inplace=True)) would overwrite the output.
-            # The copy is made outside inference mode so callers may modify it freely.
-            with torch.inference_mode(False):
-                self.captured[name] = tensor.detach().to(torch.float32, copy=True)
+            consume, expected = self.consume, self.expected
+            if consume is not None and expected is not None and expected.get(name) == 1:
+                # Outside inference mode and autocast, like the copies below: the consumer's
+                # state must stay an ordinary float32 tensor.
+                with torch.inference_mode(False), torch.autocast(tensor.device.type, enabled=False):
+                    acts = tensor.detach().to(torch.float32)
+                    consume(name, self._convert(name, acts, self.batch_size))
+                self.consumed.add(name)
+            else:
+                # Copy now: a later in-place op (ReLU(inplace=True)) would overwrite the
+                # output. Made outside inference mode so callers may modify it freely.
+                with torch.inference_mode(False):
+                    self.captured[name] = tensor.detach().to(torch.float32, copy=True)
             self.calls[name] = self.calls.get(name, 0) + 1
             expected = self.expected
             if expected is not None and all(
@@ -235,7 +258,9 @@ class _Reader:
 
         return hook
 
-    def __call__(self, batch: Tensor) -> dict[str, Tensor]:
+    def __call__(
+        self, batch: Tensor, consume: Callable[[str, Tensor], None] | None = None
+    ) -> dict[str, Tensor]:
         if self.closed:
             raise NeurolabelError("This reader's extractor block has ended; open a new one")
         if batch.dim() != 4:
@@ -246,12 +271,16 @@ class _Reader:
         device = self.extractor.device
         inputs = batch.to(device=device, dtype=self.extractor._input_dtype(model))
         self.input_hw = (int(batch.shape[-2]), int(batch.shape[-1]))
-        self.captured, self.calls = {}, {}
+        self.batch_size = int(batch.shape[0])
+        self.captured, self.calls, self.consumed = {}, {}, set()
+        self.consume = consume
         try:
             with torch.inference_mode():
                 model(inputs)
         except _StopForward:
             pass
+        finally:
+            self.consume = None
         if self.expected is None:
             missing = [n for n in self.modules if n not in self.calls]
             if missing:
@@ -262,7 +291,11 @@ class _Reader:
                 )
             self.expected = dict(self.calls)
         size = int(batch.shape[0])
-        return {name: self._convert(name, self.captured[name], size) for name in self.modules}
+        return {
+            name: self._convert(name, self.captured[name], size)
+            for name in self.modules
+            if name not in self.consumed
+        }
 
     def _convert(self, name: str, tensor: Tensor, batch_size: int) -> Tensor:
         return standard_layout(self.loaded, tensor, self.input_hw, batch_size, name)

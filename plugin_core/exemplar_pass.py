@@ -91,19 +91,35 @@ class ExemplarPass:
         self.sample_row_ids: list[Tensor] = []
         self.unreadable: list[tuple[int, str]] = []
         self.done = 0  # images of this process's shard already streamed
+        self._sampled_for: Tensor | None = None
+        self._sampled_mask: Tensor | None = None
 
     def add(self, activations: Mapping[str, Tensor], indices: Tensor) -> None:
-        """Stream one batch of readable images (``indices`` on the CPU)."""
-        keep = torch.isin(indices, self.sample_ids) if len(self.sample_ids) else None
+        """Stream one batch of readable images (``indices`` on the CPU): the layers given
+        here, after any handed over one by one with :meth:`add_layer`."""
         for layer, acts in activations.items():
-            # Host indices: the reservoir picks its cells on the host, with no device sync.
-            self.streams[layer].update(acts, indices)
-            if keep is not None and bool(keep.any()):
-                per_image = per_image_activation(acts, self.settings.activation)
-                # Kept on the device until the end: no host synchronization per batch.
-                self.sample_rows[layer].append(per_image[host_to_device(keep, acts.device)].float())
+            self.add_layer(layer, acts, indices)
+        keep = self._sampled(indices)
         if keep is not None and bool(keep.any()):
             self.sample_row_ids.append(indices[keep])
+
+    def add_layer(self, layer: str, acts: Tensor, indices: Tensor) -> None:
+        """Stream one layer's activations of a batch; :meth:`add` ends the batch."""
+        # Host indices: the reservoir picks its cells on the host, with no device sync.
+        self.streams[layer].update(acts, indices)
+        keep = self._sampled(indices)
+        if keep is not None and bool(keep.any()):
+            per_image = per_image_activation(acts, self.settings.activation)
+            # Kept on the device until the end: no host synchronization per batch.
+            self.sample_rows[layer].append(per_image[host_to_device(keep, acts.device)].float())
+
+    def _sampled(self, indices: Tensor) -> Tensor | None:
+        """Which images of the batch are in the sample (None without a sample)."""
+        if not len(self.sample_ids):
+            return None
+        if self._sampled_for is not indices:
+            self._sampled_for, self._sampled_mask = indices, torch.isin(indices, self.sample_ids)
+        return self._sampled_mask
 
     # -- state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -312,8 +328,17 @@ def run_pass(
                     if not ok.all():
                         batch, indices = batch[ok], indices[ok]
                     batch = batch.to(device, non_blocking=True, memory_format=memory_format)
+
+                    def consume(layer: str, acts: Tensor, indices: Tensor = indices) -> None:
+                        state.add_layer(layer, acts, indices)
+
                     with torch.inference_mode(), autocast:  # activations need no gradients
-                        activations = read(batch)
+                        # Readers that can hand each layer over as soon as it has run spare
+                        # holding every layer's output of the batch at once.
+                        if getattr(read, "supports_consume", False):
+                            activations = read(batch, consume=consume)
+                        else:
+                            activations = read(batch)
                     for layer, acts in activations.items():
                         if layer not in checked:
                             check_batch(layer, acts)

@@ -69,7 +69,12 @@ class LayerInfo:
 
 
 class ActivationReader(Protocol):
-    """Returned by :meth:`Extractor.open`: run one batch, get each layer's activations."""
+    """Returned by :meth:`Extractor.open`: run one batch, get each layer's activations.
+
+    A reader whose ``supports_consume`` attribute is true also takes ``consume=fn`` and
+    calls ``fn(layer, activations)`` during the forward pass, returning only the layers it
+    did not hand over (see the ``hooks`` extractor).
+    """
 
     def __call__(self, batch: Tensor) -> dict[str, Tensor]:
         """Return ``{layer: [B,C,H,W] or [B,C]}`` (tokens already reshaped to their grid)."""

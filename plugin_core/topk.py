@@ -205,7 +205,7 @@ class StreamingTopK:
         batch, channels, h, w = maps.shape
         cells = h * w
         keys = batch_cell_keys(host_ids, cells, self.seed)
-        pick = None  # every cell of the batch
+        pick: Tensor | None = None  # every cell of the batch
         assert self._res_keys is not None
         if self._res_keys.numel() >= self.reservoir:
             # A cell whose key is above the full reservoir's largest can never enter it: late
@@ -219,12 +219,12 @@ class StreamingTopK:
             pick = best if pick is None else pick[best]
         if keys.numel() == 0:
             return
-        flat = maps.reshape(batch, channels, cells)
         if pick is None:
-            values = flat.permute(1, 0, 2).reshape(channels, -1)  # [C, n]
-        else:
-            pick = host_to_device(pick, maps.device)
-            values = flat[pick // cells, :, pick % cells].T
+            pick = torch.arange(keys.numel())
+        pick = host_to_device(pick, maps.device)
+        # Indexing copies: the state never holds a view of the activations, which the model
+        # may overwrite in place (the extractor can hand them over before its next layer).
+        values = maps.reshape(batch, channels, cells)[pick // cells, :, pick % cells].T
         self._merge_reservoir(keys, values)
 
     def _merge_reservoir(self, keys: Tensor, values: Tensor) -> None:

@@ -92,6 +92,32 @@ def test_output_is_copied_before_inplace_relu(resnet: LoadedModel) -> None:
     got.mul_(2)  # a normal tensor, usable outside inference mode
 
 
+def test_consumed_layers_are_handed_over_during_the_pass_before_inplace_ops(
+    resnet: LoadedModel,
+) -> None:
+    # bn1 is overwritten by an in-place ReLU right after; layer1.0.relu runs twice per pass.
+    layers = ["bn1", "layer1.0.relu", "layer2"]
+    x1, x2 = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    handed: dict[str, Tensor] = {}
+
+    def consume(name: str, acts: Tensor) -> None:
+        assert not torch.is_inference_mode_enabled() and acts.dtype == torch.float32
+        handed[name] = acts.clone()
+
+    with HookExtractor(CPU).open(resnet, layers) as read:
+        assert set(read(x1, consume=consume)) == set(layers)  # the first batch comes whole
+        assert not handed
+        rest = read(x2, consume=consume)
+    reference = _manual(resnet.model, layers, x2)
+    assert set(rest) == {"layer1.0.relu"} and set(handed) == {"bn1", "layer2"}
+    with torch.no_grad():
+        bn1 = resnet.model.bn1(resnet.model.conv1(x2))
+    torch.testing.assert_close(handed["bn1"], bn1)
+    assert (handed["bn1"] < 0).any()  # before the in-place ReLU
+    torch.testing.assert_close(handed["layer2"], reference["layer2"])
+    torch.testing.assert_close(rest["layer1.0.relu"], reference["layer1.0.relu"])
+
+
 def test_early_stop_skips_later_layers_and_keeps_values(resnet: LoadedModel) -> None:
     fc_calls = []
     handle = resnet.model.fc.register_forward_hook(lambda *a: fc_calls.append(1))

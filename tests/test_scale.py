@@ -341,3 +341,32 @@ def test_workers_read_and_cut_exemplars_to_the_same_result(image_dir):
     # from a worker as from the main process.
     with pytest.raises(NeurolabelError, match="became unreadable: .*truncated"):
         make_labeler(cache=False, num_workers=2).run(UnreadableWhenScoring(image_dir))
+
+
+def test_layers_handed_over_during_the_pass_give_the_copied_result(image_dir, monkeypatch):
+    import torchvision
+
+    from neurolabel.adapters.hook_extractor import _Reader
+
+    torch.manual_seed(0)
+    # bn1 is overwritten by an in-place ReLU: streamed in the hook, before the ReLU runs.
+    model = torchvision.models.resnet18(weights=None).eval()
+    labeler = make_labeler(model, layers=["bn1", "layer1", "layer2.0.relu"], cache=False)
+    consumed: list[set[str]] = []
+    call = _Reader.__call__
+
+    def spy(self, batch, consume=None):
+        out = call(self, batch, consume=consume)
+        consumed.append(set(self.consumed))
+        return out
+
+    monkeypatch.setattr(_Reader, "__call__", spy)
+    handed = neurons(labeler.run(image_dir))
+    # After the first batch, the layers that run once per pass were streamed in their hooks
+    # (layer2.0.relu runs twice per pass and is copied).
+    assert consumed[0] == set() and consumed[1] == {"bn1", "layer1"}
+    monkeypatch.setattr(_Reader, "supports_consume", False)
+    copied = neurons(
+        make_labeler(model, layers=["bn1", "layer1", "layer2.0.relu"], cache=False).run(image_dir)
+    )
+    assert handed == copied
