@@ -7,8 +7,8 @@ import json
 import pytest
 import torchvision
 from synthetic import ColorDetector, square_image
+from test_cli import run
 
-from neurolabel.plugin_core.cli import main
 from neurolabel.plugin_core.errors import LayerNotFoundError
 from neurolabel.plugin_core.labeler import NeuronLabeler
 from neurolabel.plugin_core.layer_patterns import expand_layer_patterns
@@ -65,23 +65,13 @@ def test_the_labeler_explains_every_layer_a_pattern_names(tmp_path):
     assert result.settings["layers"] == ["features.0", "features", "features.1", "fc"]
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_layers_match_filters_and_counts_units(capsys):
     model = "python:synthetic:ColorDetector?resize=none&size=64"
     args = ["layers", model, "--match", "type:Conv2d", "--match", "fc"]
-    code, out, _ = _run([*args, "--json"], capsys)
+    code, out, _ = run([*args, "--json"], capsys)
     assert code == 0
     assert [layer["name"] for layer in json.loads(out)] == ["features.0", "fc"]
-    code, out, _ = _run(args, capsys)
+    code, out, _ = run(args, capsys)
     assert code == 0 and "2 layers, 5 units" in out
-    code, _, err = _run(["layers", model, "--match", "type:Conv3d"], capsys)
+    code, _, err = run(["layers", model, "--match", "type:Conv3d"], capsys)
     assert code == 2 and "Closest: Conv2d" in " ".join(err.split())  # rich wraps lines
