@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_runner import run
 from synthetic import square_image
 
-from neurolabel.plugin_core.cli import main
 from neurolabel.plugin_core.result import LabelingResult
 
 MODEL = "python:synthetic:ColorDetector?resize=none&size=64"
@@ -21,16 +21,6 @@ def folder(tmp_path):
         color = (230, 20, 20) if i % 2 else (20, 20, 230)
         square_image((80, 64), (10, 10, 50, 50), color, seed=i).save(images / f"{i}.png")
     return images
-
-
-def run(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_explain_report_evaluate(folder, tmp_path, capsys):

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_runner import run as run_cli
 from PIL import Image
 from test_faithfulness import LAYER, MODEL, scene
 
 from neurolabel import NeuronLabeler
-from neurolabel.plugin_core.cli import main
 from neurolabel.plugin_core.errors import NeurolabelError
 from neurolabel.plugin_core.holdout import (
     PathListSource,
@@ -122,16 +122,6 @@ def test_subset_source_keeps_upfront_skips_on_the_probing_side(tmp_path, folder)
     assert [s.item for s in probe.skipped_upfront] == [str(mixed / "notes.txt")]
     assert held.skipped_upfront == []
     assert isinstance(probe, SubsetSource) and probe.root == mixed
-
-
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_explain_with_holdout_and_metric(folder, tmp_path, capsys):

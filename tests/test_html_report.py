@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_runner import run
 from report_results import make_result, source_folder
 
 from neurolabel.plugin_core import report_plots
-from neurolabel.plugin_core.cli import main
 from neurolabel.plugin_core.html_report import (
     build_html_report,
     script_json,
@@ -217,14 +217,6 @@ def test_2048_neurons_stay_small_and_quick_to_build(big_report):
 
 
 # -- CLI ---------------------------------------------------------------------------------
-def run(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_report_html_option(tmp_path, capsys):

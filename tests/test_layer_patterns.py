@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torchvision
+from cli_runner import run
 from synthetic import ColorDetector, square_image
-from test_cli import run
 
 from neurolabel.plugin_core.errors import LayerNotFoundError
 from neurolabel.plugin_core.labeler import NeuronLabeler

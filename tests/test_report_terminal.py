@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 import pytest
+from cli_runner import run
 from report_results import make_result, source_folder
 from rich.console import Console
 
-from neurolabel.plugin_core.cli import main
 from neurolabel.plugin_core.errors import NeurolabelError
 from neurolabel.plugin_core.layer_summary import summarize_layer
 from neurolabel.plugin_core.metric_tables import (
@@ -36,16 +36,6 @@ def render(renderable, width: int = 160) -> str:
     with console.capture() as capture:
         console.print(renderable)
     return capture.get()
-
-
-def run(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

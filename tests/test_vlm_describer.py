@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run
 from llm_server import ChatServer, request_image, user_text
 from PIL import Image
 from rich.console import Console
@@ -23,7 +24,6 @@ from synthetic import square_image
 from neurolabel import hookimpl
 from neurolabel.backends.llm_summary import first_sentence
 from neurolabel.backends.vlm_describer import LiteLLMDescriber, compose_grid
-from neurolabel.plugin_core.cli import main
 from neurolabel.plugin_core.context import build_context
 from neurolabel.plugin_core.describe import (
     combine_rankings,
@@ -218,16 +218,6 @@ def test_register_summarizers_hook(summary_plugin, folder):
     result = label(folder, ctx, summarize="first-concept")
     assert result.explanation("features.1", 0).summary == "Mostly red."
     assert result.settings["summarizer"] == "first-concept"
-
-
-def run(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def cli_args(folder, out, *extra):
