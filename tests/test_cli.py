@@ -113,6 +113,20 @@ def test_bad_input_gives_a_clear_error_without_traceback(folder, tmp_path, capsy
     assert not (tmp_path / "o" / "result.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["layers", MODEL, "--depth", "2"], "No such option: --depth"),
+        (["layers"], "Missing argument"),
+        (["explain", MODEL, "--top-k", "many"], "Invalid value for '--top-k'"),
+    ],
+)
+def test_usage_errors_are_reported_without_traceback(capsys, args, message):
+    code, _, err = run(args, capsys)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
 def test_empty_folder_and_empty_vocabulary(tmp_path, folder, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
