@@ -15,9 +15,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,9 @@ from .spec import Spec
 
 #: Neurons per chunk in the aggregations' ``[C, k, V]`` computations (memory, not results).
 _CHUNK = 64
+#: Concepts per chunk when whole-image statistics are reduced over the sampled images: a
+#: float64 copy of the ``[S, V]`` similarities of 2,000 images and 20,000 words is 320 MB.
+_CONCEPT_CHUNK = 2048
 #: Weight of the image-level correlation evidence in :func:`contrast` (Stouffer's method) when
 #: it is fixed, or when the sample is too small to validate one (``correlation="auto"``).
 CORRELATION_WEIGHT = 1.0
@@ -259,16 +261,35 @@ def family_adjusted(scores: Tensor, groups: Tensor) -> Tensor:
     return out.float()
 
 
-def sample_correlation_z(sample: ImageSample) -> Tensor:
+def _sample_columns(sample: ImageSample, rows: Tensor | None) -> Iterator[tuple[slice, Tensor]]:
+    """The sampled images' similarities (only ``rows`` of them, when given) in float64
+    chunks of concepts, so no full-size copy of ``sample.sims`` is ever made."""
+    for start in range(0, sample.sims.shape[1], _CONCEPT_CHUNK):
+        columns = slice(start, start + _CONCEPT_CHUNK)
+        part = sample.sims[:, columns] if rows is None else sample.sims[rows, columns]
+        yield columns, part.double()
+
+
+def _standardized_columns(x: Tensor) -> Tensor:
+    """Columns centered and scaled to unit norm; a constant column (no correlation with
+    anything) is left at zero."""
+    x = x - x.mean(dim=0, keepdim=True)
+    norm = x.norm(dim=0, keepdim=True)
+    return torch.where(norm > 1e-12, x / norm.clamp(min=1e-12), torch.zeros_like(x))
+
+
+def sample_correlation_z(sample: ImageSample, rows: Tensor | None = None) -> Tensor:
     """How surely each neuron's activation tracks each concept over the sampled images.
 
     The Pearson correlation ``r`` of a neuron's per-image activation with a concept's
     whole-image score, as a z-statistic: ``atanh(r) * sqrt(S - 3)`` (Fisher) for ``S``
     images, roughly standard normal when neuron and concept are unrelated, so it can be
-    combined with other z-scores. Constant neurons or concepts get 0.
+    combined with other z-scores. Constant neurons or concepts get 0. Computed in chunks
+    of concepts: memory stays small for large vocabularies.
 
     Args:
         sample: ``acts [S, C]`` and ``sims [S, V]`` over the same ``S`` images.
+        rows: Only these sampled images (indices into ``S``); None = all.
 
     Returns:
         ``[C, V]`` z-statistics.
@@ -280,39 +301,37 @@ def sample_correlation_z(sample: ImageSample) -> Tensor:
         >>> (z[0, 0] > 3, z[0, 1] < -3, float(z[0, 2]))
         (tensor(True), tensor(True), 0.0)
     """
-    count = sample.acts.shape[0]
+    acts = sample.acts if rows is None else sample.acts[rows]
+    count = acts.shape[0]
+    z = torch.zeros(acts.shape[1], sample.sims.shape[1])
     if count < 4:
-        return torch.zeros(sample.acts.shape[1], sample.sims.shape[1])
-
-    def standardized(x: Tensor) -> Tensor:
-        x = x.double() - x.double().mean(dim=0, keepdim=True)
-        norm = x.norm(dim=0, keepdim=True)
-        # A constant column has no correlation with anything: leave it at zero.
-        return torch.where(norm > 1e-12, x / norm.clamp(min=1e-12), torch.zeros_like(x))
-
-    r = standardized(sample.acts).T @ standardized(sample.sims)
-    return (torch.atanh(r.clamp(-0.9999, 0.9999)) * math.sqrt(count - 3)).float()
+        return z
+    standardized_acts = _standardized_columns(acts.double()).T
+    for columns, part in _sample_columns(sample, rows):
+        r = standardized_acts @ _standardized_columns(part)
+        z[:, columns] = torch.atanh(r.clamp(-0.9999, 0.9999)) * math.sqrt(count - 3)
+    return z
 
 
 def _population_moments(
-    sims: Tensor, valid: Tensor, sample: ImageSample | None
+    sims: Tensor, valid: Tensor, sample: ImageSample | None, rows: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Mean and standard deviation ``[V]`` of each concept over the valid exemplar patches
-    and the sampled whole images, accumulated in chunks (no copy of ``sims``)."""
+    and the sampled whole images (only ``rows`` of them, when given), accumulated in chunks
+    (no copy of ``sims`` or of the sample's similarities)."""
     total = torch.zeros(sims.shape[-1], dtype=torch.float64)
     squares = torch.zeros_like(total)
     count = 0
-    blocks = (
-        sims[start : start + _CHUNK][valid[start : start + _CHUNK]]
-        for start in range(0, sims.shape[0], _CHUNK)
-    )
-    if sample is not None and sample.sims.shape[0]:
-        blocks = itertools.chain(blocks, [sample.sims])
-    for block in blocks:
-        block = block.double()
+    for start in range(0, sims.shape[0], _CHUNK):
+        block = sims[start : start + _CHUNK][valid[start : start + _CHUNK]].double()
         total += block.sum(dim=0)
         squares += (block * block).sum(dim=0)
         count += block.shape[0]
+    if sample is not None and sample.sims.shape[0]:
+        for columns, part in _sample_columns(sample, rows):
+            total[columns] += part.sum(dim=0)
+            squares[columns] += (part * part).sum(dim=0)
+        count += sample.sims.shape[0] if rows is None else len(rows)
     if count < 2:
         return torch.zeros(sims.shape[-1]), torch.ones(sims.shape[-1])
     mean = total / count
@@ -328,14 +347,16 @@ def _exemplar_scores(
     power: float = 3.0,
     min_neurons: int = 16,
     spread_floor: float = 0.3,
+    sample_rows: Tensor | None = None,
 ) -> Tensor:
     """Steps 1-4 of :func:`contrast`: the exemplar evidence, standardized across neurons
-    when there are at least ``min_neurons`` of them."""
+    when there are at least ``min_neurons`` of them (``sample_rows``: only these sampled
+    images count)."""
     # The population a concept is standardized against: every exemplar patch, plus whole
     # images of the probing set when sampled, so the statistics do not depend only on the
     # units chosen for explanation (three cat units alone would make "cat" look ordinary).
     valid = _valid(acts)
-    mean, std = _population_moments(sims, valid, sample)
+    mean, std = _population_moments(sims, valid, sample, sample_rows)
     weights = activation_weights(acts, sharpness=sharpness)
     # In chunks of neurons: [C, k, V] temporaries of a large layer and vocabulary (500 logit
     # units x 100 exemplars x 20000 words) would need several gigabytes each.
@@ -438,15 +459,17 @@ def validate_correlation_weight(
             # Without any exemplar a neuron would have no evidence at all: keep its own.
             out &= ~(out | ~_valid(acts)).all(dim=1, keepdim=True)
             fold_acts = acts.masked_fill(out, -math.inf)
-        training = ImageSample(sample.acts[train], sample.sims[train])
-        exemplar_z = _exemplar_scores(sims, fold_acts, training, **options)
-        correlation_z = sample_correlation_z(training)
-        held_acts, held_sims = sample.acts[held], sample.sims[held]
+        # Row indices, not copies: the sampled similarities can be hundreds of megabytes.
+        train_rows, held_rows = train.nonzero().squeeze(1), part
+        exemplar_z = _exemplar_scores(sims, fold_acts, sample, sample_rows=train_rows, **options)
+        correlation_z = sample_correlation_z(sample, train_rows)
+        held_acts = sample.acts[held_rows]
         for index, weight in enumerate(grid):
             scores = _stouffer(exemplar_z, correlation_z, weight)
             if groups is not None and groups.unique().numel() > 1:
                 scores = family_adjusted(scores, groups)
-            r = _column_correlation(held_acts, held_sims[:, scores.argmax(dim=1)])
+            chosen = sample.sims.index_select(1, scores.argmax(dim=1))[held_rows]
+            r = _column_correlation(held_acts, chosen)
             if torch.isfinite(r).any():
                 per_fold[fold, index] = r.nanmean()
     means = per_fold.nanmean(dim=0)

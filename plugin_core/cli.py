@@ -471,7 +471,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except NeurolabelError as exc:
-        err_console.print(f"[bold red]Error:[/bold red] {exc}", highlight=False)
+        # soft_wrap: a path or spec in the message stays on one line, whole, to copy or grep.
+        err_console.print(f"[bold red]Error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print(

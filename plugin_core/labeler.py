@@ -37,6 +37,7 @@ from .exemplar_pass import (
 from .holdout import check_holdout, holdout_entry, split_holdout
 from .images import ImageLoadError, ImageSource, SkippedInput, as_image_source
 from .layer_patterns import expand_layer_patterns
+from .memory import release_freed_memory
 from .patch_scoring import PatchScores, score_patches
 from .patches import (
     Patcher,
@@ -623,6 +624,8 @@ class NeuronLabeler:
             states, skipped, sample_acts, sample_ids = self.collect_exemplars(
                 source, steps, with_sample
             )
+            # The pass's freed batch buffers would otherwise stay under the VLM's own peak.
+            release_freed_memory()
             layers = [self._layer_info(name, state) for name, state in states.items()]
             slots = sum(int((layer.state.ids[layer.units] >= 0).sum()) for layer in layers)
             plan = plan_scoring(
@@ -653,6 +656,7 @@ class NeuronLabeler:
                 cache_root=self.ctx.cache_dir if self.cache else None,
                 num_workers=self.num_workers,
             )
+            release_freed_memory()
         if self._pass_checkpoint is not None:  # all the costly work is done
             self._pass_checkpoint.remove()
         return Evidence(

@@ -99,6 +99,31 @@ def test_sample_correlation_z_is_fisher_scaled_and_null_calibrated():
     assert torch.all(z[:, 200] == 0)
 
 
+def test_sample_statistics_by_concept_chunks_and_row_subsets_match_direct_ones(monkeypatch):
+    # The sampled similarities are reduced in chunks of concepts and, for validation folds,
+    # over row subsets without copies; both must give the direct full-matrix figures.
+    from neurolabel.plugin_core import aggregation
+
+    monkeypatch.setattr(aggregation, "_CONCEPT_CHUNK", 7)  # several chunks, the last ragged
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(60, 5, generator=g)
+    sims = torch.randn(60, 30, generator=g)
+    sims[:, :5] += acts
+    sample = ImageSample(acts, sims)
+    rows = torch.randperm(60, generator=g)[:40].sort().values
+    z = aggregation.sample_correlation_z(sample, rows)
+    r = torch.corrcoef(torch.cat([acts[rows], sims[rows]], dim=1).T.double())[:5, 5:]
+    assert torch.allclose(z.double(), torch.atanh(r) * math.sqrt(40 - 3), atol=1e-5)
+    assert torch.equal(z, aggregation.sample_correlation_z(ImageSample(acts[rows], sims[rows])))
+
+    exemplar_sims = torch.randn(4, 3, 30, generator=g)
+    valid = torch.tensor([[True, True, False], [True, False, False], [True] * 3, [False] * 3])
+    mean, std = aggregation._population_moments(exemplar_sims, valid, sample, rows)
+    population = torch.cat([exemplar_sims[valid], sims[rows]]).double()
+    assert torch.allclose(mean.double(), population.mean(dim=0), atol=1e-6)
+    assert torch.allclose(std.double(), population.std(dim=0), atol=1e-5)
+
+
 def test_contrast_weighs_image_level_correlation():
     """Exemplars favor concept 2 for even neurons and 0 for odd ones; over the sampled images
     each even neuron tracks concept 0 and each odd one concept 2, strongly. The correlation
