@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +24,11 @@ import torch
 from torch import Tensor
 
 from .errors import NeurolabelError, SpecError
+from .image_sample import ImageSample
 from .spec import Spec
 
 #: Neurons per chunk in the aggregations' ``[C, k, V]`` computations (memory, not results).
 _CHUNK = 64
-#: Concepts per chunk when whole-image statistics are reduced over the sampled images: a
-#: float64 copy of the ``[S, V]`` similarities of 2,000 images and 20,000 words is 320 MB.
-_CONCEPT_CHUNK = 2048
 #: Weight of the image-level correlation evidence in :func:`contrast` (Stouffer's method) when
 #: it is fixed, or when the sample is too small to validate one (``correlation="auto"``).
 CORRELATION_WEIGHT = 1.0
@@ -40,24 +38,6 @@ CORRELATION_GRID = (0.0, 0.5, 1.0, 2.0, 4.0)
 CORRELATION_FOLDS = 5
 #: Fewest sampled images for validating the weight: folds of at least 10 held-out images.
 AUTO_MIN_SAMPLE = 50
-
-
-@dataclass(frozen=True)
-class ImageSample:
-    """Whole-image statistics over (a uniform sample of) the probing set.
-
-    Args:
-        acts: ``[S, C]`` per-image activation of every neuron.
-        sims: ``[S, V]`` whole-image similarity to every concept.
-        exemplar_rows: Optional ``[C, k]``: the sample row of each neuron's j-th exemplar
-            image, ``-1`` where that image is not in the sample (or the exemplar is missing).
-            Lets a validation on held-out sampled images keep them out of the exemplar
-            evidence too.
-    """
-
-    acts: Tensor
-    sims: Tensor
-    exemplar_rows: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -220,13 +200,16 @@ def cos_cubed(
     each concept's centered, cubed similarities over the probing images."""
     if sample is None:
         raise NeurolabelError("cos-cubed needs whole-image statistics over the probing set")
-    s = sample.sims.double()
     t = sample.acts.double()
-    s = (s - s.mean(dim=0, keepdim=True)) ** 3
     t = (t - t.mean(dim=0, keepdim=True)) ** 3
-    s = s / s.norm(dim=0, keepdim=True).clamp(min=min_norm)
     t = t / t.norm(dim=0, keepdim=True).clamp(min=min_norm)
-    return (t.T @ s).float()
+    out = torch.empty(t.shape[1], sample.num_concepts)
+    # Column by column the same as on the whole [S, V] matrix, in chunks of concepts.
+    for columns, s in sample.chunks():
+        s = (s - s.mean(dim=0, keepdim=True)) ** 3
+        s = s / s.norm(dim=0, keepdim=True).clamp(min=min_norm)
+        out[:, columns] = (t.T @ s).float()
+    return out
 
 
 def family_adjusted(scores: Tensor, groups: Tensor) -> Tensor:
@@ -261,15 +244,6 @@ def family_adjusted(scores: Tensor, groups: Tensor) -> Tensor:
     return out.float()
 
 
-def _sample_columns(sample: ImageSample, rows: Tensor | None) -> Iterator[tuple[slice, Tensor]]:
-    """The sampled images' similarities (only ``rows`` of them, when given) in float64
-    chunks of concepts, so no full-size copy of ``sample.sims`` is ever made."""
-    for start in range(0, sample.sims.shape[1], _CONCEPT_CHUNK):
-        columns = slice(start, start + _CONCEPT_CHUNK)
-        part = sample.sims[:, columns] if rows is None else sample.sims[rows, columns]
-        yield columns, part.double()
-
-
 def _standardized_columns(x: Tensor) -> Tensor:
     """Columns centered and scaled to unit norm; a constant column (no correlation with
     anything) is left at zero."""
@@ -284,11 +258,12 @@ def sample_correlation_z(sample: ImageSample, rows: Tensor | None = None) -> Ten
     The Pearson correlation ``r`` of a neuron's per-image activation with a concept's
     whole-image score, as a z-statistic: ``atanh(r) * sqrt(S - 3)`` (Fisher) for ``S``
     images, roughly standard normal when neuron and concept are unrelated, so it can be
-    combined with other z-scores. Constant neurons or concepts get 0. Computed in chunks
-    of concepts: memory stays small for large vocabularies.
+    combined with other z-scores. Constant neurons or concepts get 0. Computed from the
+    sample's moments and centered products (:class:`ImageSample`), which never form the
+    ``[S, V]`` scores of a factored sample: memory stays small for large vocabularies.
 
     Args:
-        sample: ``acts [S, C]`` and ``sims [S, V]`` over the same ``S`` images.
+        sample: Activations ``[S, C]`` and concept scores over the same ``S`` images.
         rows: Only these sampled images (indices into ``S``); None = all.
 
     Returns:
@@ -303,14 +278,14 @@ def sample_correlation_z(sample: ImageSample, rows: Tensor | None = None) -> Ten
     """
     acts = sample.acts if rows is None else sample.acts[rows]
     count = acts.shape[0]
-    z = torch.zeros(acts.shape[1], sample.sims.shape[1])
     if count < 4:
-        return z
-    standardized_acts = _standardized_columns(acts.double()).T
-    for columns, part in _sample_columns(sample, rows):
-        r = standardized_acts @ _standardized_columns(part)
-        z[:, columns] = torch.atanh(r.clamp(-0.9999, 0.9999)) * math.sqrt(count - 3)
-    return z
+        return torch.zeros(acts.shape[1], sample.num_concepts)
+    _, _, squares = sample.moments(rows)
+    norms = squares.sqrt()
+    # Centered concept scores, scaled to unit norm per concept, against standardized acts.
+    r = sample.centered_products(_standardized_columns(acts.double()), rows)
+    r = torch.where(norms > 1e-12, r / norms.clamp(min=1e-12), torch.zeros_like(r))
+    return (torch.atanh(r.clamp(-0.9999, 0.9999)) * math.sqrt(count - 3)).float()
 
 
 def _population_moments(
@@ -327,11 +302,11 @@ def _population_moments(
         total += block.sum(dim=0)
         squares += (block * block).sum(dim=0)
         count += block.shape[0]
-    if sample is not None and sample.sims.shape[0]:
-        for columns, part in _sample_columns(sample, rows):
-            total[columns] += part.sum(dim=0)
-            squares[columns] += (part * part).sum(dim=0)
-        count += sample.sims.shape[0] if rows is None else len(rows)
+    if sample is not None and sample.num_images:
+        images, image_mean, image_squares = sample.moments(rows)
+        total += images * image_mean
+        squares += image_squares + images * image_mean * image_mean
+        count += images
     if count < 2:
         return torch.zeros(sims.shape[-1]), torch.ones(sims.shape[-1])
     mean = total / count
@@ -459,7 +434,7 @@ def validate_correlation_weight(
             # Without any exemplar a neuron would have no evidence at all: keep its own.
             out &= ~(out | ~_valid(acts)).all(dim=1, keepdim=True)
             fold_acts = acts.masked_fill(out, -math.inf)
-        # Row indices, not copies: the sampled similarities can be hundreds of megabytes.
+        # Row indices, not copies of the sampled images' scores.
         train_rows, held_rows = train.nonzero().squeeze(1), part
         exemplar_z = _exemplar_scores(sims, fold_acts, sample, sample_rows=train_rows, **options)
         correlation_z = sample_correlation_z(sample, train_rows)
@@ -468,7 +443,7 @@ def validate_correlation_weight(
             scores = _stouffer(exemplar_z, correlation_z, weight)
             if groups is not None and groups.unique().numel() > 1:
                 scores = family_adjusted(scores, groups)
-            chosen = sample.sims.index_select(1, scores.argmax(dim=1))[held_rows]
+            chosen = sample.scores(scores.argmax(dim=1), held_rows)
             r = _column_correlation(held_acts, chosen)
             if torch.isfinite(r).any():
                 per_fold[fold, index] = r.nanmean()

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from .activation_cache import ActivationCache, restore
-from .aggregation import Aggregation, ImageSample, get_aggregation
+from .aggregation import Aggregation, get_aggregation
 from .context import build_context
 from .describe import (
     Describer,
@@ -35,6 +35,7 @@ from .exemplar_pass import (
     run_pass,
 )
 from .holdout import check_holdout, holdout_entry, split_holdout
+from .image_sample import ImageSample
 from .images import ImageLoadError, ImageSource, SkippedInput, as_image_source
 from .layer_patterns import expand_layer_patterns
 from .memory import release_freed_memory
@@ -992,7 +993,14 @@ class Evidence:
             sims[list(rows), list(ranks)] = self.scores.rows_for(keys)
         sample = None
         if with_sample:
-            whole = self.scores.rows_for([(int(i), None) for i in self.sample_ids.tolist()])
+            whole_images = [(int(i), None) for i in self.sample_ids.tolist()]
+            # An embedding scorer's sample stays factored: no [S, V] scores are formed.
+            embeddings = self.scores.embeddings_for(whole_images)
+            scores = (
+                {"sims": self.scores.rows_for(whole_images)}
+                if embeddings is None
+                else {"image_embeddings": embeddings, "concept_embeddings": self.scores.text}
+            )
             # Where each exemplar's image sits in the sample, so that a validation on held-out
             # sampled images can keep those images out of the exemplar evidence too.
             ids = layer.state.ids[units]
@@ -1002,7 +1010,7 @@ class Evidence:
             rows = torch.where(ids >= 0, row_of[ids.clamp(min=0)], -1)
             rows[~torch.isfinite(values)] = -1
             sample = ImageSample(
-                acts=self.sample_acts[name][:, units], sims=whole, exemplar_rows=rows
+                acts=self.sample_acts[name][:, units], exemplar_rows=rows, **scores
             )
         return sims, values, sample
 

@@ -121,14 +121,20 @@ class PatchScores:
         """``[V]`` scores of one patch."""
         return self.rows_for([key])[0]
 
+    def embeddings_for(self, keys: list[PatchKey]) -> Tensor | None:
+        """``[n, D]`` embeddings of several patches (None for a concept scorer's scores)."""
+        if self.embeddings is None:
+            return None
+        return self.embeddings[torch.tensor([self.index[k] for k in keys], dtype=torch.long)]
+
     def rows_for(self, keys: list[PatchKey]) -> Tensor:
         """``[n, V]`` scores of several patches."""
         if self.rows is not None:
             if not keys:
                 return torch.empty(0, 0)
             return torch.stack([self.rows[k] for k in keys])
-        assert self.embeddings is not None and self.text is not None
-        picked = self.embeddings[torch.tensor([self.index[k] for k in keys], dtype=torch.long)]
+        picked = self.embeddings_for(keys)
+        assert picked is not None and self.text is not None
         return picked @ self.text.T
 
 

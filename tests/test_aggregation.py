@@ -99,22 +99,38 @@ def test_sample_correlation_z_is_fisher_scaled_and_null_calibrated():
     assert torch.all(z[:, 200] == 0)
 
 
-def test_sample_statistics_by_concept_chunks_and_row_subsets_match_direct_ones(monkeypatch):
-    # The sampled similarities are reduced in chunks of concepts and, for validation folds,
-    # over row subsets without copies; both must give the direct full-matrix figures.
-    from neurolabel.plugin_core import aggregation
+def _embedded_sample(generator: torch.Generator, images: int = 60, concepts: int = 30):
+    """A sample whose concept scores are dot products of unit embeddings (as a VLM's), with
+    the first five concepts tracking the five neurons: its dense and factored forms."""
+    acts = torch.randn(images, 5, generator=generator)
+    embeddings = torch.randn(images, 16, generator=generator)
+    embeddings[:, :5] += 2 * acts
+    embeddings = torch.nn.functional.normalize(embeddings, dim=1)
+    text = torch.nn.functional.normalize(torch.randn(concepts, 16, generator=generator), dim=1)
+    text[:5] = torch.nn.functional.normalize(torch.eye(16)[:5] + 0.1 * text[:5], dim=1)
+    factored = ImageSample(acts, image_embeddings=embeddings, concept_embeddings=text)
+    return ImageSample(acts, embeddings @ text.T), factored
 
-    monkeypatch.setattr(aggregation, "_CONCEPT_CHUNK", 7)  # several chunks, the last ragged
+
+@pytest.mark.parametrize("form", ["dense", "factored"])
+def test_sample_statistics_by_concept_chunks_and_row_subsets_match_direct_ones(monkeypatch, form):
+    # The sampled scores are reduced in chunks of concepts (dense) or in the embedding space
+    # (factored) and, for validation folds, over row subsets without copies; both must give
+    # the direct full-matrix figures.
+    from neurolabel.plugin_core import aggregation, image_sample
+
+    monkeypatch.setattr(image_sample, "CONCEPT_CHUNK", 7)  # several chunks, the last ragged
     g = torch.Generator().manual_seed(0)
-    acts = torch.randn(60, 5, generator=g)
-    sims = torch.randn(60, 30, generator=g)
-    sims[:, :5] += acts
-    sample = ImageSample(acts, sims)
+    dense, factored = _embedded_sample(g)
+    sample = dense if form == "dense" else factored
+    acts, sims = dense.acts, dense.sims
     rows = torch.randperm(60, generator=g)[:40].sort().values
     z = aggregation.sample_correlation_z(sample, rows)
     r = torch.corrcoef(torch.cat([acts[rows], sims[rows]], dim=1).T.double())[:5, 5:]
-    assert torch.allclose(z.double(), torch.atanh(r) * math.sqrt(40 - 3), atol=1e-5)
-    assert torch.equal(z, aggregation.sample_correlation_z(ImageSample(acts[rows], sims[rows])))
+    assert torch.allclose(z.double(), torch.atanh(r) * math.sqrt(40 - 3), atol=1e-4)
+    assert (z[range(5), range(5)] > 3).all()  # the tracking concepts are found
+    subset = aggregation.sample_correlation_z(ImageSample(acts[rows], sims[rows]))
+    assert torch.allclose(z, subset, atol=1e-4)
 
     exemplar_sims = torch.randn(4, 3, 30, generator=g)
     valid = torch.tensor([[True, True, False], [True, False, False], [True] * 3, [False] * 3])
@@ -122,6 +138,62 @@ def test_sample_statistics_by_concept_chunks_and_row_subsets_match_direct_ones(m
     population = torch.cat([exemplar_sims[valid], sims[rows]]).double()
     assert torch.allclose(mean.double(), population.mean(dim=0), atol=1e-6)
     assert torch.allclose(std.double(), population.std(dim=0), atol=1e-5)
+
+    chosen = torch.tensor([3, 3, 0, 29])
+    assert torch.allclose(sample.scores(chosen, rows), sims[rows][:, chosen], atol=1e-6)
+
+
+def test_factored_sample_labels_like_the_dense_one_without_forming_its_scores(monkeypatch):
+    """contrast (weight validated by cross-validation) and cos-cubed give the same labels
+    from an embedding scorer's factored sample as from its dense [S, V] scores, and contrast
+    never forms a dense block of the sample's scores to get them."""
+    from neurolabel.plugin_core.image_sample import ImageSample as Sample
+
+    g = torch.Generator().manual_seed(1)
+    dense, factored = _embedded_sample(g, images=120, concepts=40)
+    # 20 neurons: the five tracked ones, repeated with noise, so that standardization runs.
+    acts = torch.cat([dense.acts] * 4, dim=1) + 0.3 * torch.randn(120, 20, generator=g)
+    dense = ImageSample(acts, dense.sims)
+    factored = ImageSample(
+        acts,
+        image_embeddings=factored.image_embeddings,
+        concept_embeddings=factored.concept_embeddings,
+    )
+    top = acts.T.topk(6, dim=1).indices  # [20, 6] exemplar images
+    exemplar_sims = dense.sims[top]  # [20, 6, 40]
+    exemplar_acts = acts.T.gather(1, top)
+    expected = {"dense": {}, "factored": {}}
+    for form, sample in (("dense", dense), ("factored", factored)):
+        details: dict = {}
+        expected[form]["contrast"] = contrast(exemplar_sims, exemplar_acts, sample, details=details)
+        expected[form]["weight"] = details["correlation_weight"]
+        expected[form]["cos"] = cos_cubed(exemplar_sims, exemplar_acts, sample)
+    for name in ("contrast", "cos"):
+        got, want = expected["factored"][name], expected["dense"][name]
+        assert torch.allclose(got, want, atol=1e-4), name
+        assert torch.equal(got.argmax(dim=1), want.argmax(dim=1)), name
+    assert expected["factored"]["weight"] == expected["dense"]["weight"]
+    assert (expected["dense"]["contrast"].argmax(dim=1) == torch.arange(20) % 5).all()
+
+    def no_dense_blocks(self, rows=None):
+        raise AssertionError("a dense block of the sample's scores was formed")
+
+    monkeypatch.setattr(Sample, "chunks", no_dense_blocks)
+    contrast(exemplar_sims, exemplar_acts, factored)
+    with pytest.raises(AssertionError, match="dense block"):
+        contrast(exemplar_sims, exemplar_acts, dense)
+
+
+def test_image_sample_rejects_mixed_or_mismatched_forms():
+    acts = torch.rand(4, 2)
+    with pytest.raises(NeurolabelError, match="not both and not neither"):
+        ImageSample(acts)
+    with pytest.raises(NeurolabelError, match="needs both"):
+        ImageSample(acts, image_embeddings=torch.rand(4, 3))
+    with pytest.raises(NeurolabelError, match="3 of scores"):
+        ImageSample(acts, torch.rand(3, 5))
+    with pytest.raises(NeurolabelError, match="dimension 3 but concept embeddings of 2"):
+        ImageSample(acts, image_embeddings=torch.rand(4, 3), concept_embeddings=torch.rand(5, 2))
 
 
 def test_contrast_weighs_image_level_correlation():
