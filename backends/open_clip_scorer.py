@@ -280,6 +280,9 @@ class OpenClipScorer:
                 "tokenizer files in the Hugging Face cache, which takes internet once."
             ) from exc
 
+        from .open_clip_text import text_encoder
+
+        self._encode_tokens = text_encoder(self.model, self.tokenizer)
         self._memory: dict[str, Tensor] = {}
         self._embed_dim: int | None = None
         self._cache_file: Path | None = None
@@ -442,20 +445,36 @@ class OpenClipScorer:
             return torch.zeros((0, self.embed_dim), dtype=torch.float32)
         return torch.stack([self._memory[k] for k in keys])
 
+    def encode_tokens(self, tokens: Tensor) -> Tensor:
+        """The text tower on tokenized prompts, without their padding where that is exact
+        (:mod:`neurolabel.backends.open_clip_text`).
+
+        Args:
+            tokens: ``[B, L]`` tokens from :attr:`tokenizer`, on :attr:`device`.
+
+        Returns:
+            ``[B, D]`` unnormalized text features.
+        """
+        return self._encode_tokens(tokens)
+
     def _compute(self, texts: list[str]) -> list[Tensor]:
         import torch
 
         n_templates = len(self.templates)
         # Whole concepts per forward pass, so each template mean is computed from one batch.
         per_batch = max(1, self.batch_size // n_templates)
-        out: list[Tensor] = []
+        # Concepts of similar length share a batch: each batch runs only up to its longest
+        # prompt, so a few long concepts do not lengthen every batch.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[Tensor] = [None] * len(texts)  # type: ignore[list-item]
         with torch.inference_mode():
-            for batch in iter_batches(texts, per_batch):
-                prompts = [tpl.replace("{}", text) for text in batch for tpl in self.templates]
+            for batch in iter_batches(order, per_batch):
+                prompts = [tpl.replace("{}", texts[i]) for i in batch for tpl in self.templates]
                 tokens = self.tokenizer(prompts).to(self.device)
-                features = _normalized(self.model.encode_text(tokens))
+                features = _normalized(self.encode_tokens(tokens))
                 means = features.view(len(batch), n_templates, -1).mean(dim=1)
-                out.extend(_normalized(means).unbind(0))
+                for i, row in zip(batch, _normalized(means).unbind(0), strict=True):
+                    out[i] = row
         return out
 
     def _key(self, text: str) -> str:

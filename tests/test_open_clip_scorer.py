@@ -28,17 +28,17 @@ def scorer() -> OpenClipScorer:
 
 
 class CountingEncoder:
-    """Wraps ``model.encode_text`` and counts the prompts it encodes."""
+    """Wraps the scorer's text tower and counts the prompts it encodes."""
 
     def __init__(self, scorer: OpenClipScorer, monkeypatch: pytest.MonkeyPatch) -> None:
         self.prompts = 0
-        original = scorer.model.encode_text
+        original = scorer.encode_tokens
 
         def counted(tokens, *args, **kwargs):
             self.prompts += int(tokens.shape[0])
             return original(tokens, *args, **kwargs)
 
-        monkeypatch.setattr(scorer.model, "encode_text", counted)
+        monkeypatch.setattr(scorer, "encode_tokens", counted)
 
 
 def test_registered_and_resolves(ctx):
@@ -109,6 +109,44 @@ def test_template_ensemble_is_renormalized_mean():
     expected = prompts.mean(0)
     expected = expected / expected.norm()
     torch.testing.assert_close(ensemble.encode_texts(["dog"])[0], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_text_tower_skips_the_padding_and_gives_encode_texts_own_embeddings(scorer):
+    """Prompts of different lengths, batched: the trimmed text tower runs on the columns up
+    to the longest prompt only, and its features equal open_clip's full encode_text."""
+    from neurolabel.backends.open_clip_text import text_encoder
+
+    prompts = ["a photo of a dog.", "red", "a close-up photo of a very old striped armchair."]
+    tokens = scorer.tokenizer(prompts)
+    seen: list[int] = []
+    hook = scorer.model.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs=None: seen.append(int(args[0].shape[1]))
+    )
+    try:
+        with torch.inference_mode():
+            trimmed = scorer.encode_tokens(tokens)
+            full = scorer.model.encode_text(tokens)
+    finally:
+        hook.remove()
+    longest = int((tokens != 0).sum(dim=1).max())
+    assert seen == [longest, tokens.shape[1]] and longest < 20 < tokens.shape[1]
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-4)
+
+    # Where the cut would not be exact, open_clip's own encode_text runs.
+    class Subclassed(type(scorer.model)):
+        pass
+
+    other = Subclassed.__new__(Subclassed)
+    other.__dict__.update(scorer.model.__dict__)
+    assert text_encoder(other, scorer.tokenizer) == other.encode_text
+    bidirectional = type(scorer.model).__new__(type(scorer.model))
+    bidirectional.__dict__.update(scorer.model.__dict__)
+    bidirectional.__dict__["_buffers"] = {
+        **scorer.model._buffers,
+        "attn_mask": torch.zeros_like(scorer.model.attn_mask),
+    }
+    assert text_encoder(bidirectional, scorer.tokenizer) == bidirectional.encode_text
+    assert text_encoder(scorer.model, lambda texts: None) == scorer.model.encode_text
 
 
 def test_memory_cache_avoids_recomputation(scorer, monkeypatch):
