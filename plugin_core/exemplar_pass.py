@@ -22,6 +22,7 @@ from . import distributed
 from .atomic import atomic_write
 from .errors import EmptyInputError, NeurolabelError
 from .images import ImageSource, ProbeDataset, SkippedInput
+from .memory import PeriodicRelease
 from .progress import Steps
 from .protocols import Extractor, LoadedModel
 from .topk import StreamingTopK, TopKState, host_to_device, per_image_activation
@@ -317,6 +318,7 @@ def run_pass(
     task.advance(state.done * world)  # each rank shows the whole set's progress
     checked: set[str] = set()
     batches = 0
+    release = PeriodicRelease()  # resident memory must not creep up with the image count
     try:
         with extractor.open(loaded, layers) as read:
             for batch, indices, errors in loader:
@@ -346,6 +348,7 @@ def run_pass(
                     state.add(activations, indices)
                 state.done += len(errors)
                 batches += 1
+                release.tick()
                 task.advance(len(errors) * world)
                 if checkpoint is not None and checkpoint.every and batches % checkpoint.every == 0:
                     checkpoint.save(state)

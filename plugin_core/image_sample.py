@@ -106,10 +106,18 @@ class ImageSample:
         return int(self.concept_embeddings.shape[0])
 
     def _embeddings(self, rows: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The factored form in float64: ``(image embeddings of rows [S', D], concepts [V, D])``."""
+        """``(float64 image embeddings of rows [S', D], concept embeddings [V, D])``; the
+        concepts are cast to float64 a chunk at a time (:meth:`_concept_chunks`), as a
+        float64 copy of a 20,000-word vocabulary's embeddings alone is 80 MB."""
         assert self.image_embeddings is not None and self.concept_embeddings is not None
         images = self.image_embeddings if rows is None else self.image_embeddings[rows]
-        return images.double(), self.concept_embeddings.double()
+        return images.double(), self.concept_embeddings
+
+    @staticmethod
+    def _concept_chunks(text: Tensor) -> Iterator[tuple[slice, Tensor]]:
+        for start in range(0, len(text), CONCEPT_CHUNK):
+            columns = slice(start, start + CONCEPT_CHUNK)
+            yield columns, text[columns].double()
 
     def scores(self, concepts: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
         """Scores of some concepts on some sampled images, as a dense block.
@@ -143,13 +151,13 @@ class ImageSample:
         """
         if self.sims is None:
             images, text = self._embeddings(rows)
+            for columns, part in self._concept_chunks(text):
+                yield columns, images @ part.T
+            return
         for start in range(0, self.num_concepts, CONCEPT_CHUNK):
             columns = slice(start, start + CONCEPT_CHUNK)
-            if self.sims is not None:
-                part = self.sims[:, columns] if rows is None else self.sims[rows, columns]
-                yield columns, part.double()
-            else:
-                yield columns, images @ text[columns].T
+            part = self.sims[:, columns] if rows is None else self.sims[rows, columns]
+            yield columns, part.double()
 
     def moments(self, rows: Tensor | None = None) -> tuple[int, Tensor, Tensor]:
         """Each concept's mean score and sum of squared deviations over the sampled images.
@@ -175,10 +183,10 @@ class ImageSample:
         center = images.mean(dim=0)
         centered = images - center
         gram = centered.T @ centered  # [D, D]: all second moments of the scores
-        for start in range(0, len(text), CONCEPT_CHUNK):
-            part = text[start : start + CONCEPT_CHUNK]
-            squares[start : start + CONCEPT_CHUNK] = ((part @ gram) * part).sum(dim=1)
-        return count, text @ center, squares.clamp(min=0)
+        for columns, part in self._concept_chunks(text):
+            mean[columns] = part @ center
+            squares[columns] = ((part @ gram) * part).sum(dim=1)
+        return count, mean, squares.clamp(min=0)
 
     def centered_products(self, weights: Tensor, rows: Tensor | None = None) -> Tensor:
         """``sum_s weights[s, c] * (score[s, v] - mean_v)`` for every column ``c`` and concept.
@@ -200,4 +208,8 @@ class ImageSample:
                 out[:, columns] = weights.T @ (part - part.mean(dim=0, keepdim=True))
             return out
         images, text = self._embeddings(rows)
-        return (weights.T @ (images - images.mean(dim=0))) @ text.T
+        projected = weights.T @ (images - images.mean(dim=0))  # [C, D]
+        out = torch.empty(weights.shape[1], self.num_concepts, dtype=torch.float64)
+        for columns, part in self._concept_chunks(text):
+            out[:, columns] = projected @ part.T
+        return out

@@ -22,6 +22,7 @@ from .atomic import atomic_write
 from .errors import NeurolabelError
 from .exemplar_pass import autocast_for, digest
 from .images import ImageLoadError, ImageSource
+from .memory import PeriodicRelease
 from .progress import Steps
 from .protocols import ConceptScorer, EmbeddingScorer
 from .vocabulary import Vocabulary
@@ -233,9 +234,12 @@ def score_patches(
     if not (callable(transform) and callable(encode_pixels)):
         transform = None
 
+    release = PeriodicRelease()  # the VLM's batches must not grow the heap either
+
     def flush() -> None:
         if not pending:
             return
+        release.tick()
         with autocast_for(device, precision):
             if transform is not None:
                 batch = encode_pixels(torch.stack(pending))  # type: ignore[misc]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 import torch
@@ -33,3 +34,35 @@ def test_heap_pages_pinned_by_a_few_live_tensors_are_given_back():
     release_freed_memory()
     assert held - _rss_mib() > 300
     assert all(float(block[0]) == 1.0 for block in survivors)  # live data is untouched
+
+
+def test_periodic_release_trims_at_once_then_within_its_time_budget(monkeypatch):
+    from neurolabel.plugin_core import memory
+
+    calls: list[float] = []
+
+    def slow_trim() -> bool:
+        calls.append(time.perf_counter())
+        time.sleep(0.01)  # a trim of a large heap
+        return True
+
+    monkeypatch.setattr(memory, "release_freed_memory", slow_trim)
+    release = memory.PeriodicRelease(max_overhead_percent=10.0)
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.5:
+        release.tick()
+    assert calls and calls[0] - start < 0.005  # the first batch trims
+    # Each 10 ms trim is followed by at least 100 ms without one: at most 10 % overhead.
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    assert 2 <= len(calls) <= 6 and all(gap >= 0.1 for gap in gaps)
+
+
+def test_periodic_release_stops_trying_where_the_c_library_cannot_trim(monkeypatch):
+    from neurolabel.plugin_core import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append(1) or False)
+    release = memory.PeriodicRelease()
+    for _ in range(100):
+        release.tick()
+    assert calls == [1]
