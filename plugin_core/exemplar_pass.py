@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,8 +90,11 @@ class ExemplarPass:
         self.settings = settings
         self.streams = {layer: settings.stream() for layer in layers}
         self.sample_ids = sample_ids
-        self.sample_rows: dict[str, list[Tensor]] = {layer: [] for layer in layers}
-        self.sample_row_ids: list[Tensor] = []
+        # [S, C] per layer, row i for sample_ids[i], filled as the stream reaches the image:
+        # allocated once, so no small tensor per batch outlives the batch (heap fragmentation
+        # would make the process's memory creep up with the number of batches).
+        self.sample_rows: dict[str, Tensor | None] = dict.fromkeys(layers)
+        self.sample_filled = torch.zeros(len(sample_ids), dtype=torch.bool)
         self.unreadable: list[tuple[int, str]] = []
         self.done = 0  # images of this process's shard already streamed
         self._sampled_for: Tensor | None = None
@@ -102,7 +107,18 @@ class ExemplarPass:
             self.add_layer(layer, acts, indices)
         keep = self._sampled(indices)
         if keep is not None and bool(keep.any()):
-            self.sample_row_ids.append(indices[keep])
+            self.sample_filled[self._sample_positions(indices[keep])] = True
+
+    def _sample_positions(self, image_ids: Tensor) -> Tensor:
+        """Rows of sampled images (host indices) in :attr:`sample_rows`."""
+        return torch.searchsorted(self.sample_ids, image_ids)
+
+    def _store_sample_rows(self, layer: str, positions: Tensor, rows: Tensor) -> None:
+        buffer = self.sample_rows[layer]
+        if buffer is None:
+            buffer = torch.zeros(len(self.sample_ids), rows.shape[1], device=rows.device)
+            self.sample_rows[layer] = buffer
+        buffer[host_to_device(positions, buffer.device)] = rows.to(buffer.device)
 
     def add_layer(self, layer: str, acts: Tensor, indices: Tensor) -> None:
         """Stream one layer's activations of a batch; :meth:`add` ends the batch."""
@@ -112,7 +128,8 @@ class ExemplarPass:
         if keep is not None and bool(keep.any()):
             per_image = per_image_activation(acts, self.settings.activation)
             # Kept on the device until the end: no host synchronization per batch.
-            self.sample_rows[layer].append(per_image[host_to_device(keep, acts.device)].float())
+            rows = per_image[host_to_device(keep, acts.device)].float()
+            self._store_sample_rows(layer, self._sample_positions(indices[keep]), rows)
 
     def _sampled(self, indices: Tensor) -> Tensor | None:
         """Which images of the batch are in the sample (None without a sample)."""
@@ -125,15 +142,14 @@ class ExemplarPass:
     # -- state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything streamed so far, on the CPU (checkpoints, gathering across ranks)."""
+        filled = self.sample_filled
         return {
             "streams": {name: stream.state_dict() for name, stream in self.streams.items()},
             "sample_rows": {
-                name: torch.cat(rows).cpu() if rows else None
+                name: None if rows is None else rows[host_to_device(filled, rows.device)].cpu()
                 for name, rows in self.sample_rows.items()
             },
-            "sample_row_ids": torch.cat(self.sample_row_ids)
-            if self.sample_row_ids
-            else torch.empty(0, dtype=torch.long),
+            "sample_row_ids": self.sample_ids[filled].clone(),
             "unreadable": list(self.unreadable),
             "done": self.done,
         }
@@ -142,11 +158,9 @@ class ExemplarPass:
         """Continue from a :meth:`state_dict` of a pass with the same layers and settings."""
         for name, stream in self.streams.items():
             stream.load_state_dict(state["streams"][name], device)
-        for name in self.layers:
-            rows = state["sample_rows"][name]
-            self.sample_rows[name] = [] if rows is None else [rows.to(device)]
-        ids = state["sample_row_ids"]
-        self.sample_row_ids = [ids] if len(ids) else []
+        self.sample_rows = dict.fromkeys(self.layers)
+        self.sample_filled.zero_()
+        self._add_sample_rows(state, device)
         self.unreadable = [tuple(item) for item in state["unreadable"]]  # type: ignore[misc]
         self.done = int(state["done"])
 
@@ -154,13 +168,25 @@ class ExemplarPass:
         """Fold in another shard's :meth:`state_dict` (exact)."""
         for name, stream in self.streams.items():
             stream.merge(state["streams"][name])
+        self._add_sample_rows(state)
+        self.unreadable.extend(tuple(item) for item in state["unreadable"])  # type: ignore[misc]
+
+    def _add_sample_rows(
+        self, state: Mapping[str, Any], device: torch.device | None = None
+    ) -> None:
+        """Fill in the sampled rows of a :meth:`state_dict` (on ``device``, else where the
+        rows already are)."""
+        ids = state["sample_row_ids"]
+        if not len(ids):
+            return
+        positions = self._sample_positions(ids)
         for name in self.layers:
             rows = state["sample_rows"][name]
             if rows is not None:
-                self.sample_rows[name].append(rows)
-        if len(state["sample_row_ids"]):
-            self.sample_row_ids.append(state["sample_row_ids"])
-        self.unreadable.extend(tuple(item) for item in state["unreadable"])  # type: ignore[misc]
+                self._store_sample_rows(
+                    name, positions, rows if device is None else rows.to(device)
+                )
+        self.sample_filled[positions] = True
 
     def finish(self, source: ImageSource) -> PassOutput:
         """The finalized states, with sampled rows in image order."""
@@ -171,11 +197,10 @@ class ExemplarPass:
                 f"{source.describe(unreadable[0][0])}: {unreadable[0][1]}"
             )
         states = {name: stream.finalize() for name, stream in self.streams.items()}
-        row_ids = torch.cat(self.sample_row_ids) if self.sample_row_ids else torch.empty(0).long()
-        order = row_ids.argsort()
+        filled = self.sample_filled  # unreadable sampled images stay out
         samples = {
-            name: torch.cat([r.cpu() for r in rows])[order]
-            if rows
+            name: rows[host_to_device(filled, rows.device)].cpu()
+            if rows is not None
             else torch.empty(0, states[name].num_neurons)
             for name, rows in self.sample_rows.items()
         }
@@ -183,7 +208,7 @@ class ExemplarPass:
             states=states,
             skipped=[SkippedInput(source.describe(i), reason) for i, reason in unreadable],
             sample_acts=samples,
-            sample_ids=row_ids[order],
+            sample_ids=self.sample_ids[filled].clone(),
             unreadable_ids=[i for i, _ in unreadable],
         )
 
@@ -237,6 +262,42 @@ class Checkpoint:
             self.path.parent.rmdir()
         except OSError:  # other files in it, or already gone
             pass
+
+
+class _DeferredInterrupt:
+    """Ctrl-C noted during a batch, raised between batches; a second one raises at once."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def raise_if_interrupted(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def _interrupts_between_batches(deferred: _DeferredInterrupt) -> Iterator[_DeferredInterrupt]:
+    """Defer Ctrl-C to the end of the current batch, where the stream's state is whole.
+
+    Only Python's own SIGINT handler is replaced, and only in the main thread (signals
+    cannot be handled elsewhere); a program that installed its own keeps it.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield deferred
+        return
+    signal.signal(signal.SIGINT, deferred.handle)
+    try:
+        yield deferred
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def digest(value: Any) -> str:
@@ -319,9 +380,15 @@ def run_pass(
     checked: set[str] = set()
     batches = 0
     release = PeriodicRelease()  # resident memory must not creep up with the image count
+    # A batch's layers are streamed one by one as the model reaches them, so a batch cut
+    # short leaves some layers with its images and others without: such a state is never
+    # saved (a resume would stream those images twice), and Ctrl-C waits for the batch.
+    mid_batch = False
+    pending = _DeferredInterrupt()
     try:
-        with extractor.open(loaded, layers) as read:
+        with extractor.open(loaded, layers) as read, _interrupts_between_batches(pending):
             for batch, indices, errors in loader:
+                mid_batch = True
                 ok = torch.tensor([not e for e in errors], dtype=torch.bool)
                 for index, error in zip(indices.tolist(), errors, strict=True):
                     if error:
@@ -347,15 +414,22 @@ def run_pass(
                             checked.add(layer)
                     state.add(activations, indices)
                 state.done += len(errors)
+                mid_batch = False
                 batches += 1
                 release.tick()
                 task.advance(len(errors) * world)
                 if checkpoint is not None and checkpoint.every and batches % checkpoint.every == 0:
                     checkpoint.save(state)
+                pending.raise_if_interrupted()
     except BaseException:
-        # Ctrl-C or a crash mid-stream: keep every finished batch for --resume.
-        if checkpoint is not None and state.done:
+        # Ctrl-C or a crash mid-stream: keep every finished batch for --resume (a crash
+        # inside a batch leaves the last periodic checkpoint in place).
+        if checkpoint is not None and state.done and not mid_batch:
             checkpoint.save(state)
+        if pending.interrupted:
+            # DataLoader workers get Ctrl-C too and quit, which the loader reports as its
+            # own error: it is the user's interruption all the same.
+            raise KeyboardInterrupt from None
         raise
     if checkpoint is not None and batches:
         checkpoint.save(state)  # a crash in the later stages then resumes after the pass
