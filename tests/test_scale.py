@@ -99,6 +99,63 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(image_dir, tmp_p
     assert not checkpoint.exists()  # a finished run leaves nothing to resume
 
 
+def _stop_in_the_middle_of_batch(model: torch.nn.Module, batch: int, stop) -> None:
+    """Call ``stop()`` when ``block2`` runs on the given batch: ``block1`` of that batch has
+    then been streamed already (inside its forward hook), ``block2`` not."""
+    calls = [0]
+
+    def hook(module, inputs, output):
+        calls[0] += 1
+        if calls[0] == batch:
+            stop()
+
+    model.block2.register_forward_hook(hook)
+
+
+def test_a_crash_in_the_middle_of_a_batch_resumes_to_the_uninterrupted_result(image_dir, tmp_path):
+    """A batch half streamed (its first layer taken, the second not) must not be saved: a
+    resume would stream its images twice into the first layer."""
+    reference = make_labeler(cache=False).run(Interrupting(image_dir, None))
+    checkpoint = tmp_path / "state.pt"
+    model = SeededConvNet()
+
+    def crash() -> None:
+        raise RuntimeError("out of memory in block2")
+
+    _stop_in_the_middle_of_batch(model, 4, crash)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        make_labeler(model, cache=False, checkpoint=checkpoint, checkpoint_every=1).run(
+            Interrupting(image_dir, None)
+        )
+    saved = torch.load(checkpoint, weights_only=True)["state"]
+    assert saved["done"] == 12  # the 3 whole batches before the crash, not the 4th's half
+    resumed = make_labeler(cache=False, checkpoint=checkpoint, resume=True).run(
+        Interrupting(image_dir, None)
+    )
+    assert neurons(resumed) == neurons(reference)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_during_a_batch_takes_effect_once_the_batch_is_streamed(image_dir, tmp_path):
+    import signal
+
+    reference = make_labeler(cache=False).run(Interrupting(image_dir, None))
+    checkpoint = tmp_path / "state.pt"
+    model = SeededConvNet()
+    _stop_in_the_middle_of_batch(model, 3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        make_labeler(model, cache=False, checkpoint=checkpoint, checkpoint_every=100).run(
+            Interrupting(image_dir, None)
+        )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    saved = torch.load(checkpoint, weights_only=True)["state"]
+    assert saved["done"] == 12  # the interrupted batch was finished and kept
+    resumed = make_labeler(cache=False, checkpoint=checkpoint, resume=True).run(
+        Interrupting(image_dir, None)
+    )
+    assert neurons(resumed) == neurons(reference)
+
+
 def test_periodic_checkpoints_and_a_mismatched_resume(image_dir, tmp_path, monkeypatch):
     from neurolabel.plugin_core.exemplar_pass import Checkpoint
 
