@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +24,9 @@ import torch
 from torch import Tensor
 
 from .errors import NeurolabelError, SpecError
-from .image_sample import ImageSample
+from .image_sample import ImageSample, block_rows
 from .spec import Spec
 
-#: Neurons per chunk in the aggregations' ``[C, k, V]`` computations (memory, not results).
-_CHUNK = 64
 #: Weight of the image-level correlation evidence in :func:`contrast` (Stouffer's method) when
 #: it is fixed, or when the sample is too small to validate one (``correlation="auto"``).
 CORRELATION_WEIGHT = 1.0
@@ -112,15 +110,19 @@ def _top_rows(sims: Tensor, acts: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
     return sims[:, :k], _valid(acts[:, :k])
 
 
+def _neuron_chunks(sims: Tensor) -> Iterator[slice]:
+    """Slices of neurons whose ``[c, k, V]`` blocks hold about
+    :data:`~neurolabel.plugin_core.image_sample.BLOCK_ELEMENTS` elements: the temporaries of
+    a whole large layer and vocabulary would need gigabytes each."""
+    step = block_rows(math.prod(sims.shape[1:]))
+    for start in range(0, sims.shape[0], step):
+        yield slice(start, start + step)
+
+
 def _by_chunks(sims: Tensor, function: Callable[[slice, Tensor], Tensor]) -> Tensor:
-    """``function(rows, sims[rows])`` over chunks of neurons, concatenated: the ``[C, k, V]``
-    temporaries of a large layer and vocabulary would otherwise need gigabytes each."""
-    return torch.cat(
-        [
-            function(slice(start, start + _CHUNK), sims[start : start + _CHUNK])
-            for start in range(0, sims.shape[0], _CHUNK)
-        ]
-    )
+    """``function(rows, sims[rows])`` over chunks of neurons (:func:`_neuron_chunks`),
+    concatenated."""
+    return torch.cat([function(rows, sims[rows]) for rows in _neuron_chunks(sims)])
 
 
 def _masked_sum(terms: Tensor, valid: Tensor) -> Tensor:
@@ -297,10 +299,10 @@ def _population_moments(
     total = torch.zeros(sims.shape[-1], dtype=torch.float64)
     squares = torch.zeros_like(total)
     count = 0
-    for start in range(0, sims.shape[0], _CHUNK):
-        block = sims[start : start + _CHUNK][valid[start : start + _CHUNK]].double()
+    for neurons in _neuron_chunks(sims):
+        block = sims[neurons][valid[neurons]].double()
         total += block.sum(dim=0)
-        squares += (block * block).sum(dim=0)
+        squares += block.square_().sum(dim=0)
         count += block.shape[0]
     if sample is not None and sample.num_images:
         images, image_mean, image_squares = sample.moments(rows)
@@ -336,12 +338,9 @@ def _exemplar_scores(
     # In chunks of neurons: [C, k, V] temporaries of a large layer and vocabulary (500 logit
     # units x 100 exemplars x 20000 words) would need several gigabytes each.
     scores = torch.empty(sims.shape[0], sims.shape[-1], dtype=weights.dtype)
-    for start in range(0, sims.shape[0], _CHUNK):
-        part = sims[start : start + _CHUNK]
-        z = torch.nan_to_num((part - mean) / std).clamp_(min=0).pow_(power)
-        scores[start : start + _CHUNK] = torch.einsum(
-            "ck,ckv->cv", weights[start : start + _CHUNK], z
-        )
+    for neurons in _neuron_chunks(sims):
+        z = torch.nan_to_num_((sims[neurons] - mean).div_(std)).clamp_(min=0).pow_(power)
+        scores[neurons] = torch.einsum("ck,ckv->cv", weights[neurons], z)
     if scores.shape[0] >= min_neurons:
         spread = scores.std(dim=0, keepdim=True)
         # A concept seen in one neuron only has a tiny spread: without the floor every such

@@ -22,9 +22,22 @@ from torch import Tensor
 
 from .errors import NeurolabelError
 
-#: Concepts per chunk where a dense block of scores is formed (float64 copies of the scores of
-#: 2,000 images and 20,000 words would take 320 MB at once).
-CONCEPT_CHUNK = 2048
+#: Elements of each temporary block the statistics form (float64: 4 MB). A block's shape
+#: follows the data (2,000 images x 256 concepts, 20,000 words x 512 embedding dimensions
+#: split in 52 parts), so memory stays flat whatever the sample or vocabulary size: the
+#: scores of 2,000 images against 20,000 words would take 320 MB in float64 at once, and
+#: freed blocks of tens of megabytes stay in the process (the C heap keeps them).
+BLOCK_ELEMENTS = 2**19
+
+
+def block_rows(row_elements: int) -> int:
+    """Rows of a block whose rows have ``row_elements`` elements each (at least one).
+
+    Examples:
+        >>> block_rows(512), block_rows(10**9)
+        (1024, 1)
+    """
+    return max(1, BLOCK_ELEMENTS // max(row_elements, 1))
 
 
 @dataclass(frozen=True)
@@ -114,9 +127,12 @@ class ImageSample:
         return images.double(), self.concept_embeddings
 
     @staticmethod
-    def _concept_chunks(text: Tensor) -> Iterator[tuple[slice, Tensor]]:
-        for start in range(0, len(text), CONCEPT_CHUNK):
-            columns = slice(start, start + CONCEPT_CHUNK)
+    def _concept_chunks(text: Tensor, images: int = 0) -> Iterator[tuple[slice, Tensor]]:
+        """Float64 concept embeddings a block at a time; ``images``: rows of the score blocks
+        the caller will form from them (their size bounds the block too)."""
+        step = block_rows(max(text.shape[1], images))
+        for start in range(0, len(text), step):
+            columns = slice(start, start + step)
             yield columns, text[columns].double()
 
     def scores(self, concepts: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
@@ -138,7 +154,7 @@ class ImageSample:
         return (images.float() @ text.float().T).float()
 
     def chunks(self, rows: Tensor | None = None) -> Iterator[tuple[slice, Tensor]]:
-        """Dense float64 blocks of scores, ``CONCEPT_CHUNK`` concepts at a time.
+        """Dense float64 blocks of scores, a few concepts at a time (:data:`BLOCK_ELEMENTS`).
 
         For statistics that are not linear in the scores (CLIP-Dissect's cubes); the whole
         ``[S, V]`` matrix is never held at once.
@@ -151,11 +167,12 @@ class ImageSample:
         """
         if self.sims is None:
             images, text = self._embeddings(rows)
-            for columns, part in self._concept_chunks(text):
+            for columns, part in self._concept_chunks(text, len(images)):
                 yield columns, images @ part.T
             return
-        for start in range(0, self.num_concepts, CONCEPT_CHUNK):
-            columns = slice(start, start + CONCEPT_CHUNK)
+        step = block_rows(self.num_images)  # all rows: a bound for any subset of them
+        for start in range(0, self.num_concepts, step):
+            columns = slice(start, start + step)
             part = self.sims[:, columns] if rows is None else self.sims[rows, columns]
             yield columns, part.double()
 
@@ -182,6 +199,7 @@ class ImageSample:
         images, text = self._embeddings(rows)
         center = images.mean(dim=0)
         centered = images - center
+        del images  # a float64 copy of the embeddings: not kept beside the centered one
         gram = centered.T @ centered  # [D, D]: all second moments of the scores
         for columns, part in self._concept_chunks(text):
             mean[columns] = part @ center

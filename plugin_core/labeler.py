@@ -696,10 +696,10 @@ class NeuronLabeler:
         # A constrained describer picks from the scorer's top candidates: rank that deep.
         depth = max(self.num_concepts, describer.num_candidates) if describer else None
         details: dict[str, dict[str, Any]] = {}
-        neurons = {
-            layer.name: self._explain_layer(layer, evidence, chosen, depth, details)
-            for layer in evidence.layers
-        }
+        neurons = {}
+        for layer in evidence.layers:
+            neurons[layer.name] = self._explain_layer(layer, evidence, chosen, depth, details)
+            release_freed_memory()  # one layer's temporaries must not add to the next one's
         # Paid model requests once per run, on the rank that writes the result.
         first = distributed.rank_and_world()[0] == 0
         if describer is not None and first:

@@ -119,7 +119,9 @@ def test_sample_statistics_by_concept_chunks_and_row_subsets_match_direct_ones(m
     # the direct full-matrix figures.
     from neurolabel.plugin_core import aggregation, image_sample
 
-    monkeypatch.setattr(image_sample, "CONCEPT_CHUNK", 7)  # several chunks, the last ragged
+    # Blocks of 280 elements: 7 concepts of 40 rows, 3 exemplar neurons of 3 x 30; several
+    # blocks each time, the last ragged.
+    monkeypatch.setattr(image_sample, "BLOCK_ELEMENTS", 280)
     g = torch.Generator().manual_seed(0)
     dense, factored = _embedded_sample(g)
     sample = dense if form == "dense" else factored
