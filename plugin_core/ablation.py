@@ -37,7 +37,7 @@ def units_zeroed(model: nn.Module, layer: str, units: Sequence[int] | Tensor) ->
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.Identity())
         >>> with units_zeroed(net, "0", [1]):
         ...     out = net(torch.ones(1, 2))
-        >>> float(out[0, 1])
+        >>> float(out[0, 1].detach())
         0.0
     """
     try:
