@@ -127,10 +127,10 @@ class ImageSample:
         return images.double(), self.concept_embeddings
 
     @staticmethod
-    def _concept_chunks(text: Tensor, images: int = 0) -> Iterator[tuple[slice, Tensor]]:
-        """Float64 concept embeddings a block at a time; ``images``: rows of the score blocks
-        the caller will form from them (their size bounds the block too)."""
-        step = block_rows(max(text.shape[1], images))
+    def _concept_chunks(text: Tensor, block_height: int = 0) -> Iterator[tuple[slice, Tensor]]:
+        """Float64 concept embeddings a block at a time; ``block_height``: rows of the blocks
+        the caller forms from them (images, neurons), which bound the block too."""
+        step = block_rows(max(text.shape[1], block_height))
         for start in range(0, len(text), step):
             columns = slice(start, start + step)
             yield columns, text[columns].double()
@@ -228,6 +228,6 @@ class ImageSample:
         images, text = self._embeddings(rows)
         projected = weights.T @ (images - images.mean(dim=0))  # [C, D]
         out = torch.empty(weights.shape[1], self.num_concepts, dtype=torch.float64)
-        for columns, part in self._concept_chunks(text):
+        for columns, part in self._concept_chunks(text, weights.shape[1]):
             out[:, columns] = projected @ part.T
         return out

@@ -288,7 +288,10 @@ class StreamingTopK:
             self._flush_reservoir()
         names = ("values", "ids", "maps", "sum", "sumsq", "min", "max", "res_keys", "res_values")
         # Copies: the state is updated in place, and a saved or sent state must not change.
-        state: dict[str, Any] = {name: _host_copy(getattr(self, f"_{name}")) for name in names}
+        state: dict[str, Any] = {}
+        for name in names:
+            tensor = getattr(self, f"_{name}")
+            state[name] = None if tensor is None else tensor.to("cpu", copy=True)
         state["count"] = self._count
         state["settings"] = self._settings()
         return state
@@ -299,9 +302,9 @@ class StreamingTopK:
         # Copies: the state is updated in place, and the caller's state must not change.
         for name in ("values", "ids", "maps", "sum", "sumsq", "min", "max", "res_values"):
             tensor = state[name]
-            setattr(self, f"_{name}", None if tensor is None else _copy_to(tensor, device))
+            setattr(self, f"_{name}", None if tensor is None else tensor.to(device, copy=True))
         res_keys = state["res_keys"]
-        self._res_keys = None if res_keys is None else _copy_to(res_keys, "cpu")
+        self._res_keys = None if res_keys is None else res_keys.to("cpu", copy=True)
         self._count = int(state["count"])
         if self._res_values is not None:
             self._init_pending(self._res_values.shape[0], self._res_values.device)
@@ -372,19 +375,6 @@ class StreamingTopK:
 
 
 _MASK31 = (1 << 31) - 1
-
-
-def _host_copy(tensor: Tensor | None) -> Tensor | None:
-    """A CPU copy that shares no memory with ``tensor``."""
-    if tensor is None:
-        return None
-    return tensor.clone() if tensor.device.type == "cpu" else tensor.cpu()
-
-
-def _copy_to(tensor: Tensor, device: str | torch.device) -> Tensor:
-    """``tensor`` on ``device``, sharing no memory with it."""
-    moved = tensor.to(device)
-    return moved.clone() if moved.data_ptr() == tensor.data_ptr() else moved
 
 
 def host_to_device(tensor: Tensor, device: torch.device) -> Tensor:

@@ -122,6 +122,25 @@ def test_state_dict_round_trip_resumes_exactly():
     assert not torch.equal(other_seed.threshold, whole.threshold)
 
 
+def test_saved_and_loaded_states_are_snapshots_of_a_state_updated_in_place():
+    # The stream updates its tensors in place: a state_dict taken earlier (a checkpoint, a
+    # shard sent to another rank) and the dict a stream was loaded from must not follow it.
+    torch.manual_seed(4)
+    acts = torch.randn(40, 3, 5, 5)
+    ids = torch.arange(40)
+    stream = _stream(acts[:16], ids[:16], batch=8)
+    saved = stream.state_dict()
+    before = {name: t.clone() for name, t in saved.items() if isinstance(t, torch.Tensor)}
+    loaded = StreamingTopK(k=5, quantile=0.9, reservoir=300)
+    loaded.load_state_dict(saved)
+    for start in range(16, 40, 8):
+        stream.update(acts[start : start + 8], ids[start : start + 8])
+        loaded.update(acts[start : start + 8], ids[start : start + 8])
+    for name, tensor in before.items():
+        assert torch.equal(saved[name], tensor), name
+    assert not torch.equal(stream.state_dict()["values"], before["values"])  # it did change
+
+
 def test_reservoir_is_the_bottom_k_of_every_cell_key():
     torch.manual_seed(3)
     acts = torch.randn(50, 4, 6, 6)
