@@ -1,6 +1,6 @@
 """Explain a prediction through labeled neurons, with Captum layer attributions.
 
-Given a :class:`~neurolabel.plugin_core.result.LabelingResult`, the model it labeled, an
+Given a :class:`~neurolabel.plugin_core.data.result.LabelingResult`, the model it labeled, an
 image and a target class, :func:`attribute_prediction` attributes the target's output to
 the units of a labeled layer (``LayerConductance``, ``LayerGradientXActivation`` or
 ``LayerIntegratedGradients``), ranks the units by contribution, attaches their labels and
@@ -35,12 +35,14 @@ import typer
 from PIL import Image
 from torch import Tensor, nn
 
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
+from neurolabel.plugin_core.data.result import LabelingResult, NeuronExplanation
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.protocols import LoadedModel, ResolveContext
-from neurolabel.plugin_core.result import LabelingResult, NeuronExplanation
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.context import ResolveContext
+from neurolabel.plugin_core.plugins.contracts import LoadedModel
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.resolve import as_loaded, load_result_model, resolve_model
+from neurolabel.plugin_core.plugins.spec import Spec
 
 #: Layer attribution methods, by the name ``--method`` takes, and their Captum class.
 METHODS: dict[str, str] = {
@@ -179,8 +181,17 @@ class PredictionAttribution:
             The written files, ``{layer}_unit{unit}.png``.
 
         Examples:
-            >>> explained.save_heatmaps("heatmaps/")  # doctest: +SKIP
-            [PosixPath('heatmaps/blocks.6_unit00017.png'), ...]
+            >>> import tempfile
+            >>> from torch import nn
+            >>> from neurolabel import LoadedModel, Preprocessing
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+            ...                     nn.Flatten())
+            >>> loaded = LoadedModel(net, Preprocessing((32, 32), resize_size=None), "tiny")
+            >>> explained = attribute_prediction(None, loaded, Image.new("RGB", (64, 64), "red"),
+            ...                                  target=0, layer="1", device="cpu")
+            >>> paths = explained.save_heatmaps(tempfile.mkdtemp(), units=[0, 1])
+            >>> [path.name for path in paths]
+            ['1_unit00000.png', '1_unit00001.png']
         """
         import matplotlib
 
@@ -279,14 +290,28 @@ def attribute_prediction(
         ``.save_heatmaps(folder)``).
 
     Examples:
-        >>> explained = attribute_prediction("out/", "torchvision:resnet50", "cat.jpg",
-        ...                                  target="tabby", layer="layer4")  # doctest: +SKIP
-        >>> print(explained.sentence)  # doctest: +SKIP
-        'tabby' came mostly through units labeled 'fur' (31 %), 'whiskers' (18 %) …
+        >>> import torch
+        >>> from torch import nn
+        >>> from PIL import Image
+        >>> from neurolabel import LoadedModel, NeuronLabeler, Preprocessing
+        >>> conv = nn.Conv2d(3, 2, 1, bias=False)  # unit 0: red minus blue, unit 1: the reverse
+        >>> conv.weight.data = torch.tensor([[1.0, 0, -1], [-1, 0, 1]]).view(2, 3, 1, 1)
+        >>> net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> loaded = LoadedModel(net, Preprocessing((32, 32), resize_size=None), "red-blue",
+        ...                      class_names=["red thing", "blue thing"])
+        >>> images = [Image.new("RGB", (32, 32), color) for color in ("red", "blue") * 2]
+        >>> result = NeuronLabeler(loaded, ["1"], scorer="color", vocabulary="colors",
+        ...                        device="cpu", progress=False).run(images)
+        >>> explained = attribute_prediction(result, loaded, images[0], target="red thing",
+        ...                                  layer="1", device="cpu")
+        >>> print(explained.sentence)
+        'red thing' came mostly through units labeled 'red' (100 %).
+        >>> [(n.unit, n.label, round(n.share, 2)) for n in explained.neurons]
+        [(0, 'red', 1.0), (1, 'blue', 0.0)]
     """
-    from neurolabel.adapters.captum_common import captum_attr, input_dtype, resolve_module
-    from neurolabel.adapters.hook_extractor import first_tensor
-    from neurolabel.plugin_core.context import build_context
+    from neurolabel.adapters.captum_common import captum_attr, resolve_module
+    from neurolabel.adapters.hook_extractor import first_tensor, input_dtype
+    from neurolabel.plugin_core.plugins.resolve import build_context
 
     if method not in METHODS:
         raise NeurolabelError(f"Unknown method {method!r}: use one of {', '.join(METHODS)}")
@@ -310,7 +335,8 @@ def attribute_prediction(
         raise NeurolabelError("The model's output holds no tensor to take a target from")
     class_names = loaded.class_names or (result.model.get("class_names") if result else None)
     target, target_name = resolve_target(target, logits, class_names)
-    output = float(logits[(0, *((target,) if isinstance(target, int) else target))])
+    position = (0, *((target,) if isinstance(target, int) else target))
+    output = float(logits[position])
 
     attr = captum_attr()
     algo = getattr(attr, METHODS[method])(net, module)
@@ -335,8 +361,9 @@ def attribute_prediction(
     raw_tensor = first_tensor(raw)
     if raw_tensor is None:
         raise NeurolabelError(f"Captum returned no tensor for layer '{layer_name}'")
+    input_hw = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     contributions, maps = unit_contributions(
-        loaded, raw_tensor.detach().float(), tuple(inputs.shape[-2:]), layer_name
+        loaded, raw_tensor.detach().float(), input_hw, layer_name
     )
     labels = _labels(result, layer_name, contributions.shape[0])
     positive = float(contributions.clamp(min=0).sum())
@@ -391,7 +418,7 @@ def unit_contributions(
         map shows only the patch grid).
 
     Examples:
-        >>> from neurolabel.plugin_core.preprocessing import Preprocessing
+        >>> from neurolabel.plugin_core.data.preprocessing import Preprocessing
         >>> loaded = LoadedModel(nn.Identity(), Preprocessing(), "id")
         >>> totals, maps = unit_contributions(loaded, torch.ones(1, 2, 3, 3), (32, 32))
         >>> totals.tolist(), tuple(maps.shape)
@@ -521,7 +548,7 @@ def contribution_sentence(target_name: str, contributions: Tensor, labels: dict[
         label = labels.get(unit)
         if value > 0 and label is None:
             unlabeled += share
-        elif value > 0:
+        elif value > 0 and label is not None:
             gains[label] = gains.get(label, 0.0) + share
         elif value < 0 and label is not None:
             losses[label] = losses.get(label, 0.0) + share
@@ -563,28 +590,14 @@ def _load_model(
     preprocessing: Preprocessing | None,
     ctx: ResolveContext,
 ) -> LoadedModel:
-    from neurolabel.adapters.captum_common import as_loaded, result_preprocessing
-
-    stored = result_preprocessing(result) if result is not None else None
-    if model is None:
-        if result is None:
-            raise NeurolabelError("Give the model (a spec, a module or a LoadedModel)")
-        model = str(result.model.get("name", ""))
-        try:
-            loaded = ctx.registries.model_sources.resolve(model, ctx)
-        except SpecError as exc:
-            raise NeurolabelError(
-                f"The result's model '{model}' cannot be loaded from its name ({exc}); give "
-                "the model (--model SPEC on the command line)"
-            ) from None
-    elif isinstance(model, str):
-        loaded = ctx.registries.model_sources.resolve(model, ctx)
-    elif isinstance(model, LoadedModel):
-        return as_loaded(model, preprocessing)
+    hint = "give the model (--model SPEC on the command line)"
+    if result is not None:
+        loaded = load_result_model(result, ctx, model, hint=hint)
+    elif model is not None:
+        loaded = resolve_model(model, ctx)
     else:
-        loaded = as_loaded(model)
-    chosen = preprocessing or stored
-    return as_loaded(loaded, chosen) if chosen is not None else loaded
+        raise NeurolabelError("Give the model (a spec, a module or a LoadedModel)")
+    return as_loaded(loaded, preprocessing) if preprocessing is not None else loaded
 
 
 def _layer_name(result: LabelingResult | None, net: nn.Module, layer: Any) -> str:
@@ -642,7 +655,7 @@ def _as_input(image: Image.Image | str | Path | Tensor, preprocessing: Preproces
             )
         return tensor.float()
     if isinstance(image, (str, Path)):
-        from neurolabel.plugin_core.images import ImageLoadError, open_image
+        from neurolabel.plugin_core.data.images import ImageLoadError, open_image
 
         if not Path(image).is_file():
             raise NeurolabelError(f"No image at {image}")
@@ -710,7 +723,7 @@ def _attribute_command(cli: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from neurolabel.plugin_core.context import build_context
+        from neurolabel.plugin_core.plugins.resolve import build_context
 
         ctx = build_context(device, trust_pickle=trust_pickle)
         explained = attribute_prediction(
@@ -755,6 +768,6 @@ def _attribute_command(cli: typer.Typer) -> None:
 
 
 @hookimpl
-def register_commands(cli: Any) -> None:
+def register_commands(cli: typer.Typer) -> None:
     """Add ``neurolabel attribute``."""
     _attribute_command(cli)

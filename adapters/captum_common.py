@@ -7,7 +7,6 @@ used, so ``neurolabel --help`` stays fast.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Callable
 from types import ModuleType
@@ -16,10 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neurolabel.adapters.hook_extractor import first_tensor, resolve_layer, standard_layout
+from neurolabel.adapters.hook_extractor import (
+    first_tensor,
+    resolve_layer,
+    standard_layout,
+)
+from neurolabel.plugin_core.data.layer_patterns import layer_names
 from neurolabel.plugin_core.errors import MissingExtraError, NeurolabelError
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.protocols import LoadedModel
+from neurolabel.plugin_core.plugins.contracts import LoadedModel
 
 #: What Captum accepts as a neuron selector: an index, a tuple of indices and slices
 #: (slices are summed), or a callable from the layer's output to one value per example.
@@ -41,58 +44,6 @@ def captum_attr() -> ModuleType:
         ) from exc
 
 
-def as_loaded(
-    model: nn.Module | LoadedModel, preprocessing: Preprocessing | None = None
-) -> LoadedModel:
-    """Wrap a bare module in a :class:`LoadedModel` (ImageNet preprocessing by default).
-
-    Args:
-        model: A module or a LoadedModel (returned as is, with ``preprocessing`` if given).
-        preprocessing: The input preprocessing.
-
-    Returns:
-        The LoadedModel, in eval mode.
-    """
-    if isinstance(model, LoadedModel):
-        loaded = (
-            model
-            if preprocessing is None
-            else dataclasses.replace(model, preprocessing=preprocessing)
-        )
-    elif isinstance(model, nn.Module):
-        loaded = LoadedModel(model, preprocessing or Preprocessing(), type(model).__name__)
-    else:
-        raise NeurolabelError(
-            f"Cannot use a {type(model).__name__} as the model: give an nn.Module or a LoadedModel"
-        )
-    loaded.model.eval()
-    return loaded
-
-
-def result_preprocessing(result: Any) -> Preprocessing | None:
-    """The preprocessing a labeling result was computed with, or None if it does not say.
-
-    Args:
-        result: A :class:`~neurolabel.plugin_core.result.LabelingResult`.
-
-    Returns:
-        The :class:`Preprocessing` stored in ``result.model["preprocessing"]``.
-    """
-    data = result.model.get("preprocessing") or {}
-    if not data:
-        return None
-    try:
-        return Preprocessing(
-            crop_size=(int(data["crop_size"][0]), int(data["crop_size"][1])),
-            resize_size=data.get("resize_size"),
-            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
-            interpolation=data.get("interpolation", "bilinear"),
-        )
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise NeurolabelError(f"The result's stored preprocessing is malformed ({exc})") from None
-
-
 def resolve_module(model: nn.Module, layer: Any) -> tuple[str, nn.Module]:
     """Find a layer given by dotted name, as a module, or as a Captum attribution object.
 
@@ -108,8 +59,6 @@ def resolve_module(model: nn.Module, layer: Any) -> tuple[str, nn.Module]:
         >>> resolve_module(net, net[1])[0], resolve_module(net, "0")[1] is net[0]
         ('1', True)
     """
-    from neurolabel.plugin_core.labeler import layer_names  # the pipeline: only when used
-
     names = layer_names(model, layer)
     if len(names) != 1:
         raise NeurolabelError(
@@ -150,7 +99,8 @@ def select_neuron(layer_value: Any, selector: NeuronSelector) -> Tensor:
             "The layer gives several tensors; select the neuron with a callable instead"
         )
     index = (selector,) if isinstance(selector, int) else tuple(selector)
-    picked = values[0][(slice(None), *index)]
+    key = (slice(None), *index)
+    picked = values[0][key]
     if any(isinstance(i, slice) for i in index):
         return picked.reshape(picked.shape[0], -1).sum(1)
     return picked
@@ -171,7 +121,7 @@ class ChannelSelector:
         layer: Layer name for error messages.
 
     Examples:
-        >>> from neurolabel.plugin_core.preprocessing import Preprocessing
+        >>> from neurolabel.plugin_core.data.preprocessing import Preprocessing
         >>> loaded = LoadedModel(nn.Identity(), Preprocessing(), "id")
         >>> ChannelSelector(loaded, 1, (8, 8))(torch.ones(2, 3, 4, 4))
         tensor([16., 16.])
@@ -281,11 +231,6 @@ class NeuronForward:
                 "index tuple, or a callable that reduces to one value per example"
             )
         return value.unsqueeze(1)
-
-
-def input_dtype(model: nn.Module) -> torch.dtype:
-    """The floating dtype of the model's parameters (float32 when it has none)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def model_device(model: nn.Module) -> torch.device:

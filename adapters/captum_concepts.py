@@ -15,17 +15,44 @@ accepts; full resolution), the exemplar's image file when the result was compute
 folder, the patches the result holds in memory, and the patch files of a saved result.
 
 Examples:
-    >>> from captum.concept import TCAV  # doctest: +SKIP
-    >>> concepts = neuron_concepts(result, "layer4", 17, images="probe/")  # doctest: +SKIP
-    >>> randoms = random_concepts(result, count=2, images="probe/")  # doctest: +SKIP
-    >>> tcav = TCAV(model, layers=["layer3"], save_path="cav/")  # doctest: +SKIP
-    >>> scores = tcav.interpret(inputs, experimental_sets(concepts, randoms), target=281)
-    ...  # doctest: +SKIP
+    A two-unit model (unit 0 sees red, unit 1 blue), labeled on squares of both colors;
+    TCAV then asks how much class 0 depends on the concept ``red`` that neurolabel found.
+
+    >>> import tempfile
+    >>> import warnings
+    >>> import numpy as np
+    >>> from captum.concept import TCAV
+    >>> from torch import nn
+    >>> from neurolabel import NeuronLabeler, Preprocessing
+    >>> conv = nn.Conv2d(3, 2, 1, bias=False)
+    >>> conv.weight.data = torch.tensor([[1.0, 0, -1], [-1, 0, 1]]).view(2, 3, 1, 1)
+    >>> model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    >>> images = [Image.new("RGB", (64, 64), "gray") for _ in range(6)]
+    >>> for image, color, x in zip(images, ["red"] * 3 + ["blue"] * 3, [0, 20, 40] * 2):
+    ...     image.paste(color, (x, 16, x + 24, 40))
+    >>> preprocessing = Preprocessing((32, 32), resize_size=None)
+    >>> labeler = NeuronLabeler(model, ["1"], scorer="color", vocabulary="colors", top_k=3,
+    ...                         preprocessing=preprocessing, device="cpu", progress=False)
+    >>> result = labeler.run(images)
+    >>> concepts = neuron_concepts(result, "1", 0, top=1, images=images)
+    >>> randoms = random_concepts(result, count=2, size=6, images=images)
+    >>> [concept.name for concept in concepts + randoms]
+    ['red', 'random-0', 'random-1']
+    >>> inputs = torch.stack([preprocessing(image) for image in images[:3]])  # red squares
+    >>> np.random.seed(0)  # Captum's default CAV classifier (sklearn's SGD) draws from numpy
+    >>> with warnings.catch_warnings():  # Captum's notes on its default CAV classifier
+    ...     warnings.simplefilter("ignore")
+    ...     tcav = TCAV(model, layers=["2"], save_path=tempfile.mkdtemp())
+    ...     scores = tcav.interpret(inputs, experimental_sets(concepts, randoms), target=0)
+    >>> # Per random set: the share of the inputs whose class 0 grows along the red CAV.
+    >>> {key: float(by_layer["2"]["sign_count"][0]) for key, by_layer in scores.items()}
+    {'0-1000': 1.0, '0-1001': 1.0}
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 import warnings
@@ -37,11 +64,16 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from neurolabel.adapters.captum_common import result_preprocessing
+from neurolabel.plugin_core.data.images import (
+    ImageLoadError,
+    ImageSource,
+    as_image_source,
+    open_image,
+)
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
+from neurolabel.plugin_core.data.result import Exemplar, LabelingResult, NeuronExplanation
 from neurolabel.plugin_core.errors import NeurolabelError
-from neurolabel.plugin_core.images import ImageLoadError, ImageSource, as_image_source, open_image
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.result import Exemplar, LabelingResult, NeuronExplanation
+from neurolabel.plugin_core.plugins.resolve import result_preprocessing
 
 #: Side of a random crop, as a fraction of the image's shorter side.
 RANDOM_CROP = (0.3, 1.0)
@@ -83,9 +115,18 @@ def neuron_concepts(
         ``captum.concept.Concept`` objects, the neuron's best concept first.
 
     Examples:
-        >>> concepts = neuron_concepts(result, "features.1", 0, images=probe)  # doctest: +SKIP
-        >>> concepts[0].name, next(iter(concepts[0].data_iter)).shape  # doctest: +SKIP
-        ('red', torch.Size([4, 3, 224, 224]))
+        >>> from torch import nn
+        >>> from neurolabel import NeuronLabeler, Preprocessing
+        >>> conv = nn.Conv2d(3, 2, 1, bias=False)  # unit 0: red minus blue, unit 1: the reverse
+        >>> conv.weight.data = torch.tensor([[1.0, 0, -1], [-1, 0, 1]]).view(2, 3, 1, 1)
+        >>> probe = [Image.new("RGB", (32, 32), color) for color in ("red", "blue") * 3]
+        >>> labeler = NeuronLabeler(nn.Sequential(conv, nn.ReLU()), ["1"], scorer="color",
+        ...                         vocabulary="colors", top_k=3, device="cpu", progress=False,
+        ...                         preprocessing=Preprocessing((32, 32), resize_size=None))
+        >>> result = labeler.run(probe)
+        >>> concepts = neuron_concepts(result, "1", 0, top=1, images=probe)
+        >>> concepts[0].name, next(iter(concepts[0].data_iter)).shape  # its 3 exemplars
+        ('red', torch.Size([3, 3, 32, 32]))
     """
     result, root = _load(result)
     neuron = result.explanation(layer, unit)
@@ -156,7 +197,7 @@ def layer_concepts(
         if not neuron.dead and neuron.concepts:
             groups.setdefault(neuron.description, []).append(neuron)
     ranked = sorted(groups.items(), key=lambda item: -sum(len(n.exemplars) for n in item[1]))
-    concepts = []
+    concepts: list[Any] = []
     for name, members in ranked:
         slots = [slot for slot in reader.slots(members) if slot() is not None]
         if len(slots) < max(1, min_examples):
@@ -205,13 +246,13 @@ def random_concepts(
             "set of the run)"
         )
     rng = random.Random(seed)
-    concepts = []
+    concepts: list[Any] = []
     for number in range(count):
         slots: list[Callable[[], Image.Image | None]] = []
         for _ in range(size):
             index = rng.choice(pool)
             fraction, fx, fy = rng.uniform(*RANDOM_CROP), rng.random(), rng.random()
-            slots.append(lambda i=index, f=fraction, x=fx, y=fy: reader.random_crop(i, f, x, y))
+            slots.append(functools.partial(reader.random_crop, index, fraction, fx, fy))
         concepts.append(
             _concept(
                 first_id + number,
@@ -305,10 +346,10 @@ class _PatchReader:
         self._cache: dict[int, Image.Image] = {}
 
     def slots(self, members: list[NeuronExplanation]) -> list[Callable[[], Image.Image | None]]:
-        out = []
+        out: list[Callable[[], Image.Image | None]] = []
         for neuron in members:
             for rank, exemplar in enumerate(neuron.exemplars):
-                out.append(lambda n=neuron, r=rank, e=exemplar: self.patch(n.layer, n.unit, r, e))
+                out.append(functools.partial(self.patch, neuron.layer, neuron.unit, rank, exemplar))
         return out
 
     def image(self, index: int, described: str | None = None) -> Image.Image | None:
@@ -331,7 +372,10 @@ class _PatchReader:
     def patch(self, layer: str, unit: int, rank: int, exemplar: Exemplar) -> Image.Image | None:
         image = self.image(exemplar.image_index, exemplar.image)
         if image is not None:
-            return image.crop(tuple(exemplar.box)) if exemplar.box else image.copy()
+            if not exemplar.box:
+                return image.copy()
+            x0, y0, x1, y1 = exemplar.box
+            return image.crop((x0, y0, x1, y1))
         kept = self.result.patch_images.get((layer, unit, rank))
         if kept is not None:
             return kept.copy()

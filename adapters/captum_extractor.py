@@ -7,8 +7,8 @@ instead (Captum's ``attribute_to_layer_input``), e.g. the pooled features enteri
 
 Examples:
     >>> import torch, torchvision
-    >>> from neurolabel.plugin_core.protocols import LoadedModel
-    >>> from neurolabel.plugin_core.preprocessing import Preprocessing
+    >>> from neurolabel.plugin_core.plugins.contracts import LoadedModel
+    >>> from neurolabel.plugin_core.data.preprocessing import Preprocessing
     >>> loaded = LoadedModel(torchvision.models.resnet18().eval(), Preprocessing(), "resnet18")
     >>> with CaptumExtractor(torch.device("cpu")).open(loaded, ["layer4", "fc"]) as read:
     ...     acts = read(torch.zeros(2, 3, 224, 224))
@@ -18,34 +18,36 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from neurolabel.adapters.captum_common import captum_attr, input_dtype
+from neurolabel.adapters.captum_common import captum_attr
 from neurolabel.adapters.hook_extractor import (
-    _require_hookable,
+    OpenReader,
+    attach_layers,
     first_tensor,
     list_layer_shapes,
-    resolve_layer,
     standard_layout,
 )
 from neurolabel.plugin_core.errors import NeurolabelError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.protocols import (
+from neurolabel.plugin_core.plugins.context import ResolveContext
+from neurolabel.plugin_core.plugins.contracts import (
     ActivationReader,
+    Extractor,
     LayerInfo,
     LoadedModel,
-    ResolveContext,
 )
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 
 @hookimpl
-def register_extractors(register: Callable[..., None]) -> None:
+def register_extractors(register: Register[Extractor]) -> None:
     """Register the ``captum`` extractor."""
     register(
         "captum",
@@ -97,15 +99,9 @@ class CaptumExtractor:
         Returns:
             A context manager yielding ``reader(batch) -> {layer: activations}``.
         """
-        names = list(dict.fromkeys(layers))
-        if not names:
-            raise NeurolabelError("No layers given: name at least one (see `neurolabel layers`)")
-        model = loaded.model
-        modules = [resolve_layer(model, name) for name in names]
-        _require_hookable(model)
-        model.to(self.device)
-        activation = captum_attr().LayerActivation(model, modules)
-        reader = _Reader(self, loaded, names, modules, activation)
+        modules = attach_layers(loaded, layers, self.device)
+        activation = captum_attr().LayerActivation(loaded.model, list(modules.values()))
+        reader = _Reader(self, loaded, list(modules), list(modules.values()), activation)
         try:
             yield reader
         finally:
@@ -123,7 +119,7 @@ class CaptumExtractor:
         return list_layer_shapes(loaded, self.device, read_input=self.layer_input)
 
 
-class _Reader:
+class _Reader(OpenReader):
     """The callable a :meth:`CaptumExtractor.open` block yields."""
 
     def __init__(
@@ -134,22 +130,14 @@ class _Reader:
         modules: list[nn.Module],
         activation: Any,
     ) -> None:
+        super().__init__(loaded, extractor.device)
         self.extractor = extractor
-        self.loaded = loaded
         self.names = names
         self.modules = modules
         self.activation = activation
-        self.closed = False
 
     def __call__(self, batch: Tensor) -> dict[str, Tensor]:
-        if self.closed:
-            raise NeurolabelError("This reader's extractor block has ended; open a new one")
-        if batch.dim() != 4:
-            raise NeurolabelError(
-                f"Expected a batch of images [B, 3, H, W], got {tuple(batch.shape)}"
-            )
-        model = self.loaded.model
-        inputs = batch.to(device=self.extractor.device, dtype=input_dtype(model))
+        inputs = self.inputs(batch)
         try:
             values = self.activation.attribute(
                 inputs, attribute_to_layer_input=self.extractor.layer_input

@@ -37,7 +37,6 @@ Examples:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,16 +47,18 @@ from neurolabel.adapters.captum_common import (
     ChannelSelector,
     NeuronForward,
     NeuronSelector,
-    as_loaded,
     captum_attr,
-    input_dtype,
     resolve_module,
     unit_selector,
 )
+from neurolabel.adapters.hook_extractor import input_dtype
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.protocols import LoadedModel, ResolveContext
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.context import ResolveContext
+from neurolabel.plugin_core.plugins.contracts import LoadedModel, Patcher
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.resolve import as_loaded
+from neurolabel.plugin_core.plugins.spec import Spec
 
 #: Attribution methods for patches, by the name the patcher is registered under.
 METHODS = ("gradcam", "gradient", "integrated-gradients", "conductance")
@@ -68,7 +69,7 @@ DEFAULT_SMOOTH = 0.02
 
 
 @hookimpl
-def register_patchers(register: Callable[..., None]) -> None:
+def register_patchers(register: Register[Patcher]) -> None:
     """Register the Captum patchers ``gradcam``, ``gradient``, ``integrated-gradients``,
     ``conductance``."""
     register(
@@ -139,7 +140,7 @@ def _smooth_option(spec: Spec, default: float) -> float:
 
 
 class CaptumPatcher:
-    """A :class:`~neurolabel.plugin_core.patches.Patcher` computing Captum attributions.
+    """A :class:`~neurolabel.plugin_core.plugins.contracts.Patcher` computing Captum attributions.
 
     Args:
         method: ``gradcam``, ``gradient``, ``integrated-gradients`` or ``conductance``.
@@ -151,9 +152,23 @@ class CaptumPatcher:
         internal_batch_size: Captum's ``internal_batch_size`` for the integrated methods.
 
     Examples:
-        >>> from neurolabel import NeuronLabeler
-        >>> patcher = CaptumPatcher("gradcam", grad_cam_layer="layer2")
-        >>> labeler = NeuronLabeler(model, ["layer4"], patches=patcher)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from PIL import Image
+        >>> from neurolabel import NeuronLabeler, Preprocessing
+        >>> red = nn.Conv2d(3, 1, 1, bias=False)  # one unit: red minus blue
+        >>> red.weight.data = torch.tensor([1.0, 0, -1]).view(1, 3, 1, 1)
+        >>> net = nn.Sequential(red, nn.ReLU())
+        >>> images = [Image.new("RGB", (64, 64), "gray") for _ in range(4)]
+        >>> for image, x in zip(images, (0, 20, 40)):  # a red square in three of them
+        ...     image.paste("red", (x, 16, x + 24, 40))
+        >>> patcher = CaptumPatcher("gradcam", grad_cam_layer="0")  # Grad-CAM at the conv
+        >>> labeler = NeuronLabeler(net, ["1"], patches=patcher, scorer="color",
+        ...                         vocabulary="colors", top_k=3, device="cpu", progress=False,
+        ...                         preprocessing=Preprocessing((32, 32), resize_size=None))
+        >>> neuron = labeler.run(images).explanation("1", 0)
+        >>> neuron.description, [e.box for e in neuron.exemplars]  # around the red squares
+        ('red', [[0, 14, 26, 42], [18, 14, 46, 42], [38, 14, 64, 42]])
     """
 
     def __init__(

@@ -11,8 +11,8 @@ come back detached, in float32, on the extractor's device:
 
 Examples:
     >>> import torch, torchvision
-    >>> from neurolabel.plugin_core.protocols import LoadedModel
-    >>> from neurolabel.plugin_core.preprocessing import Preprocessing
+    >>> from neurolabel.plugin_core.plugins.contracts import LoadedModel
+    >>> from neurolabel.plugin_core.data.preprocessing import Preprocessing
     >>> loaded = LoadedModel(torchvision.models.resnet18().eval(), Preprocessing(), "resnet18")
     >>> extractor = HookExtractor(torch.device("cpu"))
     >>> with extractor.open(loaded, ["layer3", "fc"]) as read:
@@ -33,18 +33,20 @@ import torch
 from torch import Tensor, nn
 
 from neurolabel.plugin_core.errors import LayerNotFoundError, NeurolabelError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.protocols import (
+from neurolabel.plugin_core.plugins.context import ResolveContext
+from neurolabel.plugin_core.plugins.contracts import (
     ActivationReader,
+    Extractor,
     LayerInfo,
     LoadedModel,
-    ResolveContext,
 )
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 
 @hookimpl
-def register_extractors(register: Callable[..., None]) -> None:
+def register_extractors(register: Register[Extractor]) -> None:
     """Register the ``hooks`` extractor."""
     register(
         "hooks",
@@ -118,8 +120,8 @@ class HookExtractor:
 
     Examples:
         >>> import torch, timm
-        >>> from neurolabel.plugin_core.protocols import LoadedModel
-        >>> from neurolabel.plugin_core.preprocessing import Preprocessing
+        >>> from neurolabel.plugin_core.plugins.contracts import LoadedModel
+        >>> from neurolabel.plugin_core.data.preprocessing import Preprocessing
         >>> vit = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
         >>> loaded = LoadedModel(vit, Preprocessing(), "vit")
         >>> with HookExtractor(torch.device("cpu")).open(loaded, ["blocks.5"]) as read:
@@ -146,17 +148,17 @@ class HookExtractor:
             A context manager yielding ``reader(batch) -> {layer: activations}``.
 
         Examples:
-            >>> with extractor.open(loaded, ["layer4"]) as read:  # doctest: +SKIP
-            ...     for batch in loader:
-            ...         acts = read(batch)["layer4"]  # [B, 512, 7, 7]
+            >>> from torch import nn
+            >>> from neurolabel import LoadedModel, Preprocessing
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3600, 5))
+            >>> loaded = LoadedModel(net, Preprocessing((32, 32), resize_size=None), "tiny")
+            >>> with HookExtractor().open(loaded, ["1", "3"]) as read:
+            ...     for batch in torch.zeros(3, 2, 3, 32, 32):  # three batches of two images
+            ...         acts = read(batch)
+            >>> acts["1"].shape, acts["3"].shape
+            (torch.Size([2, 4, 30, 30]), torch.Size([2, 5]))
         """
-        names = list(dict.fromkeys(layers))
-        if not names:
-            raise NeurolabelError("No layers given: name at least one (see `neurolabel layers`)")
-        model = loaded.model
-        modules = {name: resolve_layer(model, name) for name in names}
-        _require_hookable(model)
-        model.to(self.device)
+        modules = attach_layers(loaded, layers, self.device)
         reader = _Reader(self, loaded, modules)
         handles = [
             module.register_forward_hook(reader.make_hook(name)) for name, module in modules.items()
@@ -183,22 +185,73 @@ class HookExtractor:
             batch). Containers that never run (``ModuleList``) are left out.
 
         Examples:
-            >>> infos = HookExtractor().list_layers(loaded)  # doctest: +SKIP
-            >>> [(i.name, i.shape, i.kind) for i in infos][-1]  # doctest: +SKIP
-            ('fc', (1000,), 'vector')
+            >>> from torch import nn
+            >>> from neurolabel import LoadedModel, Preprocessing
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3600, 5))
+            >>> loaded = LoadedModel(net, Preprocessing((32, 32), resize_size=None), "tiny")
+            >>> for info in HookExtractor().list_layers(loaded):
+            ...     print(info.name, info.type, info.shape, info.kind)
+            0 Conv2d (4, 30, 30) spatial
+            1 ReLU (4, 30, 30) spatial
+            2 Flatten (3600,) vector
+            3 Linear (5,) vector
         """
         return list_layer_shapes(loaded, self.device)
 
-    # ------------------------------------------------------------------ internals
+def attach_layers(
+    loaded: LoadedModel, layers: Sequence[str], device: torch.device
+) -> dict[str, nn.Module]:
+    """The modules an extractor reads, by dotted name (duplicates once), the model on ``device``.
 
-    def _input_dtype(self, model: nn.Module) -> torch.dtype:
-        for param in model.parameters():
-            if param.is_floating_point():
-                return param.dtype  # a half-precision model needs half inputs
-        return torch.float32
+    Both extractors open a block this way: at least one layer, every name a module of the
+    model (:func:`resolve_layer` lists the valid ones otherwise), a model that runs Python
+    hooks (not TorchScript).
+
+    Args:
+        loaded: The model to probe.
+        layers: Dotted module names.
+        device: Where the model will run.
+
+    Returns:
+        ``{name: module}`` in the order given.
+    """
+    names = list(dict.fromkeys(layers))
+    if not names:
+        raise NeurolabelError("No layers given: name at least one (see `neurolabel layers`)")
+    model = loaded.model
+    modules = {name: resolve_layer(model, name) for name in names}
+    _require_hookable(model)
+    model.to(device)
+    return modules
 
 
-class _Reader:
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's parameters (float32 when it has none): a
+    half-precision model needs half inputs."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+class OpenReader:
+    """What both extractors' readers check of each batch: their block is still open, and the
+    batch is images ``[B, 3, H, W]``, moved to the model's device and dtype."""
+
+    def __init__(self, loaded: LoadedModel, device: torch.device) -> None:
+        self.loaded = loaded
+        self.device = device
+        self.closed = False
+
+    def inputs(self, batch: Tensor) -> Tensor:
+        """``batch`` as the model's input, after the checks."""
+        if self.closed:
+            raise NeurolabelError("This reader's extractor block has ended; open a new one")
+        if batch.dim() != 4:
+            raise NeurolabelError(
+                f"Expected a batch of images [B, 3, H, W], got {tuple(batch.shape)}"
+            )
+        return batch.to(device=self.device, dtype=input_dtype(self.loaded.model))
+
+
+class _Reader(OpenReader):
     """The callable an :meth:`HookExtractor.open` block yields.
 
     ``reader(batch)`` returns every layer's output. ``reader(batch, consume=fn)`` instead
@@ -215,10 +268,9 @@ class _Reader:
     def __init__(
         self, extractor: HookExtractor, loaded: LoadedModel, modules: dict[str, nn.Module]
     ) -> None:
+        super().__init__(loaded, extractor.device)
         self.extractor = extractor
-        self.loaded = loaded
         self.modules = modules
-        self.closed = False
         self.captured: dict[str, Tensor] = {}
         self.calls: dict[str, int] = {}
         # Calls per module in one forward pass; None until the first full pass counted them.
@@ -261,15 +313,8 @@ class _Reader:
     def __call__(
         self, batch: Tensor, consume: Callable[[str, Tensor], None] | None = None
     ) -> dict[str, Tensor]:
-        if self.closed:
-            raise NeurolabelError("This reader's extractor block has ended; open a new one")
-        if batch.dim() != 4:
-            raise NeurolabelError(
-                f"Expected a batch of images [B, 3, H, W], got {tuple(batch.shape)}"
-            )
+        inputs = self.inputs(batch)
         model = self.loaded.model
-        device = self.extractor.device
-        inputs = batch.to(device=device, dtype=self.extractor._input_dtype(model))
         self.input_hw = (int(batch.shape[-2]), int(batch.shape[-1]))
         self.batch_size = int(batch.shape[0])
         self.captured, self.calls, self.consumed = {}, {}, set()
@@ -326,7 +371,7 @@ def standard_layout(
         The tensor in unit layout (a view or a reshaped copy, in its own dtype).
 
     Examples:
-        >>> from neurolabel.plugin_core.preprocessing import Preprocessing
+        >>> from neurolabel.plugin_core.data.preprocessing import Preprocessing
         >>> loaded = LoadedModel(nn.Identity(), Preprocessing(), "id")
         >>> standard_layout(loaded, torch.zeros(2, 1 + 4, 8), (32, 32)).shape
         torch.Size([2, 8, 2, 2])

@@ -8,7 +8,7 @@ Registered names (each an ordinary plugin hook implementation):
 - ``python:module.path:callable[?state_dict=PATH&size=..&resize=..&mean=..&std=..&classes=..]``
 
 Examples:
-    >>> from neurolabel.plugin_core.context import build_context
+    >>> from neurolabel import build_context
     >>> ctx = build_context("cpu")
     >>> loaded = ctx.registries.model_sources.resolve("torchvision:resnet18?weights=none", ctx)
     >>> loaded.preprocessing.crop_size
@@ -24,18 +24,20 @@ import os
 import pickle
 import sys
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.protocols import LoadedModel, ResolveContext
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.context import ResolveContext
+from neurolabel.plugin_core.plugins.contracts import LoadedModel
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 #: Spellings of "none" accepted by ``weights=``, ``pretrained=``, ``resize=``, ``classes=``.
 _NONE_WORDS = {"none", "null", "false", "no", "0", "off", "random"}
@@ -48,7 +50,7 @@ _PREPROCESSING_OPTIONS = frozenset({"size", "resize", "mean", "std", "interpolat
 
 
 @hookimpl
-def register_model_sources(register: Callable[..., None]) -> None:
+def register_model_sources(register: Register[LoadedModel]) -> None:
     """Register the ``torchvision``, ``timm``, ``file`` and ``python`` model sources."""
     register(
         "torchvision",
@@ -233,11 +235,9 @@ def preprocessing_from_transform(transform: object) -> Preprocessing:
         return transform
     if all(hasattr(transform, a) for a in ("crop_size", "resize_size", "mean", "std")):
         # torchvision.transforms._presets.ImageClassification (weights.transforms()).
-        crop = _pair(transform.crop_size)  # type: ignore[attr-defined]
-        resize = transform.resize_size  # type: ignore[attr-defined]
         return Preprocessing(
-            crop_size=crop,
-            resize_size=_single(resize),
+            crop_size=_pair(transform.crop_size),  # type: ignore[attr-defined]
+            resize_size=_single(transform.resize_size),  # type: ignore[attr-defined]
             mean=_triple(transform.mean),  # type: ignore[attr-defined]
             std=_triple(transform.std),  # type: ignore[attr-defined]
             interpolation=_interp_name(getattr(transform, "interpolation", "bilinear")),
@@ -434,7 +434,7 @@ def torchvision_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
         256/224 recipe and no class names without weights).
 
     Examples:
-        >>> from neurolabel.plugin_core.context import build_context
+        >>> from neurolabel import build_context
         >>> m = torchvision_source(Spec.parse("torchvision:resnet18?weights=none"),
         ...                        build_context("cpu"))
         >>> m.class_names is None
@@ -505,7 +505,7 @@ def _torchvision_weights(name: str, spec: Spec) -> Any:
             f"Unknown weights '{value}' for torchvision '{name}'. Available: "
             f"{', '.join(members)}, or none"
         )
-    return enum[member]  # type: ignore[index]
+    return enum[member]
 
 
 # --------------------------------------------------------------------------- timm
@@ -526,7 +526,7 @@ def timm_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
         pretrained ImageNet-1k classifiers, and its number of prefix tokens.
 
     Examples:
-        >>> from neurolabel.plugin_core.context import build_context
+        >>> from neurolabel import build_context
         >>> m = timm_source(Spec.parse("timm:resnet18?pretrained=false"), build_context("cpu"))
         >>> m.preprocessing.crop_size
         (224, 224)
@@ -634,8 +634,18 @@ def file_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
         The loaded model.
 
     Examples:
-        >>> loaded = file_source(Spec.parse("file:model.pt?trust=true&size=192"), ctx)
-        ... # doctest: +SKIP
+        >>> import tempfile
+        >>> from neurolabel import build_context
+        >>> path = Path(tempfile.mkdtemp()) / "model.pt"
+        >>> torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), path)  # a whole module
+        >>> ctx = build_context("cpu")
+        >>> file_source(Spec.parse(f"file:{path}"), ctx)  # unpickling runs code: not by default
+        Traceback (most recent call last):
+            ...
+        neurolabel.plugin_core.errors.NeurolabelError: ...model.pt holds a pickled Python object...
+        >>> loaded = file_source(Spec.parse(f"file:{path}?trust=true&size=192"), ctx)
+        >>> type(loaded.model).__name__, loaded.preprocessing.crop_size
+        ('Sequential', (192, 192))
     """
     path = spec.require_argument("a path to a saved model")
     spec.check_options(_PREPROCESSING_OPTIONS | {"trust"})
@@ -772,7 +782,7 @@ def python_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
         The loaded model.
 
     Examples:
-        >>> from neurolabel.plugin_core.context import build_context
+        >>> from neurolabel import build_context
         >>> m = python_source(Spec.parse("python:torchvision.models:resnet18"),
         ...                   build_context("cpu"))
         >>> type(m.model).__name__

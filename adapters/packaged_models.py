@@ -8,7 +8,7 @@ in the same order and with the same shapes as timm's, so they are matched by pos
 each pair checked for an equal shape and tensor role (weight, bias, running stats).
 
 Examples:
-    >>> from neurolabel.plugin_core.context import build_context
+    >>> from neurolabel import build_context
     >>> ctx = build_context("cpu")
     >>> loaded = ctx.registries.model_sources.resolve("packaged:efficientnet_lite0", ctx)
     >>> loaded.preprocessing.crop_size, len(loaded.class_names)
@@ -18,18 +18,20 @@ Examples:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError, missing_extra
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.protocols import LoadedModel, ResolveContext
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.context import ResolveContext
+from neurolabel.plugin_core.plugins.contracts import LoadedModel
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ _MEAN_STD = (0.5, 0.5, 0.5)
 
 
 @hookimpl
-def register_model_sources(register: Callable[..., None]) -> None:
+def register_model_sources(register: Register[LoadedModel]) -> None:
     """Register the ``packaged`` model source."""
     register(
         "packaged",
@@ -109,7 +111,7 @@ def packaged_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
         bilinear resize and center crop) and the 1000 ImageNet class names.
 
     Examples:
-        >>> from neurolabel.plugin_core.context import build_context
+        >>> from neurolabel import build_context
         >>> m = packaged_source(Spec.parse("packaged:efficientnet_lite0"), build_context("cpu"))
         >>> m.model(torch.zeros(1, 3, 224, 224)).shape
         torch.Size([1, 1000])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,9 +23,11 @@ from PIL import Image
 from torch import Tensor
 
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.protocols import LoadedModel, ResolveContext, iter_batches
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.context import ResolveContext
+from neurolabel.plugin_core.plugins.contracts import EmbeddingScorer, LoadedModel, iter_batches
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 from .text_embedding import TextEmbedder, load_text_embedder
 
@@ -77,7 +79,8 @@ def conse_embed(probs: Tensor, class_embeddings: Tensor, top: int) -> Tensor:
 
 
 class ClassifierScorer:
-    """An :class:`~neurolabel.plugin_core.protocols.EmbeddingScorer` grounded in a classifier.
+    """An :class:`~neurolabel.plugin_core.plugins.contracts.EmbeddingScorer` grounded in a
+    classifier.
 
     Images are embedded by ConSE (see :func:`conse_embed`): the classifier's top-T class
     names, embedded by a sentence model and mixed by their probabilities. Texts are embedded
@@ -105,11 +108,15 @@ class ClassifierScorer:
         cache_dir: Folder for the class-name embedding cache; None keeps it in memory only.
 
     Examples:
-        >>> from neurolabel.plugin_core.context import build_context
-        >>> ctx = build_context("cpu")  # doctest: +SKIP
-        >>> scorer = ctx.registries.scorers.resolve("classifier", ctx)  # doctest: +SKIP
-        >>> scorer.encode_images([Image.new("RGB", (64, 64), "red")]).shape  # doctest: +SKIP
-        torch.Size([1, 384])
+        >>> from neurolabel import build_context
+        >>> ctx = build_context("cpu")
+        >>> scorer = ctx.registries.scorers.resolve("classifier", ctx)  # packaged weights
+        >>> len(scorer.class_names), scorer.class_embeddings.shape
+        (1000, torch.Size([1000, 384]))
+        >>> images = scorer.encode_images([Image.new("RGB", (64, 64), "red")])
+        >>> texts = scorer.encode_texts(["dog", "truck"])
+        >>> images.shape, (images @ texts.T).shape
+        (torch.Size([1, 384]), torch.Size([1, 2]))
     """
 
     def __init__(
@@ -303,10 +310,13 @@ class ClassifierEnsembleScorer:
         name: Spec it was built from.
 
     Examples:
-        >>> ctx = build_context("cpu")  # doctest: +SKIP
-        >>> spec = "classifier:packaged:efficientnet_lite1,packaged:efficientnet_lite2"
-        >>> eye = ctx.registries.scorers.resolve(spec, ctx)  # doctest: +SKIP
-        >>> eye.encode_images([Image.new("RGB", (64, 64))]).shape  # doctest: +SKIP
+        >>> from neurolabel import build_context
+        >>> ctx = build_context("cpu")
+        >>> spec = "classifier:packaged:efficientnet_lite0,packaged:efficientnet_lite1"
+        >>> eye = ctx.registries.scorers.resolve(spec, ctx)
+        >>> [member.loaded.name for member in eye.members]
+        ['packaged:efficientnet_lite0', 'packaged:efficientnet_lite1']
+        >>> eye.encode_images([Image.new("RGB", (64, 64))]).shape
         torch.Size([1, 384])
     """
 
@@ -346,9 +356,9 @@ def build_classifier_scorer(
         The scorer (an ensemble when several models are given).
 
     Examples:
-        >>> from neurolabel.plugin_core.context import build_context
-        >>> ctx = build_context("cpu")  # doctest: +SKIP
-        >>> build_classifier_scorer(Spec.parse("classifier?top=3&tta=true"), ctx)  # doctest: +SKIP
+        >>> from neurolabel import build_context
+        >>> ctx = build_context("cpu")
+        >>> build_classifier_scorer(Spec.parse("classifier?top=3&tta=true"), ctx)
         ClassifierScorer('classifier?top=3&tta=true', top=3, temperature=2.5, tta=True)
     """
     model_specs = [part for part in (spec.argument or DEFAULT_MODEL_SPEC).split(",") if part]
@@ -380,7 +390,7 @@ def build_classifier_scorer(
 
 
 @hookimpl
-def register_scorers(register: Callable[..., None]) -> None:
+def register_scorers(register: Register[EmbeddingScorer]) -> None:
     """Register the ``classifier`` scorer."""
     register(
         "classifier",

@@ -12,7 +12,7 @@ Spec: ``color[:PALETTES][?delta_e=15&metric=cie76&size=64]``, PALETTES a comma l
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -20,11 +20,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from neurolabel.plugin_core.data.vocabulary import Vocabulary, normalize_concept
 from neurolabel.plugin_core.errors import MissingExtraError, SpecError, missing_extra
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.protocols import ResolveContext
-from neurolabel.plugin_core.spec import Spec
-from neurolabel.plugin_core.vocabulary import Vocabulary, normalize_concept
+from neurolabel.plugin_core.plugins.context import ResolveContext
+from neurolabel.plugin_core.plugins.contracts import ConceptScorer
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 from .vocabularies import BASIC_COLORS
 
@@ -113,7 +115,8 @@ def _matplotlib_colors() -> tuple[dict[str, str], dict[str, str]]:
         from matplotlib import colors
     except ImportError as exc:
         raise missing_extra("matplotlib", "offline", "The color scorer's color names") from exc
-    return dict(colors.CSS4_COLORS), dict(colors.XKCD_COLORS)
+    css4 = {name: str(value) for name, value in colors.CSS4_COLORS.items()}
+    return css4, {name: str(value) for name, value in colors.XKCD_COLORS.items()}
 
 
 def _hex_to_rgb(value: str) -> tuple[int, int, int]:
@@ -182,7 +185,7 @@ def _basic_prototypes(
 
 
 class ColorScorer:
-    """A :class:`~neurolabel.plugin_core.protocols.ConceptScorer` for named colors.
+    """A :class:`~neurolabel.plugin_core.plugins.contracts.ConceptScorer` for named colors.
 
     Score of a patch for a color = share of its pixels (after downsampling to at most
     ``size`` x ``size``) whose CIELAB distance to the nearest of the color's prototypes is at
@@ -396,7 +399,7 @@ def build_color_scorer(spec: Spec, ctx: ResolveContext | None = None) -> ColorSc
 
 
 @hookimpl
-def register_scorers(register: Callable[..., None]) -> None:
+def register_scorers(register: Register[ConceptScorer]) -> None:
     """Register the ``color`` scorer."""
     register(
         "color",

@@ -24,7 +24,7 @@ times the median standard deviation of its sub-scorer's columns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +32,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from neurolabel.plugin_core.data.vocabulary import Vocabulary
 from neurolabel.plugin_core.errors import SpecError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.protocols import ResolveContext
-from neurolabel.plugin_core.spec import Spec
-from neurolabel.plugin_core.vocabulary import Vocabulary
+from neurolabel.plugin_core.plugins.context import ResolveContext
+from neurolabel.plugin_core.plugins.contracts import ConceptScorer
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 CALIBRATIONS = ("zscore", "block", "none")
 DEFAULT_STD_FLOOR = 0.5
@@ -119,7 +121,7 @@ def _has(obj: object, method: str) -> bool:
 
 
 class CompositeScorer:
-    """A :class:`~neurolabel.plugin_core.protocols.ConceptScorer` made of sub-scorers.
+    """A :class:`~neurolabel.plugin_core.plugins.contracts.ConceptScorer` made of sub-scorers.
 
     Each concept goes to the first specialist (a sub-scorer with ``can_score``) that can see
     it, else to the generalist (the one sub-scorer without ``can_score``), else nowhere:
@@ -359,9 +361,9 @@ def build_composite_scorer(spec: Spec, ctx: ResolveContext) -> CompositeScorer:
         The scorer.
 
     Examples:
-        >>> from neurolabel.plugin_core.context import build_context
-        >>> ctx = build_context("cpu")  # doctest: +SKIP
-        >>> ctx.registries.scorers.resolve("composite:color+classifier", ctx)  # doctest: +SKIP
+        >>> from neurolabel import build_context
+        >>> ctx = build_context("cpu")
+        >>> ctx.registries.scorers.resolve("composite:color+classifier", ctx)
         CompositeScorer('composite:color+classifier', [color, classifier], calibration='zscore')
     """
     subs = [ctx.registries.scorers.resolve(sub, ctx) for sub in split_sub_specs(spec)]
@@ -374,7 +376,7 @@ def build_composite_scorer(spec: Spec, ctx: ResolveContext) -> CompositeScorer:
 
 
 @hookimpl
-def register_scorers(register: Callable[..., None]) -> None:
+def register_scorers(register: Register[ConceptScorer]) -> None:
     """Register the ``composite`` scorer."""
     register(
         "composite",

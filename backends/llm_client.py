@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from neurolabel.plugin_core.atomic import atomic_write
+from neurolabel.plugin_core.data.atomic import atomic_write
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
-from neurolabel.plugin_core.progress import Steps, progress_steps, stderr_console
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.spec import Spec
+from neurolabel.plugin_core.runtime.progress import Steps, progress_steps, stderr_console
 
 __all__ = [
     "CLIENT_OPTIONS",
@@ -182,7 +182,7 @@ class LLMSettings:
             ('openai/gpt-4o', 2, 5.0)
         """
         model = spec.require_argument("a litellm model name, e.g. openai/gpt-4o-mini").strip()
-        values = {
+        values: dict[str, Any] = {
             "api_base": spec.option("api_base"),
             "api_key_env": spec.option("api_key_env"),
             "temperature": spec.option_float("temperature", defaults.get("temperature", 0.0)),

@@ -13,12 +13,14 @@ Examples:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.result import NeuronExplanation
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.data.result import NeuronExplanation
+from neurolabel.plugin_core.plugins.contracts import Summarizer
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 from .llm_client import CLIENT_OPTIONS, ChatRequest, LLMClient, LLMSettings
 
@@ -57,7 +59,7 @@ class LLMSummarizer:
         ctx: The resolve context (cache folder, ``confirm`` callback).
 
     Examples:
-        >>> from neurolabel.plugin_core.context import build_context
+        >>> from neurolabel import build_context
         >>> s = LLMSummarizer(Spec.parse("llm:openai/gpt-4o-mini"), build_context("cpu"))
         >>> prompt = s.prompt(NeuronExplanation("fc", 3, [["stripes", 2.5], ["zebra", 2.1]]))
         >>> prompt[prompt.index("with scores"):prompt.index(" In one")]
@@ -104,7 +106,7 @@ def _factory(spec: Spec, ctx: Any) -> LLMSummarizer:
 
 
 @hookimpl
-def register_summarizers(register: Callable[..., None]) -> None:
+def register_summarizers(register: Register[Summarizer]) -> None:
     """Register the summarizer ``llm:MODEL``."""
     register(
         "llm",

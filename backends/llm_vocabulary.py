@@ -19,10 +19,12 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from neurolabel.plugin_core.data.vocabulary import Vocabulary, normalize_concept
 from neurolabel.plugin_core.errors import SpecError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.spec import Spec
-from neurolabel.plugin_core.vocabulary import Vocabulary, normalize_concept
+from neurolabel.plugin_core.plugins.contracts import VocabularyProvider
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 from .llm_client import CLIENT_OPTIONS, ChatRequest, LLMClient, LLMError, LLMSettings
 from .llm_parsing import labelled_items
@@ -319,7 +321,7 @@ def _llm_factory(spec: Spec, ctx: Any) -> Callable[[], Vocabulary]:
 
 
 @hookimpl
-def register_vocabularies(register: Callable[..., None]) -> None:
+def register_vocabularies(register: Register[VocabularyProvider]) -> None:
     """Register ``llm:MODEL``."""
     register(
         "llm",

@@ -14,11 +14,10 @@ Text embeddings are averaged over a prompt-template ensemble and cached in memor
 real weights, on disk under ``<cache_dir>/text_embeddings``.
 
 Examples:
-    >>> from neurolabel.plugin_core.context import build_context
+    >>> from neurolabel import build_context
     >>> ctx = build_context("cpu")
-    >>> scorer = ctx.registries.scorers.resolve(
-    ...     "open_clip:ViT-S-32-alt?pretrained=none", ctx)  # doctest: +SKIP
-    >>> scorer.encode_texts(["dog", "cat"]).shape  # doctest: +SKIP
+    >>> scorer = ctx.registries.scorers.resolve("open_clip:ViT-S-32-alt?pretrained=none", ctx)
+    >>> scorer.encode_texts(["dog", "cat"]).shape
     torch.Size([2, 256])
 """
 
@@ -33,9 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neurolabel.plugin_core.errors import MissingExtraError, NeurolabelError, SpecError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.protocols import iter_batches
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.contracts import EmbeddingScorer, iter_batches
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 if TYPE_CHECKING:
     import torch
@@ -180,7 +180,7 @@ def _check_model_name(open_clip: Any, model_name: str) -> None:
 
 
 class OpenClipScorer:
-    """An open_clip model as an :class:`~neurolabel.plugin_core.protocols.EmbeddingScorer`.
+    """An open_clip model as an :class:`~neurolabel.plugin_core.plugins.contracts.EmbeddingScorer`.
 
     Args:
         model_name: An open_clip config name (``"ViT-B-32"``) or a schema name
@@ -202,11 +202,13 @@ class OpenClipScorer:
             (``open_clip:MODEL/TAG``, ``open_clip:MODEL?pretrained=PATH``, ...).
 
     Examples:
-        >>> scorer = OpenClipScorer("ViT-S-32-alt", None)  # random weights  # doctest: +SKIP
+        >>> scorer = OpenClipScorer("ViT-S-32-alt", None)  # random weights
+        >>> scorer.name, scorer.random_weights
+        ('open_clip:ViT-S-32-alt?pretrained=none', True)
         >>> from PIL import Image
-        >>> img = scorer.encode_images([Image.new("RGB", (64, 64))])  # doctest: +SKIP
-        >>> txt = scorer.encode_texts(["a dog", "red"])  # doctest: +SKIP
-        >>> (img @ txt.T).shape  # doctest: +SKIP
+        >>> img = scorer.encode_images([Image.new("RGB", (64, 64))])
+        >>> txt = scorer.encode_texts(["a dog", "red"])
+        >>> (img @ txt.T).shape
         torch.Size([1, 2])
     """
 
@@ -225,7 +227,7 @@ class OpenClipScorer:
     ) -> None:
         import torch
 
-        from neurolabel.plugin_core.context import resolve_device
+        from neurolabel.plugin_core.plugins.context import resolve_device
 
         open_clip = _import_open_clip()
         if batch_size < 1:
@@ -372,9 +374,13 @@ class OpenClipScorer:
             ``[N, D]`` float32 CPU tensor, rows L2-normalized.
 
         Examples:
-            >>> emb = scorer.encode_images(patches)  # doctest: +SKIP
-            >>> emb.norm(dim=1)  # doctest: +SKIP
-            tensor([1.0000, 1.0000, ...])
+            >>> import torch
+            >>> from PIL import Image
+            >>> scorer = OpenClipScorer("ViT-S-32-alt", None)
+            >>> patches = [Image.new("RGB", (40, 30), c) for c in ("red", "green", "blue")]
+            >>> emb = scorer.encode_images(patches)
+            >>> emb.shape, torch.allclose(emb.norm(dim=1), torch.ones(3))
+            (torch.Size([3, 256]), True)
         """
         import torch
 
@@ -397,9 +403,15 @@ class OpenClipScorer:
             ``[N, D]`` float32 CPU tensor, rows L2-normalized.
 
         Examples:
-            >>> pixels = torch.stack([scorer.image_transform(p) for p in patches])  # doctest: +SKIP
-            >>> scorer.encode_pixels(pixels).shape  # doctest: +SKIP
-            torch.Size([8, 512])
+            >>> import torch
+            >>> from PIL import Image
+            >>> scorer = OpenClipScorer("ViT-S-32-alt", None)
+            >>> patches = [Image.new("L", (40, 30)), Image.new("RGB", (64, 64), "red")]
+            >>> pixels = torch.stack([scorer.image_transform(p) for p in patches])
+            >>> pixels.shape  # any size and mode becomes the model's 224 x 224 RGB input
+            torch.Size([2, 3, 224, 224])
+            >>> scorer.encode_pixels(pixels).shape
+            torch.Size([2, 256])
         """
         import torch
 
@@ -429,8 +441,11 @@ class OpenClipScorer:
             ``[V, D]`` float32 CPU tensor, rows L2-normalized, in the order of ``texts``.
 
         Examples:
-            >>> scorer.encode_texts(["dog", "cat"]).shape  # doctest: +SKIP
-            torch.Size([2, 512])
+            >>> scorer = OpenClipScorer("ViT-S-32-alt", None)
+            >>> scorer.templates[:2]  # "simple": 4 prompts per concept, their mean embedded
+            ('a photo of a {}.', 'a photo of {}.')
+            >>> scorer.encode_texts(["dog", "cat", "dog"]).shape
+            torch.Size([3, 256])
         """
         import torch
 
@@ -591,7 +606,7 @@ def _open_clip_factory(spec: Spec, ctx: Any) -> OpenClipScorer:
     return OpenClipScorer(
         model_name,
         pretrained,
-        device=spec.option("device") or getattr(ctx, "device", "cpu"),
+        device=spec.option("device") or getattr(ctx, "device", None) or "cpu",
         templates=spec.option("templates"),
         batch_size=spec.option_int("batch_size", 64),  # type: ignore[arg-type]
         precision=(spec.option("precision") or "fp32").lower(),
@@ -602,7 +617,7 @@ def _open_clip_factory(spec: Spec, ctx: Any) -> OpenClipScorer:
 
 
 @hookimpl
-def register_scorers(register: Callable[..., None]) -> None:
+def register_scorers(register: Register[EmbeddingScorer]) -> None:
     """Register the ``open_clip`` scorer."""
     register(
         "open_clip",

@@ -38,12 +38,14 @@ def text_encoder(model: Any, tokenizer: Any) -> Callable[[Tensor], Tensor]:
         where that is exact (see the module docstring), else ``model.encode_text``.
 
     Examples:
-        >>> import open_clip  # doctest: +SKIP
-        >>> model = open_clip.create_model("ViT-S-32-alt")  # doctest: +SKIP
-        >>> tokenizer = open_clip.get_tokenizer("ViT-S-32-alt")  # doctest: +SKIP
-        >>> encode = text_encoder(model, tokenizer)  # doctest: +SKIP
-        >>> tokens = tokenizer(["a photo of a dog."])  # doctest: +SKIP
-        >>> torch.allclose(encode(tokens), model.encode_text(tokens), atol=1e-5)  # doctest: +SKIP
+        >>> import open_clip
+        >>> model = open_clip.create_model("ViT-S-32-alt").eval()  # random weights
+        >>> tokenizer = open_clip.get_tokenizer("ViT-S-32-alt")
+        >>> encode = text_encoder(model, tokenizer)
+        >>> tokens = tokenizer(["a photo of a dog."])  # 77 tokens, 8 of them real
+        >>> encode is model.encode_text  # CLIP's causal text tower: the padding is cut
+        False
+        >>> torch.allclose(encode(tokens), model.encode_text(tokens), atol=1e-5)
         True
     """
     if not _can_trim(model, tokenizer):

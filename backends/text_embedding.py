@@ -65,9 +65,9 @@ class TextEmbedder:
         batch_size: Texts per forward pass.
 
     Examples:
-        >>> embedder = load_text_embedder(None, "cpu")  # doctest: +SKIP
-        >>> embedder.encode(["dog", "puppy"]).shape  # doctest: +SKIP
-        torch.Size([2, 384])
+        >>> embedder = load_text_embedder(None, "cpu")  # the packaged all-MiniLM-L6-v2
+        >>> embedder.dim, embedder.encode(["dog", "puppy"]).shape
+        (384, torch.Size([2, 384]))
     """
 
     def __init__(self, model: Any, name: str, device: torch.device, batch_size: int = 256) -> None:
@@ -98,8 +98,10 @@ class TextEmbedder:
             ``[V, D]`` float32 CPU tensor, each row L2-normalized; ``[0, D]`` for no texts.
 
         Examples:
-            >>> emb = load_text_embedder().encode(["red", "a red car"])  # doctest: +SKIP
-            >>> float(emb.norm(dim=1).min()) > 0.999  # doctest: +SKIP
+            >>> emb = load_text_embedder().encode(["red", "a red car", "red"])
+            >>> emb.shape, float(emb.norm(dim=1).min()) > 0.999
+            (torch.Size([3, 384]), True)
+            >>> torch.equal(emb[0], emb[2])  # "red" was embedded once, then read from the cache
             True
         """
         texts = [str(t) for t in texts]
@@ -172,9 +174,11 @@ def load_text_embedder(
         NeurolabelError: When ``spec`` is not a folder.
 
     Examples:
-        >>> embedder = load_text_embedder()  # doctest: +SKIP
-        >>> a, b = embedder.encode(["dog", "puppy"])  # doctest: +SKIP
-        >>> float(a @ b) > 0.5  # doctest: +SKIP
+        >>> embedder = load_text_embedder()
+        >>> embedder is load_text_embedder("minilm", "cpu")  # one shared instance
+        True
+        >>> dog, puppy, truck = embedder.encode(["dog", "puppy", "truck"])
+        >>> float(dog @ puppy) > 0.5 > float(dog @ truck)
         True
     """
     return _load(str(_resolve_path(spec)), str(torch.device(device)))
@@ -194,8 +198,8 @@ def text_similarity(left: Sequence[str], right: Sequence[str], spec: str | None 
         ``[A, B]`` cosine similarities in [-1, 1].
 
     Examples:
-        >>> text_similarity(["tabby cat"], ["cat", "truck"])  # doctest: +SKIP
-        tensor([[0.8..., 0.2...]])
+        >>> text_similarity(["tabby cat"], ["cat", "truck"]).round(decimals=1)
+        tensor([[0.7000, 0.3000]])
     """
     embedder = load_text_embedder(spec)
     return embedder.encode(left) @ embedder.encode(right).T

@@ -1,6 +1,6 @@
 """``litellm:MODEL``: a chat VLM that names what a neuron's exemplar patches share.
 
-The describer variant of a scorer (see :mod:`neurolabel.plugin_core.describe`): per neuron
+The describer variant of a scorer (see :mod:`neurolabel.plugin_core.pipeline.describe`): per neuron
 it composes one grid image of the exemplar patches (strongest first), sends it as a data URL
 and asks for a few short labels, best first. ``mode=free`` lets the model name anything;
 ``mode=constrained`` asks it to pick and rank from the scorer's top ``candidates`` concepts
@@ -22,16 +22,17 @@ import base64
 import io
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
 
-from neurolabel.plugin_core.describe import DescribeRequest
+from neurolabel.plugin_core.data.vocabulary import normalize_concept
 from neurolabel.plugin_core.errors import SpecError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.spec import Spec
-from neurolabel.plugin_core.vocabulary import normalize_concept
+from neurolabel.plugin_core.plugins.contracts import Describer, DescribeRequest
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 from .llm_client import CLIENT_OPTIONS, ChatRequest, LLMClient, LLMSettings
 from .llm_parsing import labelled_items
@@ -91,7 +92,7 @@ class LiteLLMDescriber:
         ctx: The resolve context (cache folder, ``confirm`` callback).
 
     Examples:
-        >>> from neurolabel.plugin_core.context import build_context
+        >>> from neurolabel import build_context
         >>> spec = Spec.parse("litellm:ollama/llava?mode=constrained&candidates=10")
         >>> d = LiteLLMDescriber(spec, build_context("cpu"))
         >>> d.num_candidates, d.remote
@@ -212,7 +213,7 @@ def _factory(spec: Spec, ctx: Any) -> LiteLLMDescriber:
 
 
 @hookimpl
-def register_scorers(register: Callable[..., None]) -> None:
+def register_scorers(register: Register[Describer]) -> None:
     """Register the describer ``litellm:MODEL``."""
     register(
         "litellm",

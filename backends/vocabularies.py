@@ -5,7 +5,7 @@ third-party plugin would be. A factory only parses and validates its spec; the r
 zero-argument provider does the (possibly slow) work when the pipeline asks for the concepts.
 
 Examples:
-    >>> from neurolabel.plugin_core.context import build_context
+    >>> from neurolabel import build_context
     >>> ctx = build_context("cpu")
     >>> vocab = ctx.registries.vocabularies.resolve("colors", ctx)()
     >>> vocab.concepts[:3], vocab.category("red")
@@ -20,15 +20,17 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from neurolabel.plugin_core.data.vocabulary import Vocabulary
 from neurolabel.plugin_core.errors import (
     MissingExtraError,
     NeurolabelError,
     SpecError,
     missing_extra,
 )
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.spec import Spec
-from neurolabel.plugin_core.vocabulary import Vocabulary
+from neurolabel.plugin_core.plugins.contracts import VocabularyProvider
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 __all__ = [
     "BASIC_COLORS",
@@ -455,7 +457,7 @@ def _colors_factory(spec: Spec, ctx: Any) -> Callable[[], Vocabulary]:
 
 
 @hookimpl
-def register_vocabularies(register: Callable[..., None]) -> None:
+def register_vocabularies(register: Register[VocabularyProvider]) -> None:
     """Register ``imagenet``, ``words``, ``file`` and ``colors``."""
     register(
         "imagenet",

@@ -47,7 +47,7 @@ def split_folder(images: Path, workdir: Path) -> tuple[Path, Path]:
 
 
 def faithfulness(args, ctx, probe: Path, heldout: Path) -> dict:
-    from neurolabel.plugin_core.labeler import NeuronLabeler, resolve_model
+    from neurolabel import NeuronLabeler, resolve_model
 
     layers = args.layers.split(",")
     loaded = resolve_model(args.target, ctx, None)
@@ -94,7 +94,7 @@ def faithfulness(args, ctx, probe: Path, heldout: Path) -> dict:
 
 
 def ablation(args, ctx, images: Path) -> dict:
-    from neurolabel.plugin_core.labeler import NeuronLabeler
+    from neurolabel import NeuronLabeler
 
     labeler = NeuronLabeler(
         args.target,
@@ -162,7 +162,7 @@ def main() -> None:
         args.target = f"packaged:{args.target}"
     args.ablation_eye = args.ablation_eye or args.eye
 
-    from neurolabel.plugin_core.context import build_context
+    from neurolabel import build_context
 
     ctx = build_context(args.device)
     report: dict = {}

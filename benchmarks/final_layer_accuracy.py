@@ -81,11 +81,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from neurolabel import NeuronLabeler, build_context
     from neurolabel.backends.text_embedding import load_text_embedder
     from neurolabel.backends.vocabularies import imagenet_classes
-    from neurolabel.plugin_core.aggregation import DEFAULT_AGGREGATION
-    from neurolabel.plugin_core.context import build_context
-    from neurolabel.plugin_core.labeler import NeuronLabeler
+    from neurolabel.plugin_core.pipeline.aggregation import DEFAULT_AGGREGATION
 
     target = args.target if ":" in args.target else f"packaged:{args.target}"
     truth = read_labels(args.images)

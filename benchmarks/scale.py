@@ -81,14 +81,16 @@ def _units(args) -> dict[str, list[int]]:
 
 
 def run_ours(args, count: int) -> dict:
-    from neurolabel.plugin_core.context import build_context
-    from neurolabel.plugin_core.labeler import NeuronLabeler, resolve_vocabulary
+    from neurolabel import NeuronLabeler, build_context, resolve_vocabulary
 
     ctx = build_context(args.device, cache_dir=tempfile.mkdtemp())
+    # The scorer is built here so that its encodings can be counted.
+    scorer = ctx.registries.scorers.resolve(args.scorer, ctx)
+    counted = _count_encodes(scorer)
     labeler = NeuronLabeler(
         args.model,
         layers=args.layers,
-        scorer=args.scorer,
+        scorer=scorer,
         vocabulary=args.vocab,
         top_k=args.top_k,
         units=_units(args),
@@ -101,9 +103,6 @@ def run_ours(args, count: int) -> dict:
         progress=False,
         cache=False,
     )
-    scorer = labeler._scorer()
-    counted = _count_encodes(scorer)
-    labeler.scorer_spec = scorer
     _ = labeler.loaded
     # Text embeddings are the same work for both methods: computed (and cached) up front.
     scorer.encode_texts(list(resolve_vocabulary(args.vocab, ctx).concepts))
@@ -135,12 +134,11 @@ def run_ours(args, count: int) -> dict:
 
 
 def run_baseline(args, count: int) -> dict:
-    from neurolabel.plugin_core.aggregation import soft_wpmi
-    from neurolabel.plugin_core.context import build_context
-    from neurolabel.plugin_core.exemplar_pass import autocast_for
-    from neurolabel.plugin_core.images import ProbeDataset, as_image_source
-    from neurolabel.plugin_core.labeler import resolve_model, resolve_vocabulary
-    from neurolabel.plugin_core.topk import per_image_activation
+    from neurolabel import build_context, resolve_model, resolve_vocabulary
+    from neurolabel.plugin_core.data.images import ProbeDataset, as_image_source
+    from neurolabel.plugin_core.pipeline.aggregation import soft_wpmi
+    from neurolabel.plugin_core.pipeline.exemplar_pass import autocast_for
+    from neurolabel.plugin_core.pipeline.topk import per_image_activation
 
     ctx = build_context(args.device, cache_dir=tempfile.mkdtemp())
     loaded = resolve_model(args.model, ctx, None)

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurolabel.plugin_core.images import as_image_source
-from neurolabel.plugin_core.patch_scoring import ExemplarCrops
-from neurolabel.plugin_core.patches import PatchSettings, input_boxes
-from neurolabel.plugin_core.preprocessing import Preprocessing
+from neurolabel import Preprocessing
+from neurolabel.plugin_core.data.images import as_image_source
+from neurolabel.plugin_core.pipeline.patch_scoring import ExemplarCrops
+from neurolabel.plugin_core.pipeline.patches import PatchSettings, input_boxes
 
 RESNET50_SLOTS = 26_000 * 10
 

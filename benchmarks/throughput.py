@@ -39,10 +39,9 @@ class NoiseImages(torch.utils.data.Dataset):
 
 
 def _labeler(args, count):
-    from neurolabel.plugin_core.context import build_context
-    from neurolabel.plugin_core.images import as_image_source
-    from neurolabel.plugin_core.labeler import NeuronLabeler
-    from neurolabel.plugin_core.progress import Steps
+    from neurolabel import NeuronLabeler, build_context
+    from neurolabel.plugin_core.data.images import as_image_source
+    from neurolabel.plugin_core.runtime.progress import Steps
 
     ctx = build_context(args.device)
     labeler = NeuronLabeler(
@@ -60,7 +59,7 @@ def _labeler(args, count):
 
 def time_both(args) -> dict[str, float]:
     """Bare forward and extraction over the same DataLoader, interleaved, best of repeats."""
-    from neurolabel.plugin_core.images import ProbeDataset
+    from neurolabel.plugin_core.data.images import ProbeDataset
 
     labeler, source, steps = _labeler(args, args.images)
     loaded = labeler.loaded

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import torch
 
-from neurolabel.plugin_core.html_report import write_html_report
-from neurolabel.plugin_core.labeler import NeuronLabeler
+from neurolabel import NeuronLabeler, write_html_report
 
 
 def _megabytes(folder: Path) -> float:

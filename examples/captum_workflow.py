@@ -20,15 +20,13 @@ from captum.attr import LayerConductance
 from captum.concept import TCAV
 from PIL import Image
 
-from neurolabel import NeuronLabeler
+from neurolabel import NeuronLabeler, build_context, bundled_photographs
 from neurolabel.adapters.captum_attribution import attribute_prediction
 from neurolabel.adapters.captum_concepts import (
     experimental_sets,
     neuron_concepts,
     random_concepts,
 )
-from neurolabel.backends.demo import bundled_photographs
-from neurolabel.plugin_core.context import build_context
 
 PHOTOS = (
     "astronaut.png",

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from neurolabel import NeuronLabeler
-from neurolabel.backends.demo import bundled_photographs
+from neurolabel import NeuronLabeler, bundled_photographs
 
 
 def photographs() -> list[Image.Image]:

@@ -11,6 +11,10 @@ class SpecError(NeurolabelError, ValueError):
     """A spec string (``NAME[:ARGUMENT][?key=value]``) could not be parsed or resolved."""
 
 
+class InvalidSettingError(NeurolabelError, ValueError):
+    """A setting has a value outside what it accepts; the message names what it accepts."""
+
+
 class UnknownNameError(SpecError, KeyError):
     """A spec names something no plugin registered."""
 

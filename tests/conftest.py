@@ -34,7 +34,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture
 def ctx():
-    from neurolabel.plugin_core.context import build_context
+    from neurolabel.plugin_core.plugins.resolve import build_context
 
     return build_context("cpu")
 

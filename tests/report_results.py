@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from neurolabel.plugin_core.result import Exemplar, LabelingResult, NeuronExplanation
+from neurolabel.plugin_core.data.result import Exemplar, LabelingResult, NeuronExplanation
 
 CONCEPTS = [
     "dog",

@@ -7,9 +7,9 @@ import torch
 from synthetic import ColorClassifier, square_image
 
 from neurolabel import NeuronLabeler
-from neurolabel.plugin_core.ablation import true_class_outcomes, units_zeroed
 from neurolabel.plugin_core.errors import NeurolabelError
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.evaluation.ablation import true_class_outcomes, units_zeroed
+from neurolabel.plugin_core.plugins.spec import Spec
 
 MODEL = "python:synthetic:ColorClassifier?resize=none&size=32&mean=0,0,0&std=1,1,1"
 COLORS = {0: ("red", (230, 30, 30)), 1: ("green", (30, 230, 30)), 2: ("blue", (40, 60, 220))}

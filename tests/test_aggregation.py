@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from neurolabel.plugin_core.aggregation import (
+from neurolabel.plugin_core.errors import NeurolabelError
+from neurolabel.plugin_core.pipeline.aggregation import (
     CORRELATION_WEIGHT,
     ImageSample,
     activation_weights,
@@ -17,7 +18,6 @@ from neurolabel.plugin_core.aggregation import (
     validate_correlation_weight,
     wpmi,
 )
-from neurolabel.plugin_core.errors import NeurolabelError
 
 
 def test_soft_wpmi_against_hand_computation():
@@ -84,7 +84,7 @@ def test_aggregation_lookup():
 
 
 def test_sample_correlation_z_is_fisher_scaled_and_null_calibrated():
-    from neurolabel.plugin_core.aggregation import sample_correlation_z
+    from neurolabel.plugin_core.pipeline.aggregation import sample_correlation_z
 
     g = torch.Generator().manual_seed(0)
     acts = torch.randn(400, 30, generator=g)
@@ -117,7 +117,7 @@ def test_sample_statistics_by_concept_chunks_and_row_subsets_match_direct_ones(m
     # The sampled scores are reduced in chunks of concepts (dense) or in the embedding space
     # (factored) and, for validation folds, over row subsets without copies; both must give
     # the direct full-matrix figures.
-    from neurolabel.plugin_core import aggregation, image_sample
+    from neurolabel.plugin_core.pipeline import aggregation, image_sample
 
     # Blocks of 280 elements: 7 concepts of 40 rows, 3 exemplar neurons of 3 x 30; several
     # blocks each time, the last ragged.
@@ -149,7 +149,7 @@ def test_factored_sample_labels_like_the_dense_one_without_forming_its_scores(mo
     """contrast (weight validated by cross-validation) and cos-cubed give the same labels
     from an embedding scorer's factored sample as from its dense [S, V] scores, and contrast
     never forms a dense block of the sample's scores to get them."""
-    from neurolabel.plugin_core.image_sample import ImageSample as Sample
+    from neurolabel.plugin_core.pipeline.image_sample import ImageSample as Sample
 
     g = torch.Generator().manual_seed(1)
     dense, factored = _embedded_sample(g, images=120, concepts=40)
@@ -330,7 +330,7 @@ def test_labeler_records_the_validated_weight_and_exemplar_rows(tmp_path):
     from synthetic import SeededConvNet
 
     from neurolabel import LabelingResult, NeuronLabeler
-    from neurolabel.plugin_core.preprocessing import Preprocessing
+    from neurolabel.plugin_core.data.preprocessing import Preprocessing
 
     rng = np.random.default_rng(0)
     images = [

@@ -23,10 +23,10 @@ from neurolabel.adapters.captum_attribution import (
     contribution_sentence,
     resolve_target,
 )
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
+from neurolabel.plugin_core.data.result import LabelingResult, NeuronExplanation
 from neurolabel.plugin_core.errors import NeurolabelError
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.protocols import LoadedModel
-from neurolabel.plugin_core.result import LabelingResult, NeuronExplanation
+from neurolabel.plugin_core.plugins.contracts import LoadedModel
 
 INPUT = Preprocessing((224, 224), 224, (0, 0, 0), (1, 1, 1))
 

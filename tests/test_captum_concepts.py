@@ -15,8 +15,8 @@ from neurolabel.adapters.captum_concepts import (
     neuron_concepts,
     random_concepts,
 )
+from neurolabel.plugin_core.data.result import LabelingResult
 from neurolabel.plugin_core.errors import NeurolabelError
-from neurolabel.plugin_core.result import LabelingResult
 
 
 @pytest.fixture(scope="module")

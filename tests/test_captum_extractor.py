@@ -13,10 +13,11 @@ from test_pipeline import color_images, labeler
 
 from neurolabel.adapters.captum_extractor import CaptumExtractor
 from neurolabel.adapters.hook_extractor import HookExtractor
+from neurolabel.plugin_core.data.layer_patterns import layer_names
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import LayerNotFoundError, NeurolabelError
-from neurolabel.plugin_core.labeler import NeuronLabeler, layer_names
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.protocols import Extractor, LoadedModel
+from neurolabel.plugin_core.pipeline.labeler import NeuronLabeler
+from neurolabel.plugin_core.plugins.contracts import Extractor, LoadedModel
 
 CPU = torch.device("cpu")
 

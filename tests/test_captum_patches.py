@@ -12,11 +12,12 @@ from synthetic import ColorDetector
 from test_pipeline import SQUARES, color_images, labeler
 
 from neurolabel.adapters.captum_patchers import CaptumPatcher, neuron_attribution_maps
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.patches import Patcher, attribution_boxes, box_iou
-from neurolabel.plugin_core.plugins import get_plugins, pm
-from neurolabel.plugin_core.preprocessing import Preprocessing
+from neurolabel.plugin_core.pipeline.patches import attribution_boxes, box_iou
+from neurolabel.plugin_core.plugins.contracts import Patcher
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.manager import get_plugins, pm
 
 INPUT = Preprocessing((224, 224), 224, (0, 0, 0), (1, 1, 1))
 
@@ -187,7 +188,7 @@ def test_attribution_boxes_threshold_each_map_on_its_own():
 
 
 def _settings(min_size: float):
-    from neurolabel.plugin_core.patches import PatchSettings
+    from neurolabel.plugin_core.pipeline.patches import PatchSettings
 
     return PatchSettings(min_size=min_size)
 
@@ -213,7 +214,7 @@ def test_errors_a_user_can_cause():
 
 def test_cli_explain_accepts_attribution_patches(tmp_path):
     from neurolabel.plugin_core.cli import main
-    from neurolabel.plugin_core.result import LabelingResult
+    from neurolabel.plugin_core.data.result import LabelingResult
 
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -19,10 +19,10 @@ from neurolabel.backends.classifier_scorer import (
     conse_embed,
 )
 from neurolabel.backends.text_embedding import load_text_embedder, text_similarity
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import MissingExtraError, NeurolabelError, SpecError
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.protocols import ConceptScorer, EmbeddingScorer, LoadedModel
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.contracts import ConceptScorer, EmbeddingScorer, LoadedModel
+from neurolabel.plugin_core.plugins.spec import Spec
 
 # -- the ConSE formula ------------------------------------------------------------------
 
@@ -222,7 +222,7 @@ def test_text_embedder_errors(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def packaged_scorer(tmp_path_factory: pytest.TempPathFactory) -> ClassifierScorer:
-    from neurolabel.plugin_core.context import build_context
+    from neurolabel.plugin_core.plugins.resolve import build_context
 
     # Module scope runs before the per-test cache isolation: give the cache folder explicitly.
     ctx = build_context("cpu", cache_dir=tmp_path_factory.mktemp("classifier-cache"))

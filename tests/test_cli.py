@@ -8,7 +8,7 @@ import pytest
 from cli_runner import run
 from synthetic import square_image
 
-from neurolabel.plugin_core.result import LabelingResult
+from neurolabel.plugin_core.data.result import LabelingResult
 
 MODEL = "python:synthetic:ColorDetector?resize=none&size=64"
 

@@ -14,10 +14,10 @@ from neurolabel.backends.composite_scorer import (
     calibrate_columns,
     split_sub_specs,
 )
+from neurolabel.plugin_core.data.vocabulary import Vocabulary
 from neurolabel.plugin_core.errors import SpecError
-from neurolabel.plugin_core.protocols import ConceptScorer, EmbeddingScorer
-from neurolabel.plugin_core.spec import Spec
-from neurolabel.plugin_core.vocabulary import Vocabulary
+from neurolabel.plugin_core.plugins.contracts import ConceptScorer, EmbeddingScorer
+from neurolabel.plugin_core.plugins.spec import Spec
 
 RED = (255, 0, 0)
 

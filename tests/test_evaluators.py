@@ -3,14 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurolabel.plugin_core.builtin_evaluators import (
+from neurolabel.plugin_core.data.result import LabelingResult, NeuronExplanation
+from neurolabel.plugin_core.errors import NeurolabelError
+from neurolabel.plugin_core.evaluation.accuracy import (
     AccuracyEvaluator,
     exact_match_accuracy,
     label_cosine,
     read_ground_truth,
 )
-from neurolabel.plugin_core.errors import NeurolabelError
-from neurolabel.plugin_core.result import LabelingResult, NeuronExplanation
 
 
 def result_with(*neurons):
@@ -67,7 +67,7 @@ def test_accuracy_with_a_text_scorer(ctx):
 
 
 def test_layer_profile_counts_categories(ctx):
-    from neurolabel.plugin_core.builtin_evaluators import LayerProfileEvaluator
+    from neurolabel.plugin_core.evaluation.layer_profile import LayerProfileEvaluator
 
     neurons = {
         "early": [

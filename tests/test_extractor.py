@@ -9,9 +9,9 @@ import torchvision
 from torch import Tensor, nn
 
 from neurolabel.adapters.hook_extractor import HookExtractor, first_tensor, tokens_to_grid
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import LayerNotFoundError, NeurolabelError
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.protocols import Extractor, LoadedModel
+from neurolabel.plugin_core.plugins.contracts import Extractor, LoadedModel
 
 CPU = torch.device("cpu")
 

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from neurolabel import NeuronLabeler
-from neurolabel.plugin_core.context import build_context
+from neurolabel.plugin_core.data.result import LabelingResult
 from neurolabel.plugin_core.errors import LayerNotFoundError, NeurolabelError, SpecError
-from neurolabel.plugin_core.faithfulness import random_concepts
-from neurolabel.plugin_core.metrics import RELIABLE
-from neurolabel.plugin_core.result import LabelingResult
+from neurolabel.plugin_core.evaluation.faithfulness import random_concepts
+from neurolabel.plugin_core.evaluation.metrics import RELIABLE
+from neurolabel.plugin_core.plugins.resolve import build_context
 
 MODEL = "python:synthetic:ColorClassifier?resize=none&size=32&mean=0,0,0&std=1,1,1"
 LAYER = "features.1"  # units: red, green, blue, brightness, yellow, cyan detectors
@@ -246,9 +246,9 @@ class MeanColorEmbedder:
 
 
 def test_collect_held_out_with_an_embedding_scorer(setup):
-    from neurolabel.plugin_core.faithfulness import collect_held_out
-    from neurolabel.plugin_core.images import FolderSource
-    from neurolabel.plugin_core.vocabulary import Vocabulary
+    from neurolabel.plugin_core.data.images import FolderSource
+    from neurolabel.plugin_core.data.vocabulary import Vocabulary
+    from neurolabel.plugin_core.evaluation.faithfulness import collect_held_out
 
     _, _, held, ctx, _ = setup
     loaded = ctx.registries.model_sources.resolve(MODEL, ctx)

@@ -12,15 +12,15 @@ from PIL import Image
 from test_faithfulness import LAYER, MODEL, scene
 
 from neurolabel import NeuronLabeler
-from neurolabel.plugin_core.errors import NeurolabelError
-from neurolabel.plugin_core.holdout import (
+from neurolabel.plugin_core.data.holdout import (
     PathListSource,
     SubsetSource,
     held_out_source,
     split_holdout,
 )
-from neurolabel.plugin_core.images import FolderSource, as_image_source
-from neurolabel.plugin_core.result import LabelingResult
+from neurolabel.plugin_core.data.images import FolderSource, as_image_source
+from neurolabel.plugin_core.data.result import LabelingResult
+from neurolabel.plugin_core.errors import NeurolabelError
 
 
 @pytest.fixture(scope="module")

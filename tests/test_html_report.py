@@ -15,13 +15,13 @@ import pytest
 from cli_runner import run
 from report_results import make_result, source_folder
 
-from neurolabel.plugin_core import report_plots
-from neurolabel.plugin_core.html_report import (
+from neurolabel.plugin_core.data.result import Exemplar, LabelingResult, NeuronExplanation
+from neurolabel.plugin_core.reporting import plots as report_plots
+from neurolabel.plugin_core.reporting.html_report import (
     build_html_report,
     script_json,
     write_html_report,
 )
-from neurolabel.plugin_core.result import Exemplar, LabelingResult, NeuronExplanation
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"

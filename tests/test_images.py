@@ -5,15 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from neurolabel.plugin_core.errors import EmptyInputError, NeurolabelError
-from neurolabel.plugin_core.images import (
+from neurolabel.plugin_core.data.images import (
     FolderSource,
     ImageLoadError,
     ProbeDataset,
     as_image_source,
     to_rgb,
 )
-from neurolabel.plugin_core.preprocessing import Preprocessing
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
+from neurolabel.plugin_core.errors import EmptyInputError, NeurolabelError
 
 
 def test_odd_modes_become_rgb():

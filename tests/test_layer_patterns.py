@@ -9,10 +9,10 @@ import torchvision
 from cli_runner import run
 from synthetic import ColorDetector, square_image
 
+from neurolabel.plugin_core.data.layer_patterns import expand_layer_patterns
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import LayerNotFoundError
-from neurolabel.plugin_core.labeler import NeuronLabeler
-from neurolabel.plugin_core.layer_patterns import expand_layer_patterns
-from neurolabel.plugin_core.preprocessing import Preprocessing
+from neurolabel.plugin_core.pipeline.labeler import NeuronLabeler
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from neurolabel.backends.llm_client import (
     scrub_secrets,
 )
 from neurolabel.plugin_core.errors import SpecError
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.spec import Spec
 
 FAKE_KEY = "sk-test-FAKE0123456789abcdefXYZ"
 

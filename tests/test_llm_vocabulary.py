@@ -12,9 +12,8 @@ from llm_server import ChatServer, user_text
 
 from neurolabel.backends.llm_parsing import labelled_items, parse_lines
 from neurolabel.backends.llm_vocabulary import clean_concepts, normalize_category
-from neurolabel.plugin_core.context import build_context
 from neurolabel.plugin_core.errors import SpecError
-from neurolabel.plugin_core.labeler import resolve_vocabulary
+from neurolabel.plugin_core.plugins.resolve import build_context, resolve_vocabulary
 
 FAKE_KEY = "sk-test-FAKE0123456789abcdefXYZ"
 

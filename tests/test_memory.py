@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from neurolabel.plugin_core.memory import release_freed_memory
+from neurolabel.plugin_core.runtime.memory import release_freed_memory
 
 
 def _rss_mib() -> float:
@@ -37,7 +37,7 @@ def test_heap_pages_pinned_by_a_few_live_tensors_are_given_back():
 
 
 def test_periodic_release_trims_at_once_then_within_its_time_budget(monkeypatch):
-    from neurolabel.plugin_core import memory
+    from neurolabel.plugin_core.runtime import memory
 
     calls: list[float] = []
 
@@ -58,7 +58,7 @@ def test_periodic_release_trims_at_once_then_within_its_time_budget(monkeypatch)
 
 
 def test_periodic_release_stops_trying_where_the_c_library_cannot_trim(monkeypatch):
-    from neurolabel.plugin_core import memory
+    from neurolabel.plugin_core.runtime import memory
 
     calls = []
     monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append(1) or False)

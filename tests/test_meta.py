@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from neurolabel.plugin_core import hookspecs
+from neurolabel.plugin_core.plugins import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = sorted(
@@ -22,10 +22,23 @@ def test_there_are_hooks():
     assert {"register_scorers", "register_commands"} <= set(HOOKS)
 
 
+def signature(hook: str) -> str:
+    """``register_x(register: Register[T]) -> None``, as the hookspec declares it."""
+    function = getattr(hookspecs, hook)
+    parameters = ", ".join(
+        f"{name}: {p.annotation}" for name, p in inspect.signature(function).parameters.items()
+    )
+    return f"{hook}({parameters}) -> {inspect.signature(function).return_annotation}"
+
+
 @pytest.mark.parametrize("hook", HOOKS)
-def test_hook_is_documented(hook):
+def test_hook_is_documented_with_its_signature(hook):
     docs = (ROOT / "docs" / "hooks.md").read_text(encoding="utf-8")
     assert re.search(rf"^## {hook}\b", docs, re.MULTILINE), f"docs/hooks.md lacks '## {hook}'"
+    section = docs.split(f"## {hook}", 1)[1].split("\n## ", 1)[0]
+    assert f"`{signature(hook)}`" in " ".join(section.split()), (
+        f"docs/hooks.md's '## {hook}' does not show its signature `{signature(hook)}`"
+    )
 
 
 @pytest.mark.parametrize("hook", HOOKS)

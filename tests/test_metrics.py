@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurolabel.plugin_core.metrics import (
+from neurolabel.plugin_core.evaluation.metrics import (
     METRICS,
     RELIABLE,
     auprc,

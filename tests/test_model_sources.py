@@ -20,9 +20,9 @@ from neurolabel.adapters.model_sources import (
     preprocessing_from_transform,
     state_dict_from_checkpoint,
 )
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.protocols import LoadedModel
+from neurolabel.plugin_core.plugins.contracts import LoadedModel
 
 
 def resolve(ctx, spec: str) -> LoadedModel:
@@ -220,7 +220,7 @@ def test_file_pickled_module_needs_trust(ctx, tmp_path) -> None:
     with pytest.raises(NeurolabelError, match="executes code"):
         resolve(ctx, f"file:{legacy}")
     torch.testing.assert_close(resolve(ctx, f"file:{legacy}?trust=1").model(x), model(x))
-    from neurolabel.plugin_core.context import build_context
+    from neurolabel.plugin_core.plugins.resolve import build_context
 
     trusting = build_context("cpu", trust_pickle=True)
     loaded = trusting.registries.model_sources.resolve(f"file:{path}", trusting)
@@ -261,8 +261,8 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.protocols import LoadedModel
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
+from neurolabel.plugin_core.plugins.contracts import LoadedModel
 
 
 def build():

@@ -11,7 +11,7 @@ from conftest import IMAGENET_SAMPLE
 from neurolabel import NeuronLabeler
 from neurolabel.backends.vocabularies import imagenet_classes
 from neurolabel.plugin_core.cli import main
-from neurolabel.plugin_core.result import LabelingResult
+from neurolabel.plugin_core.data.result import LabelingResult
 
 
 def test_demo_command_runs_offline_and_writes_results(tmp_path, capsys):

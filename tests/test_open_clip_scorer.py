@@ -13,8 +13,8 @@ from neurolabel.backends.open_clip_scorer import (
     resolve_templates,
 )
 from neurolabel.plugin_core.errors import SpecError
-from neurolabel.plugin_core.protocols import EmbeddingScorer
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.contracts import EmbeddingScorer
+from neurolabel.plugin_core.plugins.spec import Spec
 
 # The smallest open_clip config that builds in well under a second on two CPU cores.
 MODEL = "ViT-S-32-alt"
@@ -287,10 +287,10 @@ def test_custom_templates_survive_spec_parsing():
 def test_patches_preprocessed_in_workers_embed_as_encode_images(scorer, images, tmp_path):
     import pickle
 
-    from neurolabel.plugin_core.images import as_image_source
-    from neurolabel.plugin_core.patch_scoring import score_patches
-    from neurolabel.plugin_core.progress import Steps
-    from neurolabel.plugin_core.vocabulary import Vocabulary
+    from neurolabel.plugin_core.data.images import as_image_source
+    from neurolabel.plugin_core.data.vocabulary import Vocabulary
+    from neurolabel.plugin_core.pipeline.patch_scoring import score_patches
+    from neurolabel.plugin_core.runtime.progress import Steps
 
     for i, image in enumerate(images[:4]):
         image.convert("L" if i == 0 else "RGB").save(tmp_path / f"{i}.png")  # one grayscale

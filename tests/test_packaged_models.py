@@ -16,12 +16,12 @@ from torchvision.models._meta import _IMAGENET_CATEGORIES
 from neurolabel.adapters import packaged_models
 from neurolabel.adapters.packaged_models import PACKAGED_MODELS, PackagedModel, map_by_position
 from neurolabel.plugin_core.errors import MissingExtraError, NeurolabelError, SpecError
-from neurolabel.plugin_core.protocols import LoadedModel
+from neurolabel.plugin_core.plugins.contracts import LoadedModel
 
 
 @pytest.fixture(scope="module")
 def lite0() -> LoadedModel:
-    from neurolabel.plugin_core.context import build_context
+    from neurolabel.plugin_core.plugins.resolve import build_context
 
     ctx = build_context("cpu")
     return ctx.registries.model_sources.resolve("packaged:efficientnet_lite0", ctx)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from synthetic import ColorDetector, square_image
 
-from neurolabel.plugin_core.patches import (
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
+from neurolabel.plugin_core.pipeline.patches import (
     PatchSettings,
     box_iou,
     grow_box,
@@ -13,8 +14,7 @@ from neurolabel.plugin_core.patches import (
     input_boxes,
     region_mask,
 )
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.topk import StreamingTopK
+from neurolabel.plugin_core.pipeline.topk import StreamingTopK
 
 CASES = [  # image size, red square
     ((320, 240), (200, 40, 260, 100)),

@@ -8,9 +8,9 @@ from PIL import Image
 from synthetic import ColorDetector, square_image
 
 from neurolabel import LabelingResult, NeuronLabeler
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import EmptyInputError, LayerNotFoundError, NeurolabelError
-from neurolabel.plugin_core.patches import box_iou
-from neurolabel.plugin_core.preprocessing import Preprocessing
+from neurolabel.plugin_core.pipeline.patches import box_iou
 
 RED, BLUE = (230, 20, 20), (20, 20, 230)
 SQUARES = [

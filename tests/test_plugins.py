@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from neurolabel.plugin_core.context import build_context
-from neurolabel.plugin_core.hookspecs import hookimpl
-from neurolabel.plugin_core.plugins import DEFAULT_PLUGINS, get_plugins, load_plugins, pm
-from neurolabel.plugin_core.vocabulary import Vocabulary
+from neurolabel.plugin_core.data.vocabulary import Vocabulary
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.manager import DEFAULT_PLUGINS, get_plugins, load_plugins, pm
+from neurolabel.plugin_core.plugins.resolve import build_context
 
 HERE = Path(__file__).resolve().parent
 
@@ -82,8 +82,8 @@ def test_register_scorers_hook(register_plugin):
 
 
 def test_register_model_sources_hook(register_plugin):
-    from neurolabel.plugin_core.preprocessing import Preprocessing
-    from neurolabel.plugin_core.protocols import LoadedModel
+    from neurolabel.plugin_core.data.preprocessing import Preprocessing
+    from neurolabel.plugin_core.plugins.contracts import LoadedModel
 
     class Plugin:
         @hookimpl
@@ -124,7 +124,7 @@ def test_register_extractors_hook(register_plugin):
     register_plugin(Plugin(), "extractor-plugin")
     ctx = build_context("cpu")
     extractor = ctx.registries.extractors.resolve("whole-output", ctx)
-    from neurolabel.plugin_core.labeler import NeuronLabeler
+    from neurolabel.plugin_core.pipeline.labeler import NeuronLabeler
 
     result = NeuronLabeler(
         torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3)),
@@ -161,7 +161,7 @@ def test_register_evaluators_hook(register_plugin, tmp_path):
             register("count-dead", lambda spec, c: CountDead())
 
     register_plugin(Plugin(), "eval-plugin")
-    from neurolabel.plugin_core.result import LabelingResult, NeuronExplanation
+    from neurolabel.plugin_core.data.result import LabelingResult, NeuronExplanation
 
     result = LabelingResult(
         {"name": "m"},
@@ -266,7 +266,7 @@ def test_installed_third_party_scorer_is_used_by_name_from_the_cli(installed_plu
         installed_plugin,
     )
     assert run.returncode == 0, run.stderr
-    from neurolabel.plugin_core.result import LabelingResult
+    from neurolabel.plugin_core.data.result import LabelingResult
 
     result = LabelingResult.load(out)
     assert result.settings["scorer"] == "mycorp-vlm:40"
@@ -283,3 +283,59 @@ def _vocab(tmp_path):
     path = tmp_path / "vocab.txt"
     path.write_text("# colors\nblue\ngreen\n\nBlue\nred\n")
     return path
+
+
+def _entry_point_site(tmp_path: Path, module_source: str) -> Path:
+    """A folder that installs one plugin module the way pip would (a dist-info with an
+    entry point in the group ``neurolabel``), to put on PYTHONPATH."""
+    site = tmp_path / "site"
+    info = site / "neurolabel_typo-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "neurolabel_typo.py").write_text(module_source)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: neurolabel-typo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[neurolabel]\ntypo = neurolabel_typo\n")
+    return site
+
+
+def test_a_misspelled_hook_in_an_installed_plugin_fails_naming_plugin_and_hook(tmp_path):
+    site = _entry_point_site(
+        tmp_path,
+        "from neurolabel import hookimpl\n\n\n@hookimpl\ndef register_scorer(register):\n"
+        "    register('typo-vlm', lambda spec, ctx: None)\n",
+    )
+    run = _cli(["plugins"], site)
+    assert run.returncode == 2, run.stdout + run.stderr
+    message = " ".join(run.stderr.split())
+    assert "'typo' implements 'register_scorer', which is not a neurolabel hook" in message
+    assert "Did you mean 'register_scorers'?" in message and "Traceback" not in run.stderr
+    # Leaving the plugin out is the way around it, and says so.
+    assert _cli(["plugins"], site, NEUROLABEL_PLUGINS="").returncode == 0
+
+
+def test_a_hook_with_arguments_its_spec_lacks_fails_naming_the_plugin(tmp_path):
+    site = _entry_point_site(
+        tmp_path,
+        "from neurolabel import hookimpl\n\n\n@hookimpl\ndef register_scorers(registry):\n"
+        "    pass\n",
+    )
+    run = _cli(["plugins"], site)
+    assert run.returncode == 2
+    message = " ".join(run.stderr.split())
+    assert "The plugin module 'neurolabel_typo' does not fit neurolabel's hooks" in message
+    assert "'typo' for hook 'register_scorers'" in message and "{'registry'}" in message
+    assert "NEUROLABEL_PLUGINS" in message and "Traceback" not in run.stderr
+
+
+def test_check_hooks_catches_a_class_based_plugin_too(register_plugin):
+    from neurolabel.plugin_core.errors import NeurolabelError
+    from neurolabel.plugin_core.plugins.manager import check_hooks
+
+    class Plugin:
+        @hookimpl
+        def register_evaluator(self, register):
+            raise AssertionError("never called")
+
+    check_hooks()
+    register_plugin(Plugin(), "typo-class-plugin")
+    with pytest.raises(NeurolabelError, match="'typo-class-plugin' implements 'register_eval"):
+        check_hooks()

@@ -11,16 +11,17 @@ from cli_runner import run
 from report_results import make_result, source_folder
 from rich.console import Console
 
+from neurolabel.plugin_core.data.result import LabelingResult, NeuronExplanation
 from neurolabel.plugin_core.errors import NeurolabelError
-from neurolabel.plugin_core.layer_summary import summarize_layer
-from neurolabel.plugin_core.metric_tables import (
+from neurolabel.plugin_core.reporting.layer_summary import summarize_layer
+from neurolabel.plugin_core.reporting.tables import (
     FigureTable,
     format_cell,
     format_value,
     scoped_figures,
     tabulate,
 )
-from neurolabel.plugin_core.report import (
+from neurolabel.plugin_core.reporting.terminal import (
     layer_report,
     neuron_json,
     neuron_report,
@@ -28,7 +29,6 @@ from neurolabel.plugin_core.report import (
     result_table,
     sparkline,
 )
-from neurolabel.plugin_core.result import LabelingResult, NeuronExplanation
 
 
 def render(renderable, width: int = 160) -> str:

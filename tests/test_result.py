@@ -6,9 +6,9 @@ import json
 import pytest
 from PIL import Image
 
-from neurolabel.plugin_core.atomic import atomic_write
+from neurolabel.plugin_core.data.atomic import atomic_write
+from neurolabel.plugin_core.data.result import Exemplar, LabelingResult, NeuronExplanation
 from neurolabel.plugin_core.errors import LayerNotFoundError, NeurolabelError
-from neurolabel.plugin_core.result import Exemplar, LabelingResult, NeuronExplanation
 
 
 def sample_result() -> LabelingResult:

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from synthetic import SeededConvNet
 
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
+from neurolabel.plugin_core.data.result import LabelingResult
 from neurolabel.plugin_core.errors import NeurolabelError
-from neurolabel.plugin_core.labeler import NeuronLabeler
-from neurolabel.plugin_core.patch_scoring import ExemplarCrops
-from neurolabel.plugin_core.preprocessing import Preprocessing
-from neurolabel.plugin_core.result import LabelingResult
+from neurolabel.plugin_core.pipeline.labeler import NeuronLabeler
+from neurolabel.plugin_core.pipeline.patch_scoring import ExemplarCrops
 
 TESTS = Path(__file__).resolve().parent
 PREPROCESSING = Preprocessing((64, 64), 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -157,7 +157,7 @@ def test_ctrl_c_during_a_batch_takes_effect_once_the_batch_is_streamed(image_dir
 
 
 def test_periodic_checkpoints_and_a_mismatched_resume(image_dir, tmp_path, monkeypatch):
-    from neurolabel.plugin_core.exemplar_pass import Checkpoint
+    from neurolabel.plugin_core.pipeline.exemplar_pass import Checkpoint
 
     saves: list[int] = []
     real_save = Checkpoint.save
@@ -358,7 +358,8 @@ def test_ranks_with_different_random_weights_are_refused(image_dir, tmp_path):
 
 
 def test_cli_resume_reports_a_bad_checkpoint_and_a_fresh_run_replaces_it(image_dir, tmp_path):
-    from neurolabel.plugin_core.cli import CHECKPOINT_FILE, main
+    from neurolabel.plugin_core.cli import main
+    from neurolabel.plugin_core.cli.explain import CHECKPOINT_FILE
 
     out = tmp_path / "out"
     (out / CHECKPOINT_FILE).parent.mkdir(parents=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from neurolabel.plugin_core.errors import SpecError, UnknownNameError
-from neurolabel.plugin_core.registry import Registry
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.registry import Registry
+from neurolabel.plugin_core.plugins.spec import Spec
 
 
 @pytest.mark.parametrize(

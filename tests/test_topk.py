@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurolabel.plugin_core.topk import MAX_MAP_SIDE, StreamingTopK, batch_cell_keys, cell_keys
+from neurolabel.plugin_core.pipeline.topk import (
+    MAX_MAP_SIDE,
+    StreamingTopK,
+    batch_cell_keys,
+    cell_keys,
+)
 
 
 def brute_force(acts: torch.Tensor, k: int):

@@ -24,19 +24,19 @@ from synthetic import square_image
 from neurolabel import hookimpl
 from neurolabel.backends.llm_summary import first_sentence
 from neurolabel.backends.vlm_describer import LiteLLMDescriber, compose_grid
-from neurolabel.plugin_core.context import build_context
-from neurolabel.plugin_core.describe import (
-    combine_rankings,
+from neurolabel.plugin_core.data.result import LabelingResult
+from neurolabel.plugin_core.errors import NeurolabelError, SpecError
+from neurolabel.plugin_core.pipeline.describe import combine_rankings
+from neurolabel.plugin_core.pipeline.labeler import NeuronLabeler
+from neurolabel.plugin_core.plugins.manager import get_plugins, pm
+from neurolabel.plugin_core.plugins.resolve import (
+    build_context,
     resolve_describer,
     resolve_summarizer,
 )
-from neurolabel.plugin_core.errors import NeurolabelError, SpecError
-from neurolabel.plugin_core.html_report import write_html_report
-from neurolabel.plugin_core.labeler import NeuronLabeler
-from neurolabel.plugin_core.plugins import get_plugins, pm
-from neurolabel.plugin_core.report import neuron_report
-from neurolabel.plugin_core.result import LabelingResult
-from neurolabel.plugin_core.spec import Spec
+from neurolabel.plugin_core.plugins.spec import Spec
+from neurolabel.plugin_core.reporting.html_report import write_html_report
+from neurolabel.plugin_core.reporting.terminal import neuron_report
 
 MODEL = "python:synthetic:ColorDetector?resize=none&size=64"
 TESTS = Path(__file__).resolve().parent

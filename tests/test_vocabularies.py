@@ -14,8 +14,8 @@ from neurolabel.backends.vocabularies import (
     most_frequent_words,
     read_concept_file,
 )
+from neurolabel.plugin_core.data.vocabulary import Vocabulary
 from neurolabel.plugin_core.errors import EmptyInputError, NeurolabelError, SpecError
-from neurolabel.plugin_core.vocabulary import Vocabulary
 
 
 def resolve(ctx, text: str) -> Vocabulary:

@@ -1,0 +1,15 @@
+"""What every command shares: the consoles (results on stdout, messages on stderr) and the
+option types several commands take."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output")]

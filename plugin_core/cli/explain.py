@@ -1,0 +1,258 @@
+"""``neurolabel explain``: label the neurons of some layers and write the result folder."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import NeurolabelError
+from ..pipeline.settings import LabelingSettings
+from .console import Device, console, err_console
+
+#: The option defaults of ``explain`` are the labeler's, read from one place.
+DEFAULTS = LabelingSettings()
+
+
+def _parse_units(text: str | None) -> list[int] | None:
+    """``0-9,17`` -> [0..9, 17]."""
+    if not text:
+        return None
+    units: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                low, high = part.split("-", 1)
+                units.extend(range(int(low), int(high) + 1))
+            elif part:
+                units.append(int(part))
+        except ValueError:
+            raise NeurolabelError(f"--units {text!r}: write unit numbers like 0-9,17") from None
+    return units
+
+
+#: Where `explain` keeps the forward pass's streaming state for --resume (per rank).
+CHECKPOINT_FILE = ".checkpoint/exemplars.pt"
+
+
+def _confirmer(yes: bool) -> Callable[[str], bool]:
+    """The ``confirm(message) -> bool`` callback LLM backends call before a large run."""
+
+    def confirm(message: str) -> bool:
+        if yes:
+            err_console.print(f"{message} Proceeding (--yes).", highlight=False)
+            return True
+        if sys.stdin.isatty():
+            return typer.confirm(f"{message} Proceed?", default=False, err=True)
+        raise NeurolabelError(
+            f"{message} Not asking because the input is not a terminal: pass --yes to proceed."
+        )
+
+    return confirm
+
+
+def explain(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Model spec: torchvision:resnet18, timm:NAME, file:PATH, python:mod:fn, "
+            "packaged:efficientnet_lite0"
+        ),
+    ],
+    layer: Annotated[
+        list[str],
+        typer.Option(
+            "--layer",
+            "-l",
+            help="Layer to explain (repeatable); a pattern names several: 'layer3.*.conv2', "
+            "'type:Conv2d' (every convolution)",
+        ),
+    ],
+    images: Annotated[Path, typer.Option("--images", "-i", help="Folder of probing images")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Result folder")] = Path(
+        "neurolabel-out"
+    ),
+    scorer: Annotated[str, typer.Option(help="Scorer spec")] = DEFAULTS.scorer,
+    vocab: Annotated[
+        str, typer.Option("--vocab", help="Vocabulary spec, '+' joins")
+    ] = DEFAULTS.vocabulary,
+    top_k: Annotated[int, typer.Option("--top-k", help="Exemplars per neuron")] = DEFAULTS.top_k,
+    aggregation: Annotated[
+        str,
+        typer.Option(
+            help="default, contrast, mean, soft-wpmi, wpmi, cos-cubed; options after '?', "
+            "e.g. 'contrast?correlation=1'"
+        ),
+    ] = DEFAULTS.aggregation,
+    extractor: Annotated[str, typer.Option(help="Extractor spec")] = DEFAULTS.extractor,
+    units: Annotated[str | None, typer.Option(help="Units to explain, e.g. 0-63,100")] = None,
+    threshold: Annotated[
+        str, typer.Option(help="Patch threshold: quantile or otsu")
+    ] = DEFAULTS.threshold,
+    patches: Annotated[
+        str,
+        typer.Option(
+            help="auto, activation (cut from the map), whole (images), or an attribution "
+            "patcher: gradcam[:LAYER], gradient, integrated-gradients, conductance"
+        ),
+    ] = DEFAULTS.patches,
+    activation: Annotated[
+        str, typer.Option(help="Rank images by map max or mean")
+    ] = DEFAULTS.activation,
+    device: Device = DEFAULTS.device,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = DEFAULTS.batch_size,
+    num_workers: Annotated[int, typer.Option("--num-workers")] = DEFAULTS.num_workers,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Allow unpickling a whole module from file: (runs code from the file)",
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or table")] = False,
+    no_html: Annotated[
+        bool, typer.Option("--no-html", help="Do not write the HTML report (OUT/report.html)")
+    ] = False,
+    describer: Annotated[
+        str | None,
+        typer.Option(
+            help="Chat VLM naming each neuron from its patches, fused with the scorer's "
+            "ranking: litellm:MODEL[?mode=constrained&candidates=20&weight=0.5]"
+        ),
+    ] = None,
+    summarize: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            help="LLM writing one sentence per neuron (litellm name, e.g. openai/gpt-4o-mini)",
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Send large LLM/VLM runs without asking (cost estimate)"),
+    ] = False,
+    scoring: Annotated[
+        str,
+        typer.Option(
+            help="auto (the cheaper to encode), patches (each exemplar's patch) or images "
+            "(whole images, CLIP-Dissect's way)"
+        ),
+    ] = DEFAULTS.scoring,
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16 or fp16 (autocast for the target and the scorer)")
+    ] = DEFAULTS.precision,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="Channels-last batches (faster on GPUs)")
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run from OUT's checkpoint (same result as one run)",
+        ),
+    ] = False,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Batches between checkpoints (0: never)")
+    ] = DEFAULTS.checkpoint_every,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Neither read nor write the exemplar (activation) cache"),
+    ] = False,
+    holdout: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the images set aside (not used for labeling) and recorded in the "
+            "result, for --metric faithfulness"
+        ),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            "-m",
+            help="Evaluator spec run on the result before it is saved (repeatable), e.g. "
+            "faithfulness (on the --holdout images) or accuracy",
+        ),
+    ] = None,
+) -> None:
+    """Label the neurons of one or more layers and write result.json, descriptions.csv,
+    patches and the HTML report."""
+    from ..pipeline.labeler import NeuronLabeler
+    from ..plugins.resolve import build_context
+    from ..reporting.terminal import result_table
+    from ..runtime import distributed
+
+    ctx = build_context(device, trust_pickle=trust_pickle, confirm=_confirmer(yes))
+    # Under torchrun every rank runs this command on its own shard; rank 0 writes.
+    ctx.device = distributed.local_device(ctx.device)
+    distributed.init_from_environment(ctx.device)
+    rank = distributed.rank_and_world()[0]
+    quiet = quiet or rank != 0
+    chosen_describer = None
+    if describer is not None:
+        from ..plugins.resolve import resolve_describer
+
+        chosen_describer = resolve_describer(describer, ctx)
+        if getattr(chosen_describer, "remote", False):
+            err_console.print(
+                f"[yellow]Note:[/yellow] the exemplar patches of every explained neuron will be "
+                f"sent to the remote model of '{chosen_describer.name}'; a local model "
+                "(api_base on localhost, or ollama/...) keeps them on this machine.",
+                highlight=False,
+            )
+    settings = LabelingSettings(
+        scorer=scorer,
+        vocabulary=vocab,
+        aggregation=aggregation,
+        extractor=extractor,
+        top_k=top_k,
+        activation=activation,
+        threshold=threshold,
+        patches=patches,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        scoring=scoring,
+        precision=precision,
+        summarizer=summarize,
+        units=_parse_units(units),
+        progress=not quiet,
+        channels_last=channels_last,
+        cache=not no_cache,
+        checkpoint=out / CHECKPOINT_FILE,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        holdout=holdout,
+    )
+    labeler = NeuronLabeler(
+        model, layers=layer, settings=settings, describer=chosen_describer, context=ctx
+    )
+    # Resolve evaluators before the long run, so a typo in a spec fails at once.
+    evaluators = [ctx.registries.evaluators.resolve(spec, ctx) for spec in metric or []]
+    result = labeler.run(images)
+    if rank != 0:
+        return
+    for evaluator in evaluators:
+        result.metrics[evaluator.name] = evaluator.evaluate(result, ctx)
+    path = result.save(out)
+    written = [str(path), str(out / "descriptions.csv")]
+    if not no_html:
+        from contextlib import nullcontext
+
+        from ..reporting.html_report import REPORT_FILE, write_html_report
+
+        # Seconds for thousands of neurons: say what is going on.
+        status = nullcontext() if quiet else console.status("Writing the HTML report")
+        with status:
+            # From the in-memory result: its patches are still decoded, no need to re-read them.
+            written.append(str(write_html_report(result, out / REPORT_FILE, folder=out)))
+    if not quiet:
+        console.print(result_table(result))
+    skipped = result.dataset.get("num_skipped", 0)
+    if skipped:
+        err_console.print(f"[yellow]{skipped} input(s) skipped[/yellow] (reasons in {path})")
+    console.print(f"Wrote {', '.join(written[:-1])} and {written[-1]}", highlight=False)

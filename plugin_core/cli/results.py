@@ -1,0 +1,102 @@
+"""Commands on a saved result: ``neurolabel report`` (terminal, JSON or HTML views) and
+``neurolabel evaluate`` (metrics stored back into the result)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .console import Device, console, err_console
+
+
+def report(
+    result_path: Annotated[
+        Path, typer.Argument(metavar="RESULT", help="Result folder or result.json")
+    ],
+    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Only this layer")] = None,
+    limit: Annotated[int, typer.Option(help="Rows per layer (0 = all)")] = 20,
+    neuron: Annotated[
+        str | None,
+        typer.Option(
+            "--neuron", "-n", metavar="LAYER:UNIT", help="One neuron in detail, e.g. layer4:17"
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Write the self-contained HTML report to this file"),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (the result, the layer or the neuron)")
+    ] = False,
+) -> None:
+    """Show a saved result: per-layer tables, one neuron, JSON, or an HTML report."""
+    from ..data.result import LabelingResult
+    from ..reporting.terminal import layer_report, neuron_json, neuron_report, parse_neuron
+
+    result = LabelingResult.load(result_path)
+    folder = result_path if result_path.is_dir() else result_path.parent
+    if layer is not None and layer not in result.neurons:
+        from ..errors import LayerNotFoundError
+
+        raise LayerNotFoundError(
+            f"Layer '{layer}' is not in {result_path}. Layers: {', '.join(result.neurons)}"
+        )
+    chosen = parse_neuron(neuron) if neuron is not None else None
+    if chosen is not None:
+        result.explanation(*chosen)  # a clear error before any output
+    if html is not None:
+        from ..reporting.html_report import write_html_report
+
+        written = write_html_report(result, html, folder=folder)
+        # With --json, stdout carries only the JSON.
+        (err_console if as_json else console).print(
+            f"Wrote {written} ({written.stat().st_size / 1e6:.1f} MB)", highlight=False
+        )
+        if chosen is None and not as_json:
+            return
+    if chosen is not None:
+        if as_json:
+            print(json.dumps(neuron_json(result, *chosen, folder=folder), indent=1))
+        else:
+            console.print(neuron_report(result, *chosen, folder=folder))
+        return
+    if as_json:
+        data = result.to_dict()
+        if layer is not None:
+            data["layers"] = {layer: data["layers"].get(layer, {})}
+            data["neurons"] = {layer: data["neurons"][layer]}
+        print(json.dumps(data, indent=1))
+        return
+    console.print(layer_report(result, layer=layer, limit=limit or None))
+
+
+def evaluate(
+    result_path: Annotated[
+        Path, typer.Argument(metavar="RESULT", help="Result folder or result.json")
+    ],
+    metric: Annotated[
+        list[str],
+        typer.Option(
+            "--metric", "-m", help="Evaluator spec (repeatable), e.g. accuracy?ground_truth=gt.csv"
+        ),
+    ],
+    device: Device = "auto",
+) -> None:
+    """Run evaluators on a saved result and store their figures in it."""
+    from ..data.atomic import atomic_write
+    from ..data.result import RESULT_FILE, LabelingResult
+    from ..plugins.resolve import build_context
+
+    ctx = build_context(device)
+    result = LabelingResult.load(result_path)
+    for spec in metric:
+        evaluator = ctx.registries.evaluators.resolve(spec, ctx)
+        figures = evaluator.evaluate(result, ctx)
+        result.metrics[evaluator.name] = figures
+        console.print(f"[bold]{evaluator.name}[/bold]: {json.dumps(figures)}")
+    target = result_path / RESULT_FILE if result_path.is_dir() else result_path
+    with atomic_write(target) as handle:
+        json.dump(result.to_dict(), handle, indent=1)

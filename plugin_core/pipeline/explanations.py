@@ -1,0 +1,131 @@
+"""From a layer's evidence to its neurons' explanations: aggregate, rank, keep the exemplars.
+
+:func:`explain_layer` runs an aggregation over a layer's patch-concept similarities and
+turns each unit's row of concept scores into a
+:class:`~neurolabel.plugin_core.data.result.NeuronExplanation`: ranked concepts, the mean
+similarity of the top concept, the exemplars with their boxes and small activation maps,
+and the unit's activation statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..data.result import Exemplar, NeuronExplanation
+from .aggregation import Aggregation
+from .evidence import Evidence, ExplainedLayer
+from .topk import TopKState
+
+#: Report heatmaps need only the coarse shape of the map; this bounds result.json's size.
+REPORT_MAP_SIDE = 16
+
+
+def explain_layer(
+    layer: ExplainedLayer,
+    evidence: Evidence,
+    aggregation: Aggregation,
+    num_concepts: int,
+    saved_patches: int,
+    details: dict[str, dict[str, Any]] | None = None,
+) -> list[NeuronExplanation]:
+    """Explain every explained unit of ``layer`` from the gathered evidence.
+
+    Args:
+        layer: The layer (its streaming state and explained units).
+        evidence: What the run gathered (similarities, patch boxes, image sample).
+        aggregation: How exemplar similarities become concept scores.
+        num_concepts: Ranked concepts kept per neuron.
+        saved_patches: Exemplars per neuron that keep their activation map (for reports).
+        details: Filled with the aggregation's per-layer details (e.g. the validated
+            correlation weight) when it reports any.
+
+    Returns:
+        One :class:`NeuronExplanation` per explained unit (dead units get no concepts).
+    """
+    state = layer.state
+    requests, source, vocabulary = evidence.requests, evidence.source, evidence.vocabulary
+    top_k = state.values.shape[1]
+    units = torch.tensor(layer.units, dtype=torch.long)
+    with_sample = aggregation.sample != "no" and len(evidence.sample_ids) > 0
+    exemplar_sims, values, sample = evidence.layer_tensors(layer.name, with_sample)
+    options: dict[str, Any] = {}
+    if aggregation.uses_groups:
+        names = [vocabulary.category(c) or "" for c in vocabulary.concepts]
+        index = {name: i for i, name in enumerate(dict.fromkeys(names))}
+        options["groups"] = torch.tensor([index[n] for n in names])
+    if aggregation.reports_details:
+        options["details"] = {}
+    scores = aggregation.function(exemplar_sims, values, sample, **options)
+    if options.get("details") and details is not None:
+        details[layer.name] = options["details"]
+    dead = state.dead()[units]
+    order = scores.argsort(dim=1, descending=True)[:, :num_concepts]
+    neurons = []
+    for row, unit in enumerate(layer.units):
+        exemplars = [
+            Exemplar(
+                image_index=int(state.ids[unit, rank]),
+                image=source.describe(int(state.ids[unit, rank])),
+                activation=finite(state.values[unit, rank]),
+                box=list(requests.box_of[(layer.name, unit, rank)] or []) or None,
+                map=report_map(state, unit, rank) if rank < saved_patches else None,
+            )
+            for rank in range(top_k)
+            if (layer.name, unit, rank) in requests.key_of
+        ]
+        stats = {
+            "mean": finite(state.mean[unit]),
+            "std": finite(state.std[unit]),
+            "min": finite(state.min[unit]),
+            "max": finite(state.max[unit]),
+            "threshold": finite(state.threshold[unit]),
+        }
+        if bool(dead[row]):
+            neurons.append(NeuronExplanation(layer.name, unit, [], exemplars, True, stats=stats))
+            continue
+        ranked = [[vocabulary.concepts[int(c)], finite(scores[row, c])] for c in order[row]]
+        best = int(order[row, 0])
+        valid = torch.isfinite(values[row])
+        similarity = (
+            finite(torch.nanmean(exemplar_sims[row, valid, best])) if valid.any() else None
+        )
+        neurons.append(
+            NeuronExplanation(
+                layer.name, unit, ranked, exemplars, False, stats=stats, similarity=similarity
+            )
+        )
+    return neurons
+
+
+def report_map(state: TopKState, unit: int, rank: int) -> list[list[float]] | None:
+    """The exemplar's low-resolution activation map, shrunk and rounded for the result.
+
+    Args:
+        state: A layer's streaming top-k state (None maps: a vector layer).
+        unit: The unit.
+        rank: The exemplar's rank.
+
+    Returns:
+        At most :data:`REPORT_MAP_SIDE` cells a side, 4 significant digits, or None.
+    """
+    if state.maps is None:
+        return None
+    cells = state.maps[unit, rank].float()
+    if max(cells.shape) > REPORT_MAP_SIDE:
+        scale = REPORT_MAP_SIDE / max(cells.shape)
+        size = (max(1, round(cells.shape[0] * scale)), max(1, round(cells.shape[1] * scale)))
+        cells = torch.nn.functional.adaptive_avg_pool2d(cells[None, None], size)[0, 0]
+    return [[float(f"{v:.4g}") for v in row] for row in cells.tolist()]
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a float, or None when it is NaN or infinite (JSON has neither).
+
+    Examples:
+        >>> finite(2), finite(float("nan")), finite(float("-inf"))
+        (2.0, None, None)
+    """
+    number = float(value)
+    return number if number == number and abs(number) != float("inf") else None

@@ -1,0 +1,647 @@
+"""The labeler: runs the pipeline's stages in order and assembles the result.
+
+exemplars (:mod:`.exemplar_pass`) -> patches (:mod:`.patch_requests`) -> scores
+(:mod:`.patch_scoring`) -> explanations (:mod:`.explanations`, :mod:`.aggregation`,
+:mod:`.describe`). What a run does is decided by one
+:class:`~neurolabel.plugin_core.pipeline.settings.LabelingSettings`; this module only
+orchestrates.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..data.holdout import holdout_entry, split_holdout
+from ..data.images import ImageSource, SkippedInput, as_image_source
+from ..data.layer_patterns import expand_layer_patterns, layer_names
+from ..data.preprocessing import Preprocessing
+from ..data.result import LabelingResult
+from ..data.vocabulary import Vocabulary
+from ..errors import NeurolabelError
+from ..plugins.context import ResolveContext
+from ..plugins.contracts import (
+    ConceptScorer,
+    Describer,
+    EmbeddingScorer,
+    Extractor,
+    LoadedModel,
+    Patcher,
+    Summarizer,
+)
+from ..plugins.resolve import (
+    build_context,
+    resolve_describer,
+    resolve_model,
+    resolve_summarizer,
+    resolve_vocabulary,
+)
+from ..plugins.spec import Spec
+from ..runtime import distributed
+from ..runtime.memory import release_freed_memory
+from ..runtime.progress import Steps, progress_steps, stderr_console
+from .activation_cache import ActivationCache, restore
+from .aggregation import Aggregation, get_aggregation
+from .describe import describe_neurons, summarize_neurons
+from .evidence import Evidence, ExplainedLayer, PatchRequests
+from .exemplar_pass import Checkpoint, PassOutput, StreamSettings, model_fingerprint, run_pass
+from .explanations import explain_layer
+from .patch_requests import activation_requests, attribution_requests
+from .patch_scoring import score_patches
+from .patches import PatchSettings
+from .scoring_plan import plan_scoring
+from .settings import PATCH_MODES, LabelingSettings, unknown_settings_message
+from .topk import TopKState
+
+_VERSIONED = ("neurolabel", "torch", "torchvision", "timm", "open_clip_torch", "pillow", "numpy")
+
+
+class NeuronLabeler:
+    """Explain what each neuron of some layers responds to.
+
+    Args:
+        model: A model spec (``torchvision:resnet18``, ``packaged:efficientnet_lite0``), an
+            ``nn.Module`` or a :class:`LoadedModel`.
+        layers: Dotted layer names (``neurolabel layers MODEL`` lists them) or patterns
+            (``layer3.*.conv2``, ``type:Conv2d``: see
+            :func:`~neurolabel.plugin_core.data.layer_patterns.expand_layer_patterns`),
+            expanded when the model loads; when ``model`` is a module or LoadedModel, also
+            submodules of it or Captum layer attribution objects (anything with a
+            ``.layer``), see :func:`~neurolabel.plugin_core.data.layer_patterns.layer_names`.
+        scorer: Scorer spec or object (embedding or concept scorer); default the settings'.
+        vocabulary: Vocabulary spec, a list of concepts, or a :class:`Vocabulary`; default
+            the settings'.
+        settings: A :class:`~neurolabel.plugin_core.pipeline.settings.LabelingSettings`
+            (every option of the run, validated; its defaults otherwise).
+        extractor: Extractor spec or object; default the settings' (``hooks``).
+        patches: A patch mode, a registered patcher's spec, or a
+            :class:`~neurolabel.plugin_core.plugins.contracts.Patcher` object.
+        describer: A describer spec or object (a chat VLM looking at each neuron's patches).
+        summarize: A summarizer spec or object, or a bare litellm model name.
+        preprocessing: Input preprocessing when ``model`` is a bare module (or to replace
+            the model source's).
+        context: A prepared :class:`ResolveContext` (else one is built for the settings'
+            device).
+        **options: Any setting of :class:`LabelingSettings` by name (``top_k=5``,
+            ``units=range(16)``, ``progress=False``...), applied over ``settings``.
+
+    Examples:
+        >>> labeler = NeuronLabeler("torchvision:resnet18?weights=none", ["layer4"],
+        ...                         scorer="color", vocabulary="colors", top_k=3,
+        ...                         units=range(2), device="cpu", progress=False)
+        >>> labeler.settings.top_k, labeler.layers
+        (3, ['layer4'])
+        >>> from PIL import Image
+        >>> images = [Image.new("RGB", (64, 64), color) for color in ("red", "blue") * 3]
+        >>> result = labeler.run(images)
+        >>> [n.unit for n in result.neurons["layer4"]], len(result.explanation("layer4", 0).top(2))
+        ([0, 1], 2)
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module | LoadedModel,
+        layers: Sequence[Any] | str,
+        scorer: str | EmbeddingScorer | ConceptScorer | None = None,
+        vocabulary: str | Vocabulary | Sequence[str] | None = None,
+        *,
+        settings: LabelingSettings | None = None,
+        extractor: str | Extractor | None = None,
+        patches: str | Patcher | None = None,
+        describer: str | Describer | None = None,
+        summarize: str | Summarizer | None = None,
+        preprocessing: Preprocessing | None = None,
+        context: ResolveContext | None = None,
+        **options: Any,
+    ) -> None:
+        if isinstance(layers, str) or not isinstance(layers, Sequence):
+            layers = [layers]
+        if not layers:
+            raise NeurolabelError("Give at least one layer (neurolabel layers MODEL lists them)")
+        unknown = [name for name in options if name not in LabelingSettings.names()]
+        if unknown:
+            raise TypeError(unknown_settings_message(unknown))
+        # A spec string is a setting (recorded as such); an object is used as given.
+        parts = {
+            "scorer": scorer,
+            "vocabulary": vocabulary,
+            "extractor": extractor,
+            "patches": patches,
+            "describer": describer,
+            "summarizer": summarize,
+        }
+        specs = {name: value for name, value in parts.items() if isinstance(value, str)}
+        self.settings = (settings or LabelingSettings()).replace(**specs, **options)
+        chosen = self.settings
+        self.ctx = context or build_context(chosen.device)
+        self.aggregation = get_aggregation(chosen.aggregation)
+        self.patch_settings = PatchSettings(
+            threshold=chosen.threshold, min_size=chosen.min_patch_size
+        )
+        self.scorer_spec: str | EmbeddingScorer | ConceptScorer = _part(scorer, chosen.scorer)
+        self.vocabulary_spec: str | Vocabulary | Sequence[str] = _part(
+            vocabulary, chosen.vocabulary
+        )
+        self.extractor_spec: str | Extractor = _part(extractor, chosen.extractor)
+        self.patches: str | Patcher = _part(patches, chosen.patches)
+        self.describer_spec: str | Describer | None = _part(describer, chosen.describer)
+        self.summarize_spec: str | Summarizer | None = _part(summarize, chosen.summarizer)
+        self._check_patches(self.patches)
+        self.layers = self._layer_names(model, layers)
+        self.model_spec = model
+        self.preprocessing = preprocessing
+        self._describer: Describer | None = None
+        self._loaded: LoadedModel | None = None
+        self._pass_checkpoint: Checkpoint | None = None
+        self._fingerprint: str | None = None
+
+    # -- resolution -------------------------------------------------------------------
+    @property
+    def loaded(self) -> LoadedModel:
+        """The target model, loaded on first use."""
+        if self._loaded is None:
+            self._loaded = resolve_model(self.model_spec, self.ctx, self.preprocessing)
+            self.layers = expand_layer_patterns(self._loaded.model, self.layers)
+        return self._loaded
+
+    @staticmethod
+    def _layer_names(model: str | nn.Module | LoadedModel, layers: Sequence[Any]) -> list[str]:
+        if all(isinstance(layer, str) for layer in layers):
+            return list(dict.fromkeys(layers))
+        if isinstance(model, str):
+            raise NeurolabelError(
+                "Layers given as modules or Captum objects need the model itself: pass the "
+                "nn.Module (or a LoadedModel) as model, or name the layers by their dotted "
+                "names (`neurolabel layers MODEL`)"
+            )
+        return layer_names(model.model if isinstance(model, LoadedModel) else model, layers)
+
+    def _check_patches(self, patches: str | Patcher) -> None:
+        if not isinstance(patches, str):
+            if not isinstance(patches, Patcher):
+                raise NeurolabelError(
+                    f"patches={patches!r}: give a mode name or an object with "
+                    "locate(loaded, layer, unit, images)"
+                )
+            return
+        if patches in PATCH_MODES:
+            return
+        registry = self.ctx.registries.patchers
+        if not patches.strip() or Spec.parse(patches).name not in registry:
+            choices = ", ".join([*PATCH_MODES, *registry.names()])
+            raise NeurolabelError(f"patches={patches!r}: use one of {choices}")
+
+    def _patcher(self) -> Patcher | None:
+        """The patcher of an attribution patch mode, or None for the built-in modes."""
+        spec = self.patches
+        if isinstance(spec, str):
+            if spec in PATCH_MODES:
+                return None
+            patcher = self.ctx.registries.patchers.resolve(spec, self.ctx)
+        else:
+            patcher = spec
+        if not isinstance(patcher, Patcher):
+            raise NeurolabelError(f"Patcher {patcher!r} has no locate(loaded, layer, unit, images)")
+        return patcher
+
+    def _extractor(self) -> Extractor:
+        spec = self.extractor_spec
+        return (
+            spec
+            if not isinstance(spec, str)
+            else self.ctx.registries.extractors.resolve(spec, self.ctx)
+        )
+
+    def scorer(self) -> EmbeddingScorer | ConceptScorer:
+        """The scorer, resolved from its spec (or the object given)."""
+        spec = self.scorer_spec
+        scorer = (
+            spec
+            if not isinstance(spec, str)
+            else self.ctx.registries.scorers.resolve(spec, self.ctx)
+        )
+        if not isinstance(scorer, (EmbeddingScorer, ConceptScorer)):
+            hint = ""
+            if isinstance(scorer, Describer):
+                hint = (
+                    f"; '{scorer.name}' is a describer: pass it as describer= (--describer) "
+                    "beside a scorer"
+                )
+            raise NeurolabelError(
+                f"Scorer {scorer!r} has neither encode_images/encode_texts nor score_images{hint}"
+            )
+        return scorer
+
+    def describer(self) -> Describer | None:
+        """The describer, resolved on first use (None when none was given)."""
+        if self._describer is None and self.describer_spec is not None:
+            self._describer = resolve_describer(self.describer_spec, self.ctx)
+        return self._describer
+
+    def _units_for(self, layer: str, channels: int) -> list[int]:
+        selection = self.settings.units_for(layer)
+        if selection is None:
+            return list(range(channels))
+        chosen = sorted(set(selection))
+        bad = [u for u in chosen if not 0 <= u < channels]
+        if bad:
+            raise NeurolabelError(
+                f"Layer '{layer}' has units 0..{channels - 1}; {bad[:5]} are out of range"
+            )
+        return chosen
+
+    # -- stages -----------------------------------------------------------------------
+    def collect_exemplars(
+        self, source: ImageSource, steps: Steps, with_sample: bool = False
+    ) -> tuple[dict[str, TopKState], list[SkippedInput], dict[str, Tensor], Tensor]:
+        """Stream the probing set through the model; keep each neuron's top-k.
+
+        Layers found in the activation cache are not streamed again; the others share one
+        forward pass per batch. Under torch.distributed each rank streams its shard and the
+        shards are merged exactly.
+
+        Returns:
+            Per-layer :class:`TopKState`, skipped inputs, per-layer ``[S, C]`` activations of
+            the sampled images (only when the aggregation needs them) and their indices.
+        """
+        loaded = self.loaded
+        self._fingerprint = None  # weights may have changed since the last run
+        chosen = self.settings
+        sampled = chosen.sample_size if with_sample else 0
+        settings = StreamSettings(chosen.top_k, chosen.activation, chosen.quantile, sampled)
+        sample_ids = (
+            _sample_indices(len(source), self.settings.sample_size)
+            if with_sample
+            else torch.empty(0, dtype=torch.long)
+        )
+        cache = self._activation_cache(source, settings)
+        entries = {}
+        if cache is not None:
+            entries = {layer: e for layer in self.layers if (e := cache.load(layer)) is not None}
+        missing = [layer for layer in self.layers if layer not in entries]
+        if distributed.is_active():
+            self._check_ranks_agree(source)
+        self._pass_checkpoint = self._checkpoint(source, settings, missing) if missing else None
+        outputs: dict[str, PassOutput] = {}
+        if entries:
+            cached = restore(entries, source)
+            outputs.update(dict.fromkeys(entries, cached))
+        if missing:
+            if self.settings.channels_last:
+                loaded.model.to(memory_format=torch.channels_last)
+            streamed = run_pass(
+                loaded,
+                self._extractor(),
+                source,
+                missing,
+                settings,
+                sample_ids,
+                device=self.ctx.device,
+                batch_size=self.settings.batch_size,
+                num_workers=self.settings.num_workers,
+                steps=steps,
+                check_batch=self._check_layer_output,
+                checkpoint=self._pass_checkpoint,
+                resume=self.settings.resume,
+                precision=self.settings.precision,
+                channels_last=self.settings.channels_last,
+            )
+            if cache is not None and distributed.rank_and_world()[0] == 0:
+                cache.store(streamed)
+            outputs.update(dict.fromkeys(missing, streamed))
+        first = outputs[self.layers[0]]
+        states = {layer: outputs[layer].states[layer] for layer in self.layers}
+        samples = {layer: outputs[layer].sample_acts[layer] for layer in self.layers}
+        return states, first.skipped, samples, first.sample_ids
+
+    def _model_fingerprint(self) -> str:
+        """The weights' hash, computed once per pass (hashing a large model takes a while)."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.loaded)
+        return self._fingerprint
+
+    def _check_ranks_agree(self, source: ImageSource) -> None:
+        """Every rank must stream the same model over the same images, or merging is wrong."""
+        mine = (self._model_fingerprint(), len(source), source.fingerprint())
+        if len(set(distributed.all_gather(mine))) > 1:
+            raise NeurolabelError(
+                "The torch.distributed ranks loaded different models or probing sets; "
+                "randomly initialized weights (e.g. ?weights=none) differ per process: load "
+                "saved weights, or seed the model's construction"
+            )
+
+    def _check_layer_output(self, layer: str, acts: Tensor) -> None:
+        if acts.ndim == 2 and self.patches == "activation":
+            raise NeurolabelError(
+                f"Layer '{layer}' gives one value per unit ({tuple(acts.shape)}), so no patch "
+                "can be cut from an activation map; use patches='auto' or 'whole', or a "
+                "spatial layer"
+            )
+
+    def _run_key(self, images: str, settings: StreamSettings) -> dict[str, Any]:
+        """What decides the exemplars of a pass over the probing set identified by ``images``."""
+        loaded = self.loaded
+        extractor = self.extractor_spec
+        return {
+            "model": self._model_fingerprint(),
+            "preprocessing": loaded.preprocessing.to_dict(),
+            "images": images,
+            "extractor": extractor if isinstance(extractor, str) else extractor.name,
+            "stream": vars(settings),
+        }
+
+    def _activation_cache(
+        self, source: ImageSource, settings: StreamSettings
+    ) -> ActivationCache | None:
+        if not self.settings.cache:
+            return None
+        images = source.cache_key()
+        if images is None:  # an in-memory dataset: no cheap way to tell it changed
+            return None
+        return ActivationCache(self.ctx.cache_dir, self._run_key(images, settings))
+
+    def _checkpoint(
+        self, source: ImageSource, settings: StreamSettings, layers: list[str]
+    ) -> Checkpoint | None:
+        if self.settings.checkpoint is None:
+            if self.settings.resume:
+                raise NeurolabelError("resume=True needs a checkpoint path (checkpoint=...)")
+            return None
+        rank, world = distributed.rank_and_world()
+        key = self._run_key(source.cache_key() or source.fingerprint(), settings)
+        key.update(layers=layers, rank=rank, world=world, images_count=len(source))
+        path = Path(self.settings.checkpoint)
+        if world > 1:
+            path = path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+        return Checkpoint(path, key, self.settings.checkpoint_every)
+
+    def run(self, images: Any) -> LabelingResult:
+        """Label the neurons of every layer on the probing ``images``.
+
+        Args:
+            images: A folder path, a torch Dataset, or an iterable of PIL images.
+
+        Returns:
+            A :class:`LabelingResult` (``save`` it to write JSON, CSV and patches).
+        """
+        return self.explain(self.gather_evidence(images))
+
+    def gather_evidence(self, images: Any, with_sample: bool | None = None) -> Evidence:
+        """Run every stage up to the patch-concept scores (the expensive part).
+
+        :meth:`explain` then aggregates the evidence, so several aggregations can be
+        compared on one run without re-reading images or re-scoring patches.
+
+        Args:
+            images: A folder path, a torch Dataset, or an iterable of PIL images.
+            with_sample: Also score a uniform sample of whole images (needed by aggregations
+                such as ``cos-cubed``); default: when the labeler's aggregation needs it.
+
+        Returns:
+            An :class:`Evidence`.
+        """
+        started = time.perf_counter()
+        source = as_image_source(images)
+        holdout = self.settings.holdout
+        if holdout is not None:  # label with the rest; the result records the held-out part
+            source = split_holdout(source, holdout, self.settings.holdout_seed)[0]
+        scorer = self.scorer()
+        if isinstance(self.vocabulary_spec, str):  # llm: vocabularies seed from the classes
+            self.ctx.extra["class_names"] = self.loaded.class_names
+        # Rank 0 builds the vocabulary and shares it: an llm: vocabulary asks its model once.
+        first = distributed.rank_and_world()[0] == 0
+        vocabulary = resolve_vocabulary(self.vocabulary_spec, self.ctx) if first else None
+        vocabulary = distributed.all_gather(vocabulary)[0]
+        if with_sample is None:
+            with_sample = self.aggregation.sample != "no"
+        with progress_steps(self.settings.progress) as steps:
+            states, skipped, sample_acts, sample_ids = self.collect_exemplars(
+                source, steps, with_sample
+            )
+            # The pass's freed batch buffers would otherwise stay under the VLM's own peak.
+            release_freed_memory()
+            layers = [self._layer_info(name, state) for name, state in states.items()]
+            slots = sum(int((layer.state.ids[layer.units] >= 0).sum()) for layer in layers)
+            plan = plan_scoring(
+                self.settings.scoring,
+                self.patches if isinstance(self.patches, str) else "patcher",
+                slots,
+                len(source) - len(skipped),
+            )
+            if self.settings.progress and distributed.rank_and_world()[0] == 0:
+                stderr_console.print(f"Scoring {plan.mode}: {plan.reason}", highlight=False)
+            requests = self._patch_requests(layers, source, steps, whole=plan.mode == "images")
+            for image_index in sample_ids.tolist():  # whole images for image-level statistics
+                requests.unique[(int(image_index), None)] = None
+            thumbnail_slots: dict[Any, list[tuple[str, int, int]]] = {}
+            for slot in self._thumbnail_keys(layers):
+                if slot in requests.key_of:
+                    thumbnail_slots.setdefault(requests.key_of[slot], []).append(slot)
+            sims = score_patches(
+                requests.unique,
+                source,
+                scorer,
+                vocabulary,
+                batch_size=self.settings.batch_size,
+                steps=steps,
+                thumbnail_slots=thumbnail_slots,
+                device=self.ctx.device,
+                precision=self.settings.precision,
+                cache_root=self.ctx.cache_dir if self.settings.cache else None,
+                num_workers=self.settings.num_workers,
+            )
+            release_freed_memory()
+        if self._pass_checkpoint is not None:  # all the costly work is done
+            self._pass_checkpoint.remove()
+        return Evidence(
+            source=source,
+            scorer_name=getattr(scorer, "name", type(scorer).__name__),
+            vocabulary=vocabulary,
+            layers=layers,
+            requests=requests,
+            scores=sims,
+            sample_acts=sample_acts,
+            sample_ids=sample_ids,
+            skipped=[*source.skipped_upfront, *skipped],
+            num_unreadable=len(skipped),
+            seconds=time.perf_counter() - started,
+            plan=plan,
+        )
+
+    def explain(self, evidence: Evidence, aggregation: str | None = None) -> LabelingResult:
+        """Aggregate gathered evidence into explanations.
+
+        Args:
+            evidence: From :meth:`gather_evidence`.
+            aggregation: Aggregation name; default: the labeler's.
+
+        Returns:
+            The :class:`LabelingResult`.
+        """
+        started = time.perf_counter()
+        chosen = self.aggregation if aggregation is None else get_aggregation(aggregation)
+        if chosen.sample == "required" and not len(evidence.sample_ids):
+            raise NeurolabelError(
+                f"Aggregation '{chosen.name}' needs whole-image statistics: gather the "
+                "evidence with with_sample=True"
+            )
+        describer = self.describer()
+        # A constrained describer picks from the scorer's top candidates: rank that deep.
+        depth = self.settings.num_concepts
+        if describer is not None:
+            depth = max(depth, describer.num_candidates)
+        details: dict[str, dict[str, Any]] = {}
+        neurons = {}
+        for layer in evidence.layers:
+            neurons[layer.name] = explain_layer(
+                layer, evidence, chosen, depth, self.settings.saved_patches, details
+            )
+            release_freed_memory()  # one layer's temporaries must not add to the next one's
+        # Paid model requests once per run, on the rank that writes the result.
+        first = distributed.rank_and_world()[0] == 0
+        if describer is not None and first:
+            describe_neurons(neurons, evidence, describer, self.settings.num_concepts)
+        if self.summarize_spec is not None and first:
+            summarize_neurons(neurons, resolve_summarizer(self.summarize_spec, self.ctx))
+        source = evidence.source
+        result = LabelingResult(
+            model=self._model_info(),
+            layers={
+                layer.name: {
+                    "shape": list(layer.shape),
+                    "kind": "spatial" if layer.spatial else "vector",
+                    "units": layer.state.num_neurons,
+                    "explained_units": len(layer.units),
+                    "dead_units": int(layer.state.dead()[layer.units].sum()),
+                }
+                for layer in evidence.layers
+            },
+            neurons=neurons,
+            dataset={
+                "fingerprint": source.fingerprint(),
+                "num_images": len(source),
+                "num_used": len(source) - evidence.num_unreadable,
+                "num_skipped": len(evidence.skipped),
+                "skipped": [vars(s) for s in evidence.skipped],
+                **holdout_entry(source),
+            },
+            settings=self._settings_record(evidence, chosen),
+            versions=_versions(),
+        )
+        if details:
+            result.settings["aggregation_details"] = details
+        result.patch_images = dict(evidence.scores.thumbnails)
+        seconds = evidence.seconds + time.perf_counter() - started
+        result.settings["seconds"] = round(seconds, 3)
+        return result
+
+    # -- helpers ----------------------------------------------------------------------
+    def _layer_info(self, name: str, state: TopKState) -> ExplainedLayer:
+        units = self._units_for(name, state.num_neurons)
+        if state.maps is None:
+            return ExplainedLayer(name, state, False, (state.num_neurons,), units)
+        shape = (state.num_neurons, *state.maps.shape[-2:])
+        return ExplainedLayer(name, state, True, shape, units)
+
+    def _patch_requests(
+        self, layers: list[ExplainedLayer], source: ImageSource, steps: Steps, whole: bool
+    ) -> PatchRequests:
+        patcher = None if whole else self._patcher()
+        if patcher is not None:
+            return attribution_requests(
+                patcher,
+                self.loaded,
+                layers,
+                source,
+                self.patch_settings,
+                steps,
+                self.settings.batch_size,
+                self.ctx.device,
+            )
+        return activation_requests(
+            layers,
+            source,
+            self.loaded.preprocessing,
+            self.patch_settings,
+            steps,
+            whole=whole or self.patches == "whole",
+        )
+
+    def _thumbnail_keys(self, layers: list[ExplainedLayer]) -> set[tuple[str, int, int]]:
+        keys = set()
+        for layer in layers:
+            for unit in layer.units:
+                for rank in range(min(self.settings.saved_patches, self.settings.top_k)):
+                    keys.add((layer.name, unit, rank))
+        return keys
+
+    def _model_info(self) -> dict[str, Any]:
+        loaded = self.loaded
+        return {
+            "name": loaded.name,
+            "class": type(loaded.model).__name__,
+            "num_parameters": sum(p.numel() for p in loaded.model.parameters()),
+            "num_classes": len(loaded.class_names) if loaded.class_names else None,
+            "class_names": loaded.class_names,
+            "preprocessing": loaded.preprocessing.to_dict(),
+        }
+
+    def _settings_record(self, evidence: Evidence, aggregation: Aggregation) -> dict[str, Any]:
+        """``settings.to_dict()`` with what the run resolved: names of the objects it was
+        given, the expanded layers, the vocabulary's size, the scoring plan, the sample."""
+        resolved = self.settings.replace(
+            scorer=_name(self.scorer_spec, evidence.scorer_name),
+            vocabulary=evidence.vocabulary.source or "list",
+            aggregation=aggregation.name,
+            extractor=_name(self.extractor_spec),
+            patches=_name(self.patches),
+            device=str(self.ctx.device),
+            describer=self._describer.name if self._describer else None,
+            summarizer=_name(self.summarize_spec),
+        ).to_dict()
+        resolved["sample_size"] = len(evidence.sample_ids) or None
+        resolved["scoring"] = evidence.plan.to_dict() if evidence.plan else None
+        record: dict[str, Any] = {"layers": self.layers}
+        for key, value in resolved.items():
+            record[key] = value
+            if key == "vocabulary":
+                record["vocabulary_size"] = len(evidence.vocabulary)
+            elif key == "precision":
+                record["world_size"] = distributed.rank_and_world()[1]
+        return record
+
+
+def _part(given: Any, spec: Any) -> Any:
+    """An object given for a part of the run, else the settings' spec of it."""
+    return spec if given is None or isinstance(given, str) else given
+
+
+def _name(part: Any, fallback: str | None = None) -> Any:
+    """A part's spec string, or the name of the object given for it."""
+    if part is None or isinstance(part, str):
+        return part
+    return fallback or getattr(part, "name", type(part).__name__)
+
+
+def _sample_indices(count: int, size: int) -> Tensor:
+    generator = torch.Generator().manual_seed(0)
+    if count <= size:
+        return torch.arange(count)
+    return torch.randperm(count, generator=generator)[:size].sort().values
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in _VERSIONED:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

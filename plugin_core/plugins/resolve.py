@@ -1,0 +1,273 @@
+"""From what a user gives (a spec string, an object, a saved result) to the thing it names.
+
+:func:`build_context` makes the context every resolution goes through. Every resolution
+through the registries lives here, so the pipeline, the evaluators, the CLI and the
+adapters turn a model spec, a vocabulary spec, a describer or a summarizer into an object
+the same way, and reload a saved result's model with one helper (:func:`load_result_model`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..data.vocabulary import Vocabulary
+from ..errors import NeurolabelError, SpecError
+from .context import ResolveContext, default_cache_dir, resolve_device
+from .contracts import Describer, LoadedModel, Summarizer
+from .manager import get_plugins
+from .spec import Spec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ..data.preprocessing import Preprocessing
+    from ..data.result import LabelingResult
+
+
+def build_context(
+    device: str | torch.device = "auto", cache_dir: str | Path | None = None, **extra: Any
+) -> ResolveContext:
+    """Make a context with fresh registries from every loaded plugin.
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda``...
+        cache_dir: Cache folder; default :func:`default_cache_dir`.
+        **extra: Free-form settings for factories (e.g. ``trust_pickle=True``).
+
+    Returns:
+        A :class:`ResolveContext`.
+
+    Examples:
+        >>> ctx = build_context("cpu")
+        >>> ctx.device.type
+        'cpu'
+    """
+    return ResolveContext(
+        device=resolve_device(device),
+        registries=get_plugins().registries(),
+        cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+        extra=dict(extra),
+    )
+
+
+def as_loaded(
+    model: nn.Module | LoadedModel, preprocessing: Preprocessing | None = None
+) -> LoadedModel:
+    """Wrap a bare module in a :class:`LoadedModel` (ImageNet preprocessing by default).
+
+    Args:
+        model: A module or a LoadedModel (returned as is, or as a copy with
+            ``preprocessing`` when one is given; the caller's object is not changed).
+        preprocessing: The input preprocessing.
+
+    Returns:
+        The LoadedModel, in eval mode.
+
+    Examples:
+        >>> from torch import nn
+        >>> loaded = as_loaded(nn.Linear(2, 2))
+        >>> loaded.name, loaded.preprocessing.crop_size, loaded.model.training
+        ('Linear', (224, 224), False)
+    """
+    from torch import nn
+
+    from ..data.preprocessing import Preprocessing
+
+    if isinstance(model, LoadedModel):
+        loaded = (
+            model
+            if preprocessing is None
+            else dataclasses.replace(model, preprocessing=preprocessing)
+        )
+    elif isinstance(model, nn.Module):
+        loaded = LoadedModel(model, preprocessing or Preprocessing(), type(model).__name__)
+    else:
+        raise NeurolabelError(
+            f"Cannot use a {type(model).__name__} as the model: give a spec such as "
+            "'torchvision:resnet18', an nn.Module, or a LoadedModel"
+        )
+    loaded.model.eval()
+    return loaded
+
+
+def resolve_model(
+    model: str | nn.Module | LoadedModel,
+    ctx: ResolveContext,
+    preprocessing: Preprocessing | None = None,
+) -> LoadedModel:
+    """A model spec (through the model sources), a module or a LoadedModel, on ``ctx.device``.
+
+    Args:
+        model: ``torchvision:resnet18``, an ``nn.Module`` (ImageNet preprocessing unless
+            ``preprocessing`` is given) or a :class:`LoadedModel`.
+        ctx: Resolve context (its model sources and device).
+        preprocessing: Replaces the model's own preprocessing when given.
+
+    Returns:
+        The :class:`LoadedModel`, in eval mode, on the context's device.
+
+    Examples:
+        >>> from neurolabel import build_context
+        >>> loaded = resolve_model("torchvision:resnet18?weights=none", build_context("cpu"))
+        >>> type(loaded.model).__name__, loaded.preprocessing.crop_size, loaded.model.training
+        ('ResNet', (224, 224), False)
+    """
+    if isinstance(model, str):
+        loaded = ctx.registries.model_sources.resolve(model, ctx)
+        if preprocessing is not None:
+            loaded = dataclasses.replace(loaded, preprocessing=preprocessing)
+    else:
+        loaded = as_loaded(model, preprocessing)
+    loaded.model.eval().to(ctx.device)
+    return loaded
+
+
+def result_preprocessing(result: LabelingResult) -> Preprocessing | None:
+    """The preprocessing a labeling result was computed with, or None if it does not say.
+
+    Args:
+        result: A :class:`~neurolabel.plugin_core.data.result.LabelingResult`.
+
+    Returns:
+        The :class:`Preprocessing` stored in ``result.model["preprocessing"]``.
+    """
+    from ..data.preprocessing import Preprocessing
+
+    data = result.model.get("preprocessing") or {}
+    if not data:
+        return None
+    return Preprocessing.from_dict(data)
+
+
+def load_result_model(
+    result: LabelingResult,
+    ctx: ResolveContext,
+    model: str | nn.Module | LoadedModel | None = None,
+    hint: str = "give the model's spec",
+) -> LoadedModel:
+    """The model a saved result labeled, ready to run again (evaluators, attribution).
+
+    Without ``model``, the result's model name is resolved as a spec; a model that was
+    given as a module has no spec, and the error says how to pass one (``hint``). The
+    result's stored preprocessing replaces the model source's, so images are prepared
+    exactly as they were when the result was made.
+
+    Args:
+        result: The labeling result.
+        ctx: Resolve context (model sources, device).
+        model: The model to use instead: a spec, a module or a LoadedModel.
+        hint: How the caller's user passes a model (``pass faithfulness?model=SPEC``).
+
+    Returns:
+        The :class:`LoadedModel`, in eval mode, on the context's device.
+    """
+    stored = result_preprocessing(result)
+    if model is not None:
+        if isinstance(model, LoadedModel):  # the caller's own preprocessing wins
+            return resolve_model(model, ctx)
+        return resolve_model(model, ctx, stored)
+    name = str(result.model.get("name", ""))
+    if name not in ctx.registries.model_sources and ":" not in name:
+        raise NeurolabelError(
+            f"The result's model '{name}' cannot be loaded from its name: it is not a model "
+            f"spec (it was given as a module); {hint}"
+        )
+    try:
+        return resolve_model(name, ctx, stored)
+    except SpecError as exc:
+        raise NeurolabelError(
+            f"The result's model '{name}' cannot be loaded from its name ({exc}); {hint}"
+        ) from None
+
+
+def resolve_vocabulary(
+    vocabulary: str | Vocabulary | Sequence[str], ctx: ResolveContext
+) -> Vocabulary:
+    """Build a vocabulary from a spec (``imagenet+words:5000``), a list, or a Vocabulary.
+
+    ``+`` joins vocabularies; it only splits where the next part starts with a registered
+    vocabulary name, so a file path containing ``+`` still works.
+
+    Args:
+        vocabulary: Spec string, list of concepts, or :class:`Vocabulary`.
+        ctx: Resolve context (its vocabulary registry).
+
+    Returns:
+        The normalized, non-empty :class:`Vocabulary`.
+
+    Examples:
+        >>> from neurolabel import build_context
+        >>> len(resolve_vocabulary("imagenet+colors", build_context("cpu"))) > 1000
+        True
+    """
+    if isinstance(vocabulary, Vocabulary):
+        return vocabulary.require_nonempty()
+    if not isinstance(vocabulary, str):
+        return Vocabulary.build(list(vocabulary), source="list").require_nonempty()
+    registry = ctx.registries.vocabularies
+    parts: list[str] = []
+    for piece in vocabulary.split("+"):
+        name = Spec.parse(piece).name if piece.strip() else ""
+        if parts and name not in registry:
+            parts[-1] += "+" + piece
+        else:
+            parts.append(piece)
+    merged: Vocabulary | None = None
+    for part in parts:
+        vocab = registry.resolve(part, ctx)()
+        merged = vocab if merged is None else merged.union(vocab)
+    if merged is None:
+        raise SpecError("Empty vocabulary spec: name one, e.g. imagenet or words:5000")
+    return merged.require_nonempty()
+
+
+def resolve_describer(spec: str | Describer, ctx: ResolveContext) -> Describer:
+    """A describer object, or one resolved through the scorer registry (``litellm:MODEL``).
+
+    Args:
+        spec: A describer, or its spec.
+        ctx: Resolve context (its scorer registry).
+
+    Returns:
+        The :class:`~neurolabel.plugin_core.plugins.contracts.Describer`.
+    """
+    describer = ctx.registries.scorers.resolve(spec, ctx) if isinstance(spec, str) else spec
+    if not isinstance(describer, Describer):
+        raise NeurolabelError(
+            f"'{getattr(describer, 'name', spec)}' is not a describer (it has no describe(), "
+            "num_patches, num_candidates and weight); give a chat-VLM spec such as "
+            "litellm:openai/gpt-4o-mini"
+        )
+    return describer
+
+
+def resolve_summarizer(spec: str | Summarizer, ctx: ResolveContext) -> Summarizer:
+    """A summarizer object, or one from a spec; a bare model name means ``llm:MODEL``.
+
+    Args:
+        spec: A summarizer, its spec, or a litellm model name.
+        ctx: Resolve context (its summarizer registry).
+
+    Returns:
+        The :class:`~neurolabel.plugin_core.plugins.contracts.Summarizer`.
+
+    Examples:
+        >>> from neurolabel import build_context
+        >>> resolve_summarizer("openai/gpt-4o-mini", build_context("cpu")).name
+        'llm:openai/gpt-4o-mini'
+    """
+    summarizer: Any
+    if not isinstance(spec, str):
+        summarizer = spec
+    else:
+        registry = ctx.registries.summarizers
+        if Spec.parse(spec).name not in registry:
+            spec = f"llm:{spec}"
+        summarizer = registry.resolve(spec, ctx)
+    if not isinstance(summarizer, Summarizer):
+        raise NeurolabelError(f"{summarizer!r} is not a summarizer: it has no summarize()")
+    return summarizer

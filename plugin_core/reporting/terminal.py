@@ -1,0 +1,448 @@
+"""Terminal views of a result (rich): per-layer tables, one neuron's details, evaluation.
+
+Every string that comes from a result (concepts, layer names, paths) is passed as
+:class:`rich.text.Text` or escaped, so a concept such as ``[bold]`` prints as written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..data.result import LabelingResult, NeuronExplanation
+from ..errors import NeurolabelError
+from .layer_summary import LayerSummary, histogram, summarize_layer
+from .tables import (
+    MAX_NEURON_ROWS,
+    FigureTable,
+    format_cell,
+    format_value,
+    neuron_keys,
+    scoped_figures,
+)
+from .tables import tabulate as tabulate_figures
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+_BAR = 20
+
+
+def result_table(
+    result: LabelingResult, layer: str | None = None, limit: int | None = 20, concepts: int = 3
+) -> Table:
+    """A rich table of neurons: layer, unit, top concepts with scores, top activation.
+
+    Args:
+        result: The labeling result.
+        layer: Only this layer (default: all).
+        limit: Rows per layer at most (None = all).
+        concepts: Ranked concepts shown per neuron.
+
+    Returns:
+        A :class:`rich.table.Table` to print with a rich console.
+
+    Examples:
+        >>> from rich.console import Console
+        >>> neuron = NeuronExplanation("fc", 0, [["[red]", 1.0], ["dog", 0.5]])
+        >>> console = Console(width=100)
+        >>> with console.capture() as capture:
+        ...     console.print(result_table(LabelingResult({"name": "m"}, {}, {"fc": [neuron]})))
+        >>> "[red]" in capture.get()
+        True
+    """
+    title = Text(f"neurolabel: {result.model.get('name', '?')}")
+    table = Table(title=title, show_lines=False)
+    table.add_column("layer", style="cyan", no_wrap=True)
+    table.add_column("unit", justify="right")
+    table.add_column("description", style="bold")
+    table.add_column("runners-up")
+    table.add_column("score", justify="right")
+    table.add_column("max act.", justify="right")
+    for name, neurons in result.neurons.items():
+        if layer is not None and name != layer:
+            continue
+        shown = neurons if limit is None else neurons[:limit]
+        for neuron in shown:
+            top = neuron.top(concepts)
+            runners = ", ".join(c for c, _ in top[1:])
+            score = "" if neuron.score is None else f"{neuron.score:.3g}"
+            peak = neuron.stats.get("max")
+            description = (
+                Text("(dead)", style="dim")
+                if neuron.dead
+                else Text(neuron.summary or neuron.description)
+            )
+            table.add_row(
+                Text(name),
+                str(neuron.unit),
+                description,
+                Text(runners),
+                score,
+                "" if peak is None else f"{peak:.3g}",
+            )
+        if limit is not None and len(neurons) > limit:
+            more = Text(f"{len(neurons) - limit} more units (--limit 0 shows all)", style="dim")
+            table.add_row(Text(name), "…", more, "", "", "")
+    return table
+
+
+def layer_summary_table(summary: LayerSummary) -> Table:
+    """A two-column table of a layer's figures: counts, frequent concepts, score spread.
+
+    Args:
+        summary: From :func:`~neurolabel.plugin_core.reporting.layer_summary.summarize_layer`.
+
+    Returns:
+        A :class:`rich.table.Table`.
+
+    Examples:
+        >>> s = LayerSummary("fc", "vector", [10], 10, 10, 2, [("dog", 3)], 1, [1.0, 2.0])
+        >>> layer_summary_table(s).row_count
+        6
+    """
+    table = Table(title=Text(f"layer {summary.name}", style="bold cyan"), show_header=False)
+    table.add_column("figure", style="dim")
+    table.add_column("value")
+    shape = "×".join(map(str, summary.shape)) if summary.shape else "?"
+    table.add_row("kind, shape", Text(f"{summary.kind or '?'}, {shape}"))
+    table.add_row(
+        "neurons",
+        f"{summary.explained} explained of {summary.units}: "
+        f"{summary.labeled} labeled, {summary.dead} dead",
+    )
+    frequent = ", ".join(f"{c} ({n})" for c, n in summary.top_concepts)
+    table.add_row("frequent concepts", Text(f"{frequent or '—'}  [{summary.distinct} distinct]"))
+    quantiles = summary.score_quantiles()
+    spread = ", ".join(f"{k} {format_value(v)}" for k, v in quantiles.items())
+    table.add_row("top scores", spread or "—")
+    table.add_row("distribution", sparkline(summary.scores) or "—")
+    similarity = (
+        format_value(sorted(summary.similarities)[len(summary.similarities) // 2])
+        if summary.similarities
+        else "—"
+    )
+    table.add_row("median similarity", similarity)
+    return table
+
+
+def sparkline(values: list[float], bins: int = 24) -> str:
+    """A one-line histogram of ``values`` with block characters.
+
+    Args:
+        values: Numbers.
+        bins: Characters in the line.
+
+    Returns:
+        ``low ▁▃█▅▂ high``, or an empty string for no values.
+
+    Examples:
+        >>> sparkline([0.0, 1.0, 1.0, 2.0], bins=3)
+        '0 ▄█▄ 2'
+    """
+    counts, edges = histogram(values, bins)
+    if not counts:
+        return ""
+    peak = max(counts)
+    bars = "".join(
+        " " if c == 0 else _SPARKS[min(len(_SPARKS) - 1, (c * len(_SPARKS) - 1) // peak)]
+        for c in counts
+    )
+    return f"{format_value(edges[0])} {bars} {format_value(edges[-1])}"
+
+
+def figure_table(table: FigureTable, result: LabelingResult | None = None) -> Table:
+    """A rich table of evaluation figures; neuron rows get the neuron's label.
+
+    Args:
+        table: From :func:`~neurolabel.plugin_core.reporting.tables.tabulate`.
+        result: The result, to label rows that name a ``layer`` and ``unit``.
+
+    Returns:
+        A :class:`rich.table.Table`.
+
+    Examples:
+        >>> figure_table(FigureTable("accuracy", ["name", "value"], [["top1", 0.5]])).row_count
+        1
+    """
+    # A terminal is narrow: nested cells and columns past eight go (the HTML report has them).
+    table = table.compact(8)
+    keys = neuron_keys(table) if result is not None else None
+    unit_at = table.columns.index("unit") if keys is not None else -1
+    add_label = keys is not None and "label" not in table.columns
+    columns = list(table.columns)
+    if add_label:
+        columns.insert(unit_at + 1, "label")
+    notes = []
+    if table.more:
+        notes.append(f"{table.more} more rows")
+    if table.more_columns:
+        notes.append(f"{table.more_columns} more columns")
+    rich_table = Table(
+        title=Text(table.title, style="bold"),
+        caption=Text("; ".join(notes), style="dim") if notes else None,
+    )
+    for column in columns:
+        rich_table.add_column(Text(column), overflow="fold")
+    for row_index, raw in enumerate(table.rows):
+        cells = [Text(format_cell(value), justify=_justify(value)) for value in raw]
+        if add_label:
+            key = keys[row_index]  # type: ignore[index]
+            label = _label(result, *key) if key and result is not None else ""
+            cells.insert(unit_at + 1, Text(label, style="bold"))
+        rich_table.add_row(*cells)
+    return rich_table
+
+
+def metrics_report(result: LabelingResult, layer: str | None = None) -> list[Table]:
+    """Rich tables of ``result.metrics`` (all of it, or the figures of one layer).
+
+    Args:
+        result: The labeling result.
+        layer: Only the figures scoped to this layer (docs/reports.md's conventions).
+
+    Returns:
+        Tables, possibly none.
+
+    Examples:
+        >>> r = LabelingResult({}, {}, {}, metrics={"accuracy": {"top1": 0.5}})
+        >>> [t.row_count for t in metrics_report(r)]
+        [1]
+    """
+    if layer is None:
+        tables = [
+            # Per-unit rows can run to thousands: `--neuron` shows each neuron's own.
+            t.head(MAX_NEURON_ROWS // 2) if neuron_keys(t) is not None else t
+            for name, value in result.metrics.items()
+            for t in tabulate_figures(value, name)
+        ]
+    else:
+        tables = scoped_figures(result.metrics, list(result.neurons))[0].get(layer, [])
+    return [figure_table(t, result) for t in tables]
+
+
+def layer_report(
+    result: LabelingResult, layer: str | None = None, limit: int | None = 20, concepts: int = 3
+) -> Group:
+    """The terminal report: run line, then per layer its summary and neuron table, then
+    the evaluation figures.
+
+    Args:
+        result: The labeling result.
+        layer: Only this layer (and only its evaluation figures).
+        limit: Neuron rows per layer at most (None = all).
+        concepts: Ranked concepts per neuron row.
+
+    Returns:
+        A :class:`rich.console.Group` to print.
+
+    Examples:
+        >>> from rich.console import Console
+        >>> neuron = NeuronExplanation("fc", 0, [["dog", 1.0]])
+        >>> r = LabelingResult({"name": "m"}, {}, {"fc": [neuron]})
+        >>> console = Console(width=120)
+        >>> with console.capture() as capture:
+        ...     console.print(layer_report(r))
+        >>> "dog" in capture.get()
+        True
+    """
+    parts: list[RenderableType] = [Text(run_line(result), style="dim")]
+    for name in result.neurons:
+        if layer is not None and name != layer:
+            continue
+        parts.append(layer_summary_table(summarize_layer(result, name)))
+        parts.append(result_table(result, layer=name, limit=limit, concepts=concepts))
+        if layer is not None:
+            parts.extend(metrics_report(result, layer=name))
+    if layer is None and result.metrics:
+        parts.append(Text("evaluation", style="bold underline"))
+        parts.extend(metrics_report(result))
+    return Group(*parts)
+
+
+def run_line(result: LabelingResult) -> str:
+    """One line about the run: model, scorer, vocabulary, aggregation, images.
+
+    Args:
+        result: The labeling result.
+
+    Returns:
+        The text (layer names are left out: a one-layer report names only its layer).
+
+    Examples:
+        >>> run_line(LabelingResult({"name": "m"}, {}, {}, settings={"scorer": "color"}))
+        'm · scorer color'
+    """
+    settings, dataset = result.settings, result.dataset
+    parts = [str(result.model.get("name") or "?")]
+    for key in ("scorer", "vocabulary", "aggregation"):
+        if settings.get(key):
+            parts.append(f"{key} {settings[key]}")
+    if dataset.get("num_used") is not None:
+        skipped = dataset.get("num_skipped") or 0
+        parts.append(f"{dataset['num_used']} images" + (f" ({skipped} skipped)" if skipped else ""))
+    return " · ".join(parts)
+
+
+def parse_neuron(text: str) -> tuple[str, int]:
+    """Read ``LAYER:UNIT`` (the last colon splits, so layer names may hold colons).
+
+    Args:
+        text: e.g. ``layer4:17``.
+
+    Returns:
+        ``(layer, unit)``.
+
+    Examples:
+        >>> parse_neuron("blocks.3:17")
+        ('blocks.3', 17)
+    """
+    layer, _, unit = text.rpartition(":")
+    if not layer or not unit.strip().isdigit():
+        raise NeurolabelError(f"--neuron {text!r}: write LAYER:UNIT, e.g. layer4:17")
+    return layer, int(unit)
+
+
+def neuron_json(
+    result: LabelingResult, layer: str, unit: int, folder: str | Path | None = None
+) -> dict[str, Any]:
+    """One neuron's explanation as JSON, with its exemplar files resolved.
+
+    Args:
+        result: The labeling result.
+        layer: Layer name.
+        unit: Unit index.
+        folder: The result folder (patch paths are relative to it).
+
+    Returns:
+        ``NeuronExplanation.to_dict()`` plus ``patch_file`` (absolute path of the patch,
+        when it exists) per exemplar and ``metrics`` (the figures scoped to the neuron).
+
+    Examples:
+        >>> r = LabelingResult({}, {}, {"fc": [NeuronExplanation("fc", 0, [["dog", 1.0]])]})
+        >>> neuron_json(r, "fc", 0)["description"]
+        'dog'
+    """
+    neuron = result.explanation(layer, unit)
+    data = neuron.to_dict()
+    for exemplar, item in zip(neuron.exemplars, data["exemplars"], strict=True):
+        item["patch_file"] = _patch_file(exemplar.patch, folder)
+    figures = scoped_figures(result.metrics, list(result.neurons))[1].get((layer, unit), [])
+    data["metrics"] = [{"title": t.title, "columns": t.columns, "rows": t.rows} for t in figures]
+    return data
+
+
+def neuron_report(
+    result: LabelingResult, layer: str, unit: int, folder: str | Path | None = None
+) -> Group:
+    """One neuron in detail: concepts with score bars, summary, stats, exemplar files,
+    evaluation figures.
+
+    Args:
+        result: The labeling result.
+        layer: Layer name.
+        unit: Unit index.
+        folder: The result folder (patch paths are relative to it).
+
+    Returns:
+        A :class:`rich.console.Group` to print.
+
+    Examples:
+        >>> from rich.console import Console
+        >>> r = LabelingResult({}, {}, {"fc": [NeuronExplanation("fc", 0, [["dog", 1.0]])]})
+        >>> console = Console(width=100)
+        >>> with console.capture() as capture:
+        ...     console.print(neuron_report(r, "fc", 0))
+        >>> "dog" in capture.get()
+        True
+    """
+    neuron = result.explanation(layer, unit)
+    heading = Text.assemble(
+        (f"{layer}:{unit}  ", "bold cyan"),
+        ("(dead: never varied, no label)" if neuron.dead else neuron.description, "bold"),
+    )
+    parts: list[RenderableType] = [heading]
+    classes = result.model.get("class_names") or []
+    info = result.layers.get(layer, {})
+    if classes and info.get("kind") == "vector" and info.get("units") == len(classes):
+        if 0 <= unit < len(classes):
+            parts.append(Text(f"output unit of class: {classes[unit]}", style="dim"))
+    if neuron.summary:
+        parts.append(Text(neuron.summary, style="italic"))
+    if neuron.described:
+        labels = ", ".join(str(label) for label, _ in neuron.described)
+        parts.append(Text(f"describer: {labels}", style="dim"))
+    if neuron.concepts:
+        parts.append(_concepts_table(neuron))
+    facts = []
+    if neuron.similarity is not None:
+        facts.append(f"similarity {format_value(neuron.similarity)}")
+    facts += [f"{k} {format_value(v)}" for k, v in neuron.stats.items()]
+    if facts:
+        parts.append(Text("activation: " + ", ".join(facts), style="dim"))
+    if neuron.exemplars:
+        parts.append(_exemplars_table(neuron, folder))
+    figures = scoped_figures(result.metrics, list(result.neurons))[1].get((layer, unit), [])
+    parts.extend(figure_table(t) for t in figures)
+    return Group(*parts)
+
+
+def _concepts_table(neuron: NeuronExplanation) -> Table:
+    table = Table(title="concepts", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("concept", style="bold")
+    table.add_column("score", justify="right")
+    table.add_column("")
+    scores = [float(s) for _, s in neuron.concepts if isinstance(s, (int, float))]
+    low, high = (min(scores), max(scores)) if scores else (0.0, 1.0)
+    span = high - low or 1.0
+    for rank, (concept, score) in enumerate(neuron.concepts, start=1):
+        filled = 0
+        if isinstance(score, (int, float)):
+            filled = max(1, round(_BAR * (float(score) - low) / span))
+        table.add_row(
+            str(rank),
+            Text(str(concept)),
+            format_value(score),
+            Text("█" * filled + "░" * (_BAR - filled), style="blue"),
+        )
+    return table
+
+
+def _exemplars_table(neuron: NeuronExplanation, folder: str | Path | None) -> Table:
+    table = Table(title="exemplars", title_justify="left")
+    for column in ("rank", "activation", "image", "box", "patch"):
+        table.add_column(column, overflow="fold", justify="right" if column == "rank" else "left")
+    for rank, exemplar in enumerate(neuron.exemplars, start=1):
+        patch = _patch_file(exemplar.patch, folder) or exemplar.patch or "—"
+        table.add_row(
+            str(rank),
+            format_value(exemplar.activation),
+            Text(exemplar.image),
+            "whole image" if exemplar.box is None else ", ".join(map(str, exemplar.box)),
+            Text(patch),
+        )
+    return table
+
+
+def _patch_file(patch: str | None, folder: str | Path | None) -> str | None:
+    if not patch:
+        return None
+    path = Path(patch)
+    if not path.is_absolute() and folder is not None:
+        path = Path(folder) / path
+    return str(path.resolve()) if path.exists() else None
+
+
+def _label(result: LabelingResult, layer: Any, unit: Any) -> str:
+    try:
+        return result.explanation(str(layer), int(unit)).description
+    except (ValueError, TypeError, NeurolabelError):  # a row naming no explained neuron
+        return ""
+
+
+def _justify(value: Any) -> Literal["left", "right"]:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return "right" if number else "left"
