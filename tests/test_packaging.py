@@ -114,9 +114,14 @@ def test_docs_examples_and_benchmarks_import_only_public_names(path):
     assert not wrong, f"{path.name} imports what docs/api.md does not document: {wrong}"
 
 
-def test_every_documented_module_imports():
-    for module in documented_modules():
-        importlib.import_module(module)
+def test_every_documented_module_imports_with_what_it_exports():
+    for name in documented_modules():
+        module = importlib.import_module(name)
+        missing = [n for n in getattr(module, "__all__", []) if not hasattr(module, n)]
+        assert not missing, f"{name}.__all__ names what it does not have: {missing}"
+    from neurolabel.plugin_core import plugins
+
+    assert plugins.Register is neurolabel.Register
 
 
 def test_old_module_paths_still_import_and_warn():

@@ -1,7 +1,7 @@
 """The plugin boundary: hooks, the plugin manager, registries, specs, contracts, resolution.
 
 Everything a plugin author needs is importable from here: ``hookimpl`` and the typed
-``Register`` callback of :mod:`.hookspecs`, the contracts of :mod:`.contracts` (what each
+``Register`` callback of :mod:`.registry`, the contracts of :mod:`.contracts` (what each
 registry's factories build), :class:`.spec.Spec` (the ``NAME[:ARGUMENT][?key=value]``
 grammar), :class:`.context.ResolveContext` (what every factory receives) and the plugin
 manager of :mod:`.manager`. :mod:`.resolve` turns specs into objects through the registries.
@@ -28,16 +28,8 @@ from .contracts import (
     iter_batches,
 )
 from .hookspecs import hookimpl, hookspec
-from .manager import (
-    DEFAULT_PLUGINS,
-    PLUGINS_ENV,
-    Plugins,
-    Registries,
-    get_plugins,
-    load_plugins,
-    pm,
-)
-from .registry import Entry, Registry
+from .manager import DEFAULT_PLUGINS, PLUGINS_ENV, Plugins, get_plugins, load_plugins, pm
+from .registry import Entry, Register, Registries, Registry
 from .resolve import build_context
 from .spec import Spec
 
