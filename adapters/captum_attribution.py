@@ -28,13 +28,11 @@ import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
-from PIL import Image
-from torch import Tensor, nn
 
+from neurolabel.plugin_core.data.imagenet import class_synonyms, is_imagenet_1k
 from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.data.result import LabelingResult, NeuronExplanation
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
@@ -43,6 +41,11 @@ from neurolabel.plugin_core.plugins.contracts import LoadedModel
 from neurolabel.plugin_core.plugins.hookspecs import hookimpl
 from neurolabel.plugin_core.plugins.resolve import as_loaded, load_result_model, resolve_model
 from neurolabel.plugin_core.plugins.spec import Spec
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+    from torch import Tensor, nn
 
 #: Layer attribution methods, by the name ``--method`` takes, and their Captum class.
 METHODS: dict[str, str] = {
@@ -145,6 +148,8 @@ class PredictionAttribution:
             or its ``NeuronConductance`` to the target summed over color channels (vector
             layers).
         """
+        import torch
+
         from neurolabel.adapters.captum_common import captum_attr, resolve_module
 
         if self._inputs is None or self._loaded is None:
@@ -182,6 +187,7 @@ class PredictionAttribution:
 
         Examples:
             >>> import tempfile
+            >>> from PIL import Image
             >>> from torch import nn
             >>> from neurolabel import LoadedModel, Preprocessing
             >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
@@ -309,6 +315,8 @@ def attribute_prediction(
         >>> [(n.unit, n.label, round(n.share, 2)) for n in explained.neurons]
         [(0, 'red', 1.0), (1, 'blue', 0.0)]
     """
+    import torch
+
     from neurolabel.adapters.captum_common import captum_attr, resolve_module
     from neurolabel.adapters.hook_extractor import first_tensor, input_dtype
     from neurolabel.plugin_core.plugins.resolve import build_context
@@ -418,6 +426,8 @@ def unit_contributions(
         map shows only the patch grid).
 
     Examples:
+        >>> import torch
+        >>> from torch import nn
         >>> from neurolabel.plugin_core.data.preprocessing import Preprocessing
         >>> loaded = LoadedModel(nn.Identity(), Preprocessing(), "id")
         >>> totals, maps = unit_contributions(loaded, torch.ones(1, 2, 3, 3), (32, 32))
@@ -459,6 +469,7 @@ def resolve_target(
         ``(captum_target, display_name)``.
 
     Examples:
+        >>> import torch
         >>> resolve_target("Dog", torch.zeros(1, 2), ["cat", "dog"])
         (1, 'dog')
         >>> resolve_target(None, torch.tensor([[0.1, 0.7]]))
@@ -509,6 +520,10 @@ def _class_index(name: str, class_names: list[str] | None) -> int:
     wanted = name.strip().lower()
     if wanted in lowered:
         return lowered.index(wanted)
+    if is_imagenet_1k(class_names):  # any WordNet name of a class ("Madagascar cat")
+        for index, synonyms in enumerate(class_synonyms()):
+            if wanted in (s.lower() for s in synonyms):
+                return index
     close = difflib.get_close_matches(wanted, lowered, n=3, cutoff=0.6)
     hint = f" Closest: {', '.join(close)}." if close else ""
     raise NeurolabelError(f"The model has no class named '{name}'.{hint}")
@@ -530,6 +545,7 @@ def contribution_sentence(target_name: str, contributions: Tensor, labels: dict[
         The sentence.
 
     Examples:
+        >>> import torch
         >>> contribution_sentence("cat", torch.tensor([3.0, 1.0, 1.0, -0.2]),
         ...                       {0: "fur", 1: "whiskers", 3: "sky"})
         "'cat' came mostly through units labeled 'fur' (60 %) and 'whiskers' (20 %); 20 % came through units the result does not label."
@@ -644,6 +660,9 @@ def _labels(result: LabelingResult | None, layer: str, units: int) -> dict[int, 
 
 
 def _as_input(image: Image.Image | str | Path | Tensor, preprocessing: Preprocessing) -> Tensor:
+    from PIL import Image
+    from torch import Tensor
+
     if isinstance(image, Tensor):
         tensor = image.detach()
         if tensor.dim() == 3:
@@ -673,6 +692,8 @@ def _as_input(image: Image.Image | str | Path | Tensor, preprocessing: Preproces
 
 def _display_image(tensor: Tensor, preprocessing: Preprocessing) -> Any:
     """Undo the normalization of one input: ``[H, W, 3]`` floats in [0, 1]."""
+    import torch
+
     mean = torch.tensor(preprocessing.mean, device=tensor.device).view(3, 1, 1)
     std = torch.tensor(preprocessing.std, device=tensor.device).view(3, 1, 1)
     return (tensor.float() * std + mean).clamp(0, 1).permute(1, 2, 0).cpu().numpy()

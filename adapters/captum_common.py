@@ -10,10 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from neurolabel.adapters.hook_extractor import (
     first_tensor,
@@ -24,9 +21,13 @@ from neurolabel.plugin_core.data.layer_patterns import layer_names
 from neurolabel.plugin_core.errors import MissingExtraError, NeurolabelError
 from neurolabel.plugin_core.plugins.contracts import LoadedModel
 
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
 #: What Captum accepts as a neuron selector: an index, a tuple of indices and slices
 #: (slices are summed), or a callable from the layer's output to one value per example.
-NeuronSelector = int | tuple[Any, ...] | Callable[[Any], Tensor]
+NeuronSelector = int | tuple[Any, ...] | Callable[[Any], "Tensor"]
 
 
 def captum_attr() -> ModuleType:
@@ -55,6 +56,7 @@ def resolve_module(model: nn.Module, layer: Any) -> tuple[str, nn.Module]:
         ``(dotted name, module)``.
 
     Examples:
+        >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
         >>> resolve_module(net, net[1])[0], resolve_module(net, "0")[1] is net[0]
         ('1', True)
@@ -87,6 +89,7 @@ def select_neuron(layer_value: Any, selector: NeuronSelector) -> Tensor:
         ``[B]`` values.
 
     Examples:
+        >>> import torch
         >>> x = torch.arange(8.0).reshape(1, 2, 2, 2)
         >>> select_neuron(x, (1, slice(None), slice(None))), select_neuron(x, (0, 1, 1))
         (tensor([22.]), tensor([3.]))
@@ -121,6 +124,8 @@ class ChannelSelector:
         layer: Layer name for error messages.
 
     Examples:
+        >>> import torch
+        >>> from torch import nn
         >>> from neurolabel.plugin_core.data.preprocessing import Preprocessing
         >>> loaded = LoadedModel(nn.Identity(), Preprocessing(), "id")
         >>> ChannelSelector(loaded, 1, (8, 8))(torch.ones(2, 3, 4, 4))
@@ -235,4 +240,6 @@ class NeuronForward:
 
 def model_device(model: nn.Module) -> torch.device:
     """Where the model's parameters live (CPU when it has none)."""
+    import torch
+
     return next((p.device for p in model.parameters()), torch.device("cpu"))

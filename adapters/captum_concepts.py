@@ -72,6 +72,7 @@ from neurolabel.plugin_core.data.images import (
 )
 from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.data.result import Exemplar, LabelingResult, NeuronExplanation
+from neurolabel.plugin_core.data.result_files import ResultFiles
 from neurolabel.plugin_core.errors import NeurolabelError
 from neurolabel.plugin_core.plugins.resolve import result_preprocessing
 
@@ -341,6 +342,7 @@ class _PatchReader:
     def __init__(self, result: LabelingResult, root: Path | None, images: Any) -> None:
         self.result = result
         self.root = root
+        self.files = ResultFiles.of(result, root)
         self.source: ImageSource | None = as_image_source(images) if images is not None else None
         self.described = {e.image_index: e.image for n in result for e in n.exemplars}
         self._cache: dict[int, Image.Image] = {}
@@ -359,8 +361,8 @@ class _PatchReader:
         try:
             if self.source is not None:
                 image = self.source.load(index)
-            elif described and not described.startswith("#") and Path(described).is_file():
-                image = open_image(Path(described))
+            elif (path := self.files.image(described)) is not None:
+                image = open_image(path)
         except ImageLoadError:
             image = None
         if image is not None:

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from neurolabel.adapters.captum_common import captum_attr
 from neurolabel.adapters.hook_extractor import (
@@ -44,6 +41,10 @@ from neurolabel.plugin_core.plugins.contracts import (
 from neurolabel.plugin_core.plugins.hookspecs import hookimpl
 from neurolabel.plugin_core.plugins.registry import Register
 from neurolabel.plugin_core.plugins.spec import Spec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 
 @hookimpl
@@ -85,6 +86,8 @@ class CaptumExtractor:
     name = "captum"
 
     def __init__(self, device: torch.device | str = "cpu", layer_input: bool = False) -> None:
+        import torch
+
         self.device = torch.device(device)
         self.layer_input = layer_input
 
@@ -137,6 +140,8 @@ class _Reader(OpenReader):
         self.activation = activation
 
     def __call__(self, batch: Tensor) -> dict[str, Tensor]:
+        import torch
+
         inputs = self.inputs(batch)
         try:
             values = self.activation.attribute(

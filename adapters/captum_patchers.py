@@ -37,11 +37,7 @@ Examples:
 from __future__ import annotations
 
 import warnings
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from neurolabel.adapters.captum_common import (
     ChannelSelector,
@@ -59,6 +55,9 @@ from neurolabel.plugin_core.plugins.hookspecs import hookimpl
 from neurolabel.plugin_core.plugins.registry import Register
 from neurolabel.plugin_core.plugins.resolve import as_loaded
 from neurolabel.plugin_core.plugins.spec import Spec
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 #: Attribution methods for patches, by the name the patcher is registered under.
 METHODS = ("gradcam", "gradient", "integrated-gradients", "conductance")
@@ -254,6 +253,8 @@ def neuron_attribution_maps(
         positive part of the color-summed integrated gradients / conductance.
 
     Examples:
+        >>> import torch
+        >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 2, 4, stride=4), nn.ReLU())
         >>> x = torch.rand(1, 3, 16, 16)
         >>> a = neuron_attribution_maps(net, "1", x, 1, "integrated-gradients")
@@ -262,6 +263,9 @@ def neuron_attribution_maps(
         >>> torch.allclose(a, b)
         True
     """
+    import torch
+    from torch import Tensor
+
     if method not in METHODS:
         raise NeurolabelError(f"Unknown attribution method {method!r}: use one of {METHODS}")
     if n_steps < 1:
@@ -355,6 +359,8 @@ def _grad_cam(
 
 
 def _box_blur(maps: Tensor, fraction: float) -> Tensor:
+    import torch.nn.functional as F
+
     side = int(round(fraction * min(maps.shape[-2:])))
     side += 1 - side % 2  # odd, so the blur is centered
     if side <= 1:

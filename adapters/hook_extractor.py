@@ -27,10 +27,7 @@ import difflib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from neurolabel.plugin_core.errors import LayerNotFoundError, NeurolabelError
 from neurolabel.plugin_core.plugins.context import ResolveContext
@@ -43,6 +40,10 @@ from neurolabel.plugin_core.plugins.contracts import (
 from neurolabel.plugin_core.plugins.hookspecs import hookimpl
 from neurolabel.plugin_core.plugins.registry import Register
 from neurolabel.plugin_core.plugins.spec import Spec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 
 @hookimpl
@@ -88,9 +89,12 @@ def first_tensor(output: Any) -> Tensor | None:
         The tensor, or None when there is none.
 
     Examples:
+        >>> import torch
         >>> first_tensor((None, torch.ones(2)))
         tensor([1., 1.])
     """
+    from torch import Tensor
+
     if isinstance(output, Tensor):
         return output
     if isinstance(output, Mapping):
@@ -132,6 +136,8 @@ class HookExtractor:
     name = "hooks"
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
+        import torch
+
         self.device = torch.device(device)
 
     # ------------------------------------------------------------------ public API
@@ -148,6 +154,7 @@ class HookExtractor:
             A context manager yielding ``reader(batch) -> {layer: activations}``.
 
         Examples:
+            >>> import torch
             >>> from torch import nn
             >>> from neurolabel import LoadedModel, Preprocessing
             >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3600, 5))
@@ -228,6 +235,8 @@ def attach_layers(
 def input_dtype(model: nn.Module) -> torch.dtype:
     """The floating dtype of the model's parameters (float32 when it has none): a
     half-precision model needs half inputs."""
+    import torch
+
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
@@ -281,6 +290,8 @@ class _Reader(OpenReader):
         self.consumed: set[str] = set()
 
     def make_hook(self, name: str) -> Callable[..., None]:
+        import torch
+
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             tensor = first_tensor(output)
             if tensor is None:
@@ -313,6 +324,8 @@ class _Reader(OpenReader):
     def __call__(
         self, batch: Tensor, consume: Callable[[str, Tensor], None] | None = None
     ) -> dict[str, Tensor]:
+        import torch
+
         inputs = self.inputs(batch)
         model = self.loaded.model
         self.input_hw = (int(batch.shape[-2]), int(batch.shape[-1]))
@@ -371,6 +384,8 @@ def standard_layout(
         The tensor in unit layout (a view or a reshaped copy, in its own dtype).
 
     Examples:
+        >>> import torch
+        >>> from torch import nn
         >>> from neurolabel.plugin_core.data.preprocessing import Preprocessing
         >>> loaded = LoadedModel(nn.Identity(), Preprocessing(), "id")
         >>> standard_layout(loaded, torch.zeros(2, 1 + 4, 8), (32, 32)).shape
@@ -428,6 +443,8 @@ def list_layer_shapes(
         ``vector`` or ``other`` (also for tensors whose first dimension is not the
         batch). Containers that never run (``ModuleList``) are left out.
     """
+    import torch
+
     model = loaded.model
     _require_hookable(model)
     device = torch.device(device)
@@ -514,6 +531,8 @@ def model_prefix_tokens(model: nn.Module) -> int | None:
     Returns:
         The count, or None when the model does not say.
     """
+    from torch import Tensor
+
     prefix = getattr(model, "num_prefix_tokens", None)
     if isinstance(prefix, int):
         return prefix
@@ -566,6 +585,7 @@ def tokens_to_grid(
         ``[B, C, h, w]`` patch activations.
 
     Examples:
+        >>> import torch
         >>> tokens_to_grid(torch.zeros(2, 1 + 14 * 14, 192)).shape
         torch.Size([2, 192, 14, 14])
         >>> tokens_to_grid(torch.zeros(2, 5 + 4 * 6, 8), grid=(4, 6)).shape
@@ -630,6 +650,7 @@ def is_channels_last_output(
         True for a channels-last output.
 
     Examples:
+        >>> from torch import nn
         >>> m = nn.Identity(); m.output_fmt = "NHWC"
         >>> is_channels_last_output(m, (1, 56, 56, 96), (224, 224))
         True
@@ -648,6 +669,8 @@ def is_channels_last_output(
 
 
 def _require_hookable(model: nn.Module) -> None:
+    import torch
+
     if isinstance(model, torch.jit.ScriptModule):
         raise NeurolabelError(
             "TorchScript models do not run Python forward hooks, so their layers cannot be "

@@ -26,11 +26,9 @@ import sys
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor, nn
-
+from neurolabel.plugin_core.data.imagenet import readable_class_names, readable_if_imagenet
 from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
 from neurolabel.plugin_core.plugins.context import ResolveContext
@@ -38,6 +36,9 @@ from neurolabel.plugin_core.plugins.contracts import LoadedModel
 from neurolabel.plugin_core.plugins.hookspecs import hookimpl
 from neurolabel.plugin_core.plugins.registry import Register
 from neurolabel.plugin_core.plugins.spec import Spec
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 #: Spellings of "none" accepted by ``weights=``, ``pretrained=``, ``resize=``, ``classes=``.
 _NONE_WORDS = {"none", "null", "false", "no", "0", "off", "random"}
@@ -88,6 +89,8 @@ def _finish(model: nn.Module, ctx: ResolveContext) -> nn.Module:
 
 
 def _is_tensor_dict(obj: object) -> bool:
+    from torch import Tensor
+
     return (
         isinstance(obj, Mapping)
         and len(obj) > 0
@@ -111,6 +114,7 @@ def state_dict_from_checkpoint(obj: object, path: str | Path) -> dict[str, Tenso
         A ``{name: tensor}`` state dict.
 
     Examples:
+        >>> import torch
         >>> sd = state_dict_from_checkpoint({"state_dict": {"module.w": torch.ones(1)}}, "x.pt")
         >>> list(sd)
         ['w']
@@ -148,11 +152,15 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
 
     Examples:
         >>> import tempfile, os
+        >>> import torch
+        >>> from torch import nn
         >>> f = os.path.join(tempfile.mkdtemp(), "w.pt")
         >>> torch.save(nn.Linear(2, 1).state_dict(), f)
         >>> sorted(load_state_dict_file(f))
         ['bias', 'weight']
     """
+    import torch
+
     file = _existing_file(path, "state dict")
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
@@ -388,11 +396,10 @@ def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet-1k class names in the standard (wnid-sorted) index order.
 
     Returns:
-        Names such as ``"tench"``, ``"goldfish"``, ... (torchvision's list).
+        Readable names such as ``"tench"``, ``"goldfish"``, ``"ring-tailed lemur"`` (see
+        :mod:`neurolabel.plugin_core.data.imagenet`).
     """
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-
-    return list(_IMAGENET_CATEGORIES)
+    return list(readable_class_names())
 
 
 def class_names_option(spec: Spec) -> list[str] | None:
@@ -415,6 +422,14 @@ def class_names_option(spec: Spec) -> list[str] | None:
     if not names:
         raise NeurolabelError(f"The class names file {file} is empty")
     return names
+
+
+#: ``ctx.extra`` key: build the architecture without its weights (``neurolabel layers``).
+ARCHITECTURE_ONLY = "architecture_only"
+
+
+def _architecture_only(ctx: ResolveContext) -> bool:
+    return bool(getattr(ctx, "extra", {}).get(ARCHITECTURE_ONLY, False))
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -440,6 +455,7 @@ def torchvision_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
         >>> m.class_names is None
         True
     """
+    import torch
     from torchvision import models
 
     name = spec.require_argument("a torchvision model name").strip()
@@ -454,7 +470,8 @@ def torchvision_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
     name = name.lower()
     weights = _torchvision_weights(name, spec)
     try:
-        model = models.get_model(name, weights=weights)
+        # Listing layers needs the architecture only: no weights to download.
+        model = models.get_model(name, weights=None if _architecture_only(ctx) else weights)
     except OSError as exc:  # urllib's URLError is an OSError: no internet, proxy, ...
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         url = getattr(weights, "url", "download.pytorch.org")
@@ -473,7 +490,7 @@ def torchvision_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
             # Detection / video presets have no fixed crop: keep the ImageNet recipe.
             preprocessing = Preprocessing()
         categories = weights.meta.get("categories")
-        class_names = list(categories) if categories else None
+        class_names = readable_if_imagenet(list(categories)) if categories else None
     prefix = 1 if isinstance(model, models.VisionTransformer) else None
     return LoadedModel(
         model=_finish(model, ctx),
@@ -559,7 +576,10 @@ def timm_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
         # timm's loader uses weights_only=True and unwraps EMA / DDP checkpoints.
         kwargs["checkpoint_path"] = str(_existing_file(checkpoint, "checkpoint"))
     try:
-        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        if _architecture_only(ctx):
+            kwargs.pop("checkpoint_path", None)
+        fetch = pretrained and not _architecture_only(ctx)
+        model = timm.create_model(name, pretrained=fetch, **kwargs)
     except OSError as exc:  # huggingface_hub errors are OSErrors: offline, not cached
         raise NeurolabelError(
             f"Could not get the pretrained timm weights for '{name}' ({_first_line(exc)}). "
@@ -601,16 +621,14 @@ def timm_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
 
 def _timm_class_names(model: nn.Module) -> list[str] | None:
     try:
-        from timm.data import ImageNetInfo, infer_imagenet_subset
+        from timm.data import infer_imagenet_subset
     except ImportError:  # older timm: no label metadata
         return None
     if getattr(model, "num_classes", None) != 1000:
         return None
     if infer_imagenet_subset(model) != "imagenet-1k":
         return None
-    info = ImageNetInfo("imagenet-1k")
-    # Descriptions read "tench, Tinca tinca": keep the first synonym, like torchvision.
-    return [info.index_to_description(i).split(",")[0].strip() for i in range(1000)]
+    return list(readable_class_names())
 
 
 # --------------------------------------------------------------------------- file
@@ -636,6 +654,8 @@ def file_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
     Examples:
         >>> import tempfile
         >>> from neurolabel import build_context
+        >>> import torch
+        >>> from torch import nn
         >>> path = Path(tempfile.mkdtemp()) / "model.pt"
         >>> torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), path)  # a whole module
         >>> ctx = build_context("cpu")
@@ -652,6 +672,8 @@ def file_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
     file = _existing_file(path, "model")
     trust = spec.option_bool("trust") or bool(ctx.extra.get("trust_pickle", False))
     if _is_torchscript(file):
+        import torch
+
         try:
             model: nn.Module = torch.jit.load(str(file), map_location="cpu")
         except RuntimeError as exc:
@@ -679,6 +701,8 @@ def _is_torchscript(file: Path) -> bool:
 
 
 def _load_pickled_module(file: Path, trust: bool) -> nn.Module:
+    import torch
+
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -730,6 +754,9 @@ def _holds_weights(obj: object) -> bool:
 
 
 def _load_trusted(file: Path) -> nn.Module:
+    import torch
+    from torch import nn
+
     try:
         obj = torch.load(file, map_location="cpu", weights_only=False)
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
@@ -746,6 +773,8 @@ def _load_trusted(file: Path) -> nn.Module:
 
 def _module_from_mapping(file: Path, obj: Mapping[str, Any]) -> nn.Module:
     # Some trainers save {"model": <nn.Module>, "epoch": ...}.
+    from torch import nn
+
     for key in _CHECKPOINT_KEYS:
         if isinstance(obj.get(key), nn.Module):
             return obj[key]
@@ -850,6 +879,8 @@ def _import_attribute(module_name: str, attr_path: str) -> Any:
 
 
 def _as_loaded(built: Any, target: str) -> LoadedModel:
+    from torch import nn
+
     if isinstance(built, LoadedModel):
         return built
     if isinstance(built, nn.Module):

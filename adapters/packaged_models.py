@@ -21,10 +21,9 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor, nn
-
+from neurolabel.plugin_core.data.imagenet import readable_class_names
 from neurolabel.plugin_core.data.preprocessing import Preprocessing
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError, missing_extra
 from neurolabel.plugin_core.plugins.context import ResolveContext
@@ -32,6 +31,9 @@ from neurolabel.plugin_core.plugins.contracts import LoadedModel
 from neurolabel.plugin_core.plugins.hookspecs import hookimpl
 from neurolabel.plugin_core.plugins.registry import Register
 from neurolabel.plugin_core.plugins.spec import Spec
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ def packaged_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
         bilinear resize and center crop) and the 1000 ImageNet class names.
 
     Examples:
+        >>> import torch
         >>> from neurolabel import build_context
         >>> m = packaged_source(Spec.parse("packaged:efficientnet_lite0"), build_context("cpu"))
         >>> m.model(torch.zeros(1, 3, 224, 224)).shape
@@ -123,7 +126,6 @@ def packaged_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
     if entry is None:
         raise SpecError(f"No packaged model '{name}'. Packaged models: {available}")
     model = build_packaged_model(entry)
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
 
     preprocessing = Preprocessing.from_crop_pct(
         entry.input_size, entry.crop_pct, mean=_MEAN_STD, std=_MEAN_STD, interpolation="bilinear"
@@ -132,7 +134,7 @@ def packaged_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
         model=model.eval().to(ctx.device),
         preprocessing=preprocessing,
         name=str(spec),
-        class_names=list(_IMAGENET_CATEGORIES),
+        class_names=list(readable_class_names()),
     )
 
 
@@ -146,6 +148,7 @@ def build_packaged_model(entry: PackagedModel) -> nn.Module:
         The model (on the CPU, in train mode as built by timm).
     """
     import timm
+    import torch
 
     path = entry.weights_path()
     if not path.is_file():
@@ -178,6 +181,7 @@ def map_by_position(
         ``{target_key: source_tensor}``.
 
     Examples:
+        >>> import torch
         >>> a = {"_fc.weight": torch.zeros(2, 3), "_fc.bias": torch.zeros(2)}
         >>> b = {"classifier.weight": torch.ones(2, 3), "classifier.bias": torch.ones(2)}
         >>> list(map_by_position(a, b))

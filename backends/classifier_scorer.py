@@ -16,11 +16,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from neurolabel.plugin_core.errors import NeurolabelError, SpecError
 from neurolabel.plugin_core.plugins.context import ResolveContext
@@ -30,6 +26,11 @@ from neurolabel.plugin_core.plugins.registry import Register
 from neurolabel.plugin_core.plugins.spec import Spec
 
 from .text_embedding import TextEmbedder, load_text_embedder
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+    from torch import Tensor
 
 #: The classifier used by a bare ``classifier`` spec: real ImageNet weights shipped by a package.
 DEFAULT_MODEL_SPEC = "packaged:efficientnet_lite1"
@@ -58,11 +59,15 @@ def conse_embed(probs: Tensor, class_embeddings: Tensor, top: int) -> Tensor:
         ``[N, D]`` L2-normalized float32 embeddings.
 
     Examples:
+        >>> import torch
         >>> probs = torch.tensor([[0.6, 0.3, 0.1]])
         >>> classes = torch.eye(3)
         >>> conse_embed(probs, classes, top=2)
         tensor([[0.8944, 0.4472, 0.0000]])
     """
+    import torch
+    import torch.nn.functional as F
+
     if probs.ndim != 2 or class_embeddings.ndim != 2:
         raise ValueError("conse_embed expects probs [N, K] and class_embeddings [K, D]")
     if probs.shape[1] != class_embeddings.shape[0]:
@@ -108,6 +113,7 @@ class ClassifierScorer:
         cache_dir: Folder for the class-name embedding cache; None keeps it in memory only.
 
     Examples:
+        >>> from PIL import Image
         >>> from neurolabel import build_context
         >>> ctx = build_context("cpu")
         >>> scorer = ctx.registries.scorers.resolve("classifier", ctx)  # packaged weights
@@ -133,6 +139,8 @@ class ClassifierScorer:
         device: torch.device | str = "cpu",
         cache_dir: Path | None = None,
     ) -> None:
+        import torch
+
         if not loaded.class_names:
             raise NeurolabelError(
                 f"The classifier scorer needs a classifier with class names, but model "
@@ -179,6 +187,9 @@ class ClassifierScorer:
         return self._class_embeddings
 
     def _embed_class_names(self) -> Tensor:
+        import torch
+        import torch.nn.functional as F
+
         # Names like "tabby, tabby cat" (WordNet lemmas) are averaged over their synonyms.
         synonyms = [[s.strip() for s in n.split(",") if s.strip()] or [n] for n in self.class_names]
         flat = [s for group in synonyms for s in group]
@@ -197,6 +208,9 @@ class ClassifierScorer:
         return self.cache_dir / "class_embeddings" / f"{digest}.pt"
 
     def _load_or_embed_classes(self) -> Tensor:
+        import torch
+        from torch import Tensor
+
         path = self._cache_file()
         if path is not None and path.is_file():
             try:
@@ -252,6 +266,8 @@ class ClassifierScorer:
         Returns:
             ``[N, K]`` float32 CPU tensor, rows sum to one.
         """
+        import torch
+
         out = []
         with torch.inference_mode():
             for chunk in iter_batches(list(images), self.batch_size):
@@ -268,6 +284,8 @@ class ClassifierScorer:
         return torch.cat(out)
 
     def _probs(self, batch: Tensor) -> Tensor:
+        import torch
+
         logits = self.model(batch)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
@@ -287,6 +305,8 @@ class ClassifierScorer:
         Returns:
             ``[N, D]`` L2-normalized float32 CPU tensor, in the text embedder's space.
         """
+        import torch
+
         probs = self.class_probabilities(images)
         if probs.shape[0] == 0:
             return torch.zeros(0, self.class_embeddings.shape[1])
@@ -310,6 +330,7 @@ class ClassifierEnsembleScorer:
         name: Spec it was built from.
 
     Examples:
+        >>> from PIL import Image
         >>> from neurolabel import build_context
         >>> ctx = build_context("cpu")
         >>> spec = "classifier:packaged:efficientnet_lite0,packaged:efficientnet_lite1"
@@ -333,6 +354,9 @@ class ClassifierEnsembleScorer:
 
     def encode_images(self, images: Sequence[Image.Image]) -> Tensor:
         """Mean of the members' ConSE embeddings, L2-normalized."""
+        import torch
+        import torch.nn.functional as F
+
         stacked = torch.stack([m.encode_images(images) for m in self.members])
         return F.normalize(stacked.mean(dim=0), dim=1)
 
@@ -363,7 +387,7 @@ def build_classifier_scorer(
     """
     model_specs = [part for part in (spec.argument or DEFAULT_MODEL_SPEC).split(",") if part]
     passed_on = {k: v for k, v in spec.options.items() if k not in _OWN_OPTIONS}
-    embedder = load_text_embedder(spec.option("text"), ctx.device)
+    embedder = load_text_embedder(spec.option("text"), ctx.device, cache_dir=ctx.cache_dir)
     members = []
     for text in model_specs:
         model_spec = Spec.parse(text)

@@ -14,11 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-
-import numpy as np
-import torch
-from PIL import Image
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from neurolabel.plugin_core.data.vocabulary import Vocabulary, normalize_concept
 from neurolabel.plugin_core.errors import MissingExtraError, SpecError, missing_extra
@@ -29,6 +25,11 @@ from neurolabel.plugin_core.plugins.registry import Register
 from neurolabel.plugin_core.plugins.spec import Spec
 
 from .vocabularies import BASIC_COLORS
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+    from torch import Tensor
 
 PALETTES = ("basic", "css4", "xkcd")
 DEFAULT_DELTA_E = 15.0
@@ -203,6 +204,7 @@ class ColorScorer:
         size: Patches are downsampled to at most ``size`` x ``size`` pixels.
 
     Examples:
+        >>> from PIL import Image
         >>> scorer = ColorScorer()
         >>> vocab = Vocabulary.build(["red", "blue", "dog"])
         >>> scorer.score_images([Image.new("RGB", (32, 32), (255, 0, 0))], vocab)
@@ -278,6 +280,9 @@ class ColorScorer:
         return self.lookup(concept) is not None
 
     def _plan(self, vocabulary: Vocabulary) -> tuple[Tensor, Tensor, Tensor, int]:
+        import numpy as np
+        import torch
+
         # Prototypes of every scoreable concept, in Lab, with the column each belongs to.
         key = (vocabulary.concepts, tuple(sorted(vocabulary.categories.items())))
         if key not in self._plans:
@@ -301,6 +306,9 @@ class ColorScorer:
         return self._plans[key]
 
     def _pixels_lab(self, image: Image.Image) -> Tensor:
+        import numpy as np
+        from PIL import Image
+
         image = image.convert("RGB") if image.mode != "RGB" else image
         if image.width > self.size or image.height > self.size:
             # BOX averages whole source pixels: it blends only neighbours, so shares survive.
@@ -321,6 +329,8 @@ class ColorScorer:
         Returns:
             ``[N, V]`` float32 scores in [0, 1].
         """
+        import torch
+
         out = torch.zeros(len(images), len(vocabulary), dtype=torch.float32)
         protos, owner, columns, n_colors = self._plan(vocabulary)
         if n_colors == 0 or not images:
@@ -341,8 +351,11 @@ class ColorScorer:
         return out
 
     def _distance(self, pixels: Tensor, protos: Tensor) -> Tensor:
+        import torch
+
         if self.metric == "cie76":
             return torch.cdist(pixels, protos)
+        import numpy as np
         from skimage.color import deltaE_ciede2000
 
         return torch.from_numpy(
@@ -356,6 +369,9 @@ class ColorScorer:
 
 
 def _rgb_to_lab(rgb: np.ndarray) -> Tensor:
+    import numpy as np
+    import torch
+
     try:
         from skimage.color import rgb2lab
     except ImportError as exc:  # scikit-image is a core dependency; this is a broken install

@@ -26,11 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from PIL import Image
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from neurolabel.plugin_core.data.vocabulary import Vocabulary
 from neurolabel.plugin_core.errors import SpecError
@@ -39,6 +35,10 @@ from neurolabel.plugin_core.plugins.contracts import ConceptScorer
 from neurolabel.plugin_core.plugins.hookspecs import hookimpl
 from neurolabel.plugin_core.plugins.registry import Register
 from neurolabel.plugin_core.plugins.spec import Spec
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from torch import Tensor
 
 CALIBRATIONS = ("zscore", "block", "none")
 DEFAULT_STD_FLOOR = 0.5
@@ -89,10 +89,13 @@ def calibrate_columns(
         ``[P, V]`` calibrated scores (columns outside every block are unchanged).
 
     Examples:
+        >>> import torch
         >>> s = torch.tensor([[0.0, 0.2], [1.0, 0.4]])
         >>> calibrate_columns(s, [torch.tensor([0]), torch.tensor([1])]).round(decimals=4).tolist()
         [[-1.0, -1.0], [1.0, 1.0]]
     """
+    import torch
+
     if mode not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {mode!r}")
     out = scores.float().clone()
@@ -218,6 +221,8 @@ class CompositeScorer:
 
     def plan(self, vocabulary: Vocabulary) -> Plan:
         """The routing of ``vocabulary`` as column blocks (cached per vocabulary)."""
+        import torch
+
         key = (vocabulary.concepts, tuple(sorted(vocabulary.categories.items())))
         if key not in self._plans:
             routes = self.route(vocabulary)
@@ -255,6 +260,8 @@ class CompositeScorer:
         Returns:
             ``[N, V]`` float32 scores; unseen concepts 0.
         """
+        import torch
+
         out = torch.zeros(len(images), len(vocabulary), dtype=torch.float32)
         if not images:
             return out
@@ -281,6 +288,8 @@ class CompositeScorer:
             ``[P, V]`` scores comparable across sub-scorers; unseen concepts get the lowest
             score of the matrix so that they never win.
         """
+        import torch
+
         plan = self.plan(vocabulary)
         out = scores.float().clone()
         for block in plan.blocks:

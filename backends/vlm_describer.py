@@ -23,9 +23,7 @@ import io
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from neurolabel.plugin_core.data.vocabulary import normalize_concept
 from neurolabel.plugin_core.errors import SpecError
@@ -36,6 +34,9 @@ from neurolabel.plugin_core.plugins.spec import Spec
 
 from .llm_client import CLIENT_OPTIONS, ChatRequest, LLMClient, LLMSettings
 from .llm_parsing import labelled_items
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["LiteLLMDescriber", "compose_grid", "data_url", "register_scorers"]
 
@@ -58,6 +59,8 @@ def compose_grid(patches: Sequence[Image.Image], cell: int = 192) -> Image.Image
     Returns:
         An RGB image of ``ceil(sqrt(n))`` columns, patches separated by gray gaps.
     """
+    from PIL import Image
+
     if not patches:
         raise ValueError("compose_grid needs at least one patch")
     columns = math.ceil(math.sqrt(len(patches)))

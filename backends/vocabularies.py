@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from neurolabel.plugin_core.data.imagenet import readable_class_names
 from neurolabel.plugin_core.data.vocabulary import Vocabulary
 from neurolabel.plugin_core.errors import (
     MissingExtraError,
@@ -126,27 +127,22 @@ _HEADER = ("concept", "category")
 
 
 def imagenet_classes() -> list[str]:
-    """The 1000 ImageNet-1k class names, in class-index order.
+    """The 1000 ImageNet-1k class names, in class-index order, as people read them.
 
-    The names are torchvision's (``torchvision.models._meta._IMAGENET_CATEGORIES``), with
-    one change: class 264 ``"Cardigan"`` (the corgi) becomes ``"Cardigan Welsh corgi"``, its
-    full WordNet name, because lower-casing would otherwise merge it with class 474
-    ``"cardigan"`` (the sweater) and break the index alignment.
+    The curated names of :func:`~neurolabel.plugin_core.data.imagenet.readable_class_names`
+    ("ring-tailed lemur", not WordNet's first lemma "Madagascar cat"; "Cardigan Welsh
+    Corgi" apart from the sweater "cardigan"). Two pairs of classes share a name
+    ("missile", "sunglasses"), so the ``imagenet`` vocabulary has 998 concepts.
 
     Returns:
-        A list of 1000 distinct names; name ``i`` is class ``i``.
+        A list of 1000 names; name ``i`` is class ``i``.
 
     Examples:
         >>> names = imagenet_classes()
-        >>> len(names), names[0], names[264]
-        (1000, 'tench', 'Cardigan Welsh corgi')
+        >>> len(names), names[0], names[264], names[383]
+        (1000, 'tench', 'Cardigan Welsh Corgi', 'ring-tailed lemur')
     """
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-
-    names = list(_IMAGENET_CATEGORIES)
-    if names[264] == "Cardigan":
-        names[264] = "Cardigan Welsh corgi"
-    return names
+    return list(readable_class_names())
 
 
 def _imagenet_factory(spec: Spec, ctx: Any) -> Callable[[], Vocabulary]:

@@ -135,7 +135,8 @@ def run_ours(args, count: int) -> dict:
 
 def run_baseline(args, count: int) -> dict:
     from neurolabel import build_context, resolve_model, resolve_vocabulary
-    from neurolabel.plugin_core.data.images import ProbeDataset, as_image_source
+    from neurolabel.plugin_core.data.images import as_image_source
+    from neurolabel.plugin_core.data.probe_dataset import ProbeDataset
     from neurolabel.plugin_core.pipeline.aggregation import soft_wpmi
     from neurolabel.plugin_core.pipeline.exemplar_pass import autocast_for
     from neurolabel.plugin_core.pipeline.topk import per_image_activation

@@ -59,7 +59,7 @@ def _labeler(args, count):
 
 def time_both(args) -> dict[str, float]:
     """Bare forward and extraction over the same DataLoader, interleaved, best of repeats."""
-    from neurolabel.plugin_core.data.images import ProbeDataset
+    from neurolabel.plugin_core.data.probe_dataset import ProbeDataset
 
     labeler, source, steps = _labeler(args, args.images)
     loaded = labeler.loaded

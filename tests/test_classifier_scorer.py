@@ -252,3 +252,22 @@ def test_conse_embedding_is_nearest_its_true_class_name(packaged_scorer):
     nearest = (packaged_scorer.encode_images(images) @ packaged_scorer.class_embeddings.T).argmax(1)
     # Measured on all 500 sample images with the defaults: 81 % (lite1 top-1: 84 %).
     assert (nearest == truth).sum() >= 7, [row["class_name"] for row in rows]
+
+
+def test_known_texts_are_read_from_disk_without_loading_the_model(tmp_path):
+    path = str(text_embedding.default_model_path())
+    first = text_embedding._load.__wrapped__(path, "cpu")
+    first.attach_cache(tmp_path)
+    embedded = first.encode(["zebra", "striped horse"])
+    assert list((tmp_path / "text_embeddings").glob("*.pt"))
+
+    loads = []
+
+    def never() -> None:
+        loads.append(1)
+        raise AssertionError("the model was loaded for texts already on disk")
+
+    second = text_embedding.TextEmbedder(never, path, torch.device("cpu"))
+    second.attach_cache(tmp_path)
+    assert torch.equal(second.encode(["striped horse", "zebra"]), embedded.flip(0))
+    assert second.dim == 384 and not loads

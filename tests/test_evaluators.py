@@ -31,6 +31,24 @@ def test_exact_match_and_class_names(ctx):
     assert figures == {"top1": pytest.approx(1 / 3), "top5": pytest.approx(2 / 3), "units": 3}
 
 
+def test_an_imagenet_class_counts_under_any_of_its_names(ctx):
+    from neurolabel.plugin_core.data.imagenet import readable_class_names
+
+    names = list(readable_class_names())
+    neurons = [NeuronExplanation("fc", u, [["tench", 1.0]]) for u in range(1000)]
+    neurons[383] = NeuronExplanation("fc", 383, [["madagascar cat", 2.0]])  # WordNet's lemma
+    neurons[282] = NeuronExplanation("fc", 282, [["tiger cat", 2.0]])  # the readable name
+    neurons[264] = NeuronExplanation("fc", 264, [["cardigan", 2.0]])  # the sweater, not a corgi
+    result = LabelingResult(
+        {"name": "m", "class_names": names},
+        {"fc": {"kind": "vector", "units": 1000}},
+        {"fc": neurons},
+    )
+    assert names[383] == "ring-tailed lemur"
+    figures = AccuracyEvaluator(None).evaluate(result, ctx)
+    assert figures["top1"] == pytest.approx(3 / 1000)  # tench (unit 0), 383 and 282
+
+
 def test_ground_truth_csv_with_synonyms(tmp_path):
     path = tmp_path / "gt.csv"
     path.write_text("layer,unit,label\nfc,0,Puppy\nfc,0,dog\n")
@@ -73,11 +91,11 @@ def test_layer_profile_counts_categories(ctx):
         "early": [
             NeuronExplanation("early", 0, [["red", 1.0]]),
             NeuronExplanation("early", 1, [["blue", 1.0]]),
-            NeuronExplanation("early", 2, [["tabby", 1.0]]),
+            NeuronExplanation("early", 2, [["tabby cat", 1.0]]),
             NeuronExplanation("early", 3, [], dead=True),
         ],
         "late": [
-            NeuronExplanation("late", 0, [["tabby", 1.0]]),
+            NeuronExplanation("late", 0, [["tabby cat", 1.0]]),
             NeuronExplanation("late", 1, [["zebra", 1.0]]),
         ],
     }

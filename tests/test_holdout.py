@@ -44,7 +44,7 @@ def test_split_is_disjoint_complete_and_seeded(folder):
         "fraction": 0.25,
         "seed": 3,
         "count": 12,
-        "images": [str(source.paths[i]) for i in held.indices],
+        "images": [source.paths[i].name for i in held.indices],  # relative to the folder
     }
     assert held.describe(0) == str(source.paths[held.indices[0]])
     assert probe.fingerprint() not in (source.fingerprint(), held.fingerprint())

@@ -359,7 +359,11 @@ def test_report_in_a_headless_browser(browser, tmp_path):
         ".every(function (e) { return e.name.indexOf('data:') === 0; })"
     )
 
-    # the first page of cards is drawn, with decoded images, boxes and heatmaps
+    # the page opens on the overview; a layer's first page of cards is drawn when opened,
+    # with decoded images, boxes and heatmaps
+    assert run_js("return !document.getElementById('overview').hidden")
+    assert run_js("return document.getElementById('layer-0').hidden")
+    run_js("location.hash = '#layer-0'")
     assert run_js("return document.querySelectorAll('#layer-0 .card').length") == 24
     assert run_js(
         "return Array.from(document.querySelectorAll('#layer-0 .card img'))"

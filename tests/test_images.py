@@ -8,11 +8,11 @@ from PIL import Image
 from neurolabel.plugin_core.data.images import (
     FolderSource,
     ImageLoadError,
-    ProbeDataset,
     as_image_source,
     to_rgb,
 )
 from neurolabel.plugin_core.data.preprocessing import Preprocessing
+from neurolabel.plugin_core.data.probe_dataset import ProbeDataset
 from neurolabel.plugin_core.errors import EmptyInputError, NeurolabelError
 
 

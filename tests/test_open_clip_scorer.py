@@ -312,3 +312,41 @@ def test_patches_preprocessed_in_workers_embed_as_encode_images(scorer, images, 
     expected = scorer.encode_images(crops) @ scorer.encode_texts(["red", "dog"]).T
     torch.testing.assert_close(scores.rows_for(keys), expected, atol=1e-5, rtol=1e-4)
     assert scores.thumbnails[("layer", 0, 0)].size == (18, 15)
+
+
+def test_hub_weights_offline_fail_at_once_with_one_message(ctx, monkeypatch, capfd):
+    import time
+
+    from neurolabel.backends import open_clip_scorer
+    from neurolabel.plugin_core.errors import NeurolabelError
+
+    monkeypatch.setattr(open_clip_scorer, "hub_reachable", lambda: False)
+    started = time.perf_counter()
+    with pytest.raises(NeurolabelError) as raised:
+        ctx.registries.scorers.resolve("open_clip:ViT-B-32/laion2b_s34b_b79k", ctx)
+    message = str(raised.value)
+    assert "cannot be reached" in message and "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in message
+    assert "--trust-pickle" in message and ".." not in message
+    assert time.perf_counter() - started < 10
+    # Weights the cache claims to have are read without asking the hub: no retries logged.
+    monkeypatch.setattr(open_clip_scorer, "cached_hub_file", lambda repo, files: "/cached")
+    with pytest.raises(NeurolabelError, match="Could not load open_clip weights") as raised:
+        ctx.registries.scorers.resolve("open_clip:ViT-B-32/laion2b_s34b_b79k", ctx)
+    assert "\n" not in str(raised.value) and ".." not in str(raised.value)
+    printed = capfd.readouterr()
+    assert "Retrying" not in printed.err + printed.out and "ERROR:root" not in printed.err
+    assert time.perf_counter() - started < 20
+
+
+def test_where_hub_weights_live():
+    import open_clip
+
+    from neurolabel.backends.open_clip_scorer import _hub_weights
+
+    repo, files = _hub_weights(open_clip, "ViT-B-32", "laion2b_s34b_b79k")
+    assert repo == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    assert files == ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    assert _hub_weights(open_clip, "hf-hub:timm/ViT-B-16-SigLIP", None)[0] == (
+        "timm/ViT-B-16-SigLIP"
+    )
+    assert _hub_weights(open_clip, "ViT-B-32", None) is None

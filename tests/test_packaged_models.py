@@ -15,6 +15,7 @@ from torchvision.models._meta import _IMAGENET_CATEGORIES
 
 from neurolabel.adapters import packaged_models
 from neurolabel.adapters.packaged_models import PACKAGED_MODELS, PackagedModel, map_by_position
+from neurolabel.backends.vocabularies import imagenet_classes
 from neurolabel.plugin_core.errors import MissingExtraError, NeurolabelError, SpecError
 from neurolabel.plugin_core.plugins.contracts import LoadedModel
 
@@ -48,7 +49,9 @@ def synthetic_images(size: int = 224) -> list[Image.Image]:
 def test_lite0_loads_as_imagenet_classifier(lite0: LoadedModel) -> None:
     assert not lite0.model.training
     assert lite0.name == "packaged:efficientnet_lite0"
-    assert lite0.class_names == list(_IMAGENET_CATEGORIES)
+    assert lite0.class_names == imagenet_classes()
+    assert lite0.class_names[383] == "ring-tailed lemur"  # not WordNet's "Madagascar cat"
+    assert len(lite0.class_names) == len(_IMAGENET_CATEGORIES)
     p = lite0.preprocessing
     assert (p.crop_size, p.resize_size, p.mean, p.std, p.interpolation) == (
         (224, 224),

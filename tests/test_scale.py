@@ -212,7 +212,7 @@ def test_scoring_plan_picks_the_cheaper_encoding(image_dir):
     assert any(e.box for e in few.explanation("block1", 0).exemplars)
     forced = make_labeler(scoring="patches").run(image_dir)
     assert forced.settings["scoring"]["mode"] == "patches"
-    assert "forced" in forced.settings["scoring"]["reason"]
+    assert "asked for with scoring='patches'" in forced.settings["scoring"]["reason"]
     with pytest.raises(NeurolabelError, match="scoring="):
         make_labeler(scoring="cheapest")
     with pytest.raises(NeurolabelError, match="patches='activation' would be ignored"):

@@ -166,3 +166,66 @@ def test_reservoir_is_the_bottom_k_of_every_cell_key():
     assert batch_cell_keys(batch, 4) is first
     batch += 1
     assert torch.equal(batch_cell_keys(batch, 4), batch_cell_keys(torch.tensor([2, 3]), 4))
+
+
+def best_per_group(acts: torch.Tensor, groups: torch.Tensor, k: int):
+    """Per neuron: the best image of each group, the k best groups (value desc, id asc)."""
+    scores = acts.amax(dim=(2, 3)) if acts.ndim == 4 else acts
+    out_ids, out_values = [], []
+    for unit in range(scores.shape[1]):
+        best: dict[int, tuple[float, int]] = {}
+        for image in range(scores.shape[0]):
+            value, group = float(scores[image, unit]), int(groups[image])
+            if group not in best or (-value, image) < (-best[group][0], best[group][1]):
+                best[group] = (value, image)
+        ranked = sorted(best.values(), key=lambda pair: (-pair[0], pair[1]))[:k]
+        ranked += [(float("-inf"), -1)] * (k - len(ranked))
+        out_values.append([v for v, _ in ranked])
+        out_ids.append([i for _, i in ranked])
+    return torch.tensor(out_values), torch.tensor(out_ids)
+
+
+@pytest.mark.parametrize("spatial", [True, False])
+def test_one_exemplar_per_group_matches_brute_force_in_batches_shards_and_resumes(spatial):
+    torch.manual_seed(1)
+    images = 157
+    acts = torch.randn(images, 6, 4, 5) if spatial else torch.randn(images, 6)
+    acts[10:20] = acts[10:11]  # ties across groups: the lower image index wins
+    groups = torch.randint(0, 23, (images,))
+    values, ids = best_per_group(acts, groups, k=7)
+
+    def stream(parts: list[range]) -> StreamingTopK:
+        topk = StreamingTopK(k=7, distinct_groups=True)
+        for part in parts:
+            index = torch.tensor(list(part))
+            topk.update(acts[index], index, groups[index])
+        return topk
+
+    single = stream([range(s, min(s + 13, images)) for s in range(0, images, 13)])
+    state = single.finalize()
+    assert torch.equal(state.ids, ids) and torch.allclose(state.values, values)
+    # every neuron's exemplars come from distinct groups
+    for row in state.ids.tolist():
+        kept = [int(groups[i]) for i in row if i >= 0]
+        assert len(kept) == len(set(kept))
+    # shards merged, and a state saved and resumed, give the same exemplars
+    shard_a = stream([range(0, 70), range(140, images)])
+    shard_b = stream([range(70, 140)])
+    shard_a.merge(shard_b.state_dict())
+    assert torch.equal(shard_a.finalize().ids, ids)
+    resumed = StreamingTopK(k=7, distinct_groups=True)
+    resumed.load_state_dict(stream([range(0, 90)]).state_dict())
+    resumed.update(acts[90:], torch.arange(90, images), groups[90:])
+    assert torch.equal(resumed.finalize().ids, ids)
+
+
+def test_fewer_groups_than_k_leaves_empty_slots():
+    topk = StreamingTopK(k=4, distinct_groups=True)
+    topk.update(torch.tensor([[1.0], [3.0], [2.0]]), torch.arange(3), torch.tensor([5, 5, 9]))
+    state = topk.finalize()
+    assert state.ids.tolist() == [[1, 2, -1, -1]]
+    assert state.values[0, 2:].isinf().all()
+    with pytest.raises(ValueError, match="needs the group"):
+        topk.update(torch.ones(1, 1), torch.tensor([3]))
+    with pytest.raises(ValueError, match="made with"):  # a grouped state is not an ungrouped one
+        StreamingTopK(k=4).load_state_dict(topk.state_dict())

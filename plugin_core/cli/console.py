@@ -11,5 +11,8 @@ from rich.console import Console
 console = Console()
 err_console = Console(stderr=True)
 
-Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
-AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+Device = Annotated[
+    str, typer.Option("--device", help="auto, cpu, cuda or cuda:N", metavar="DEVICE")
+]
+#: Flags take no value: an empty metavar keeps help from showing a type for them.
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output", metavar="")]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..data.bundled_images import write_probe_images
+from ..data.bundled_images import QUADRANT_SOURCE_PATTERN, write_probe_images
 from ..pipeline.settings import LabelingSettings
 from .console import console
 
@@ -35,6 +35,8 @@ DEMO_LAYERS = ("bn1", "blocks.2", "blocks.4", "blocks.6", "classifier")
 #: Patches close to the thresholded region: early units' receptive fields are small, and a
 #: larger minimum would fill their patches with surrounding context.
 DEMO_MIN_PATCH = 0.1
+
+
 def predicted_classes(loaded: Any, folder: Path) -> list[int]:
     """The classes the model predicts (top-1) for the images of ``folder``, sorted."""
     import torch
@@ -105,9 +107,11 @@ def run_demo(
         progress=progress,
         batch_size=16,
         min_patch_size=DEMO_MIN_PATCH,
-        # 80 photographs are fewer than the exemplar slots, so the cost plan would score
+        # 95 images are fewer than the exemplar slots, so the cost plan would score
         # whole images; at this size patches cost seconds and show what each neuron saw.
         scoring="patches",
+        # A photograph and its quadrants are one source: exemplars show different photos.
+        source_pattern=QUADRANT_SOURCE_PATTERN,
     )
     labeler = NeuronLabeler(loaded, layers=list(DEMO_LAYERS), settings=settings, context=ctx)
     result = labeler.run(images)
@@ -117,13 +121,13 @@ def run_demo(
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Result folder")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Result folder", metavar="DIR")] = Path(
         "neurolabel-demo"
     ),
-    units: Annotated[int, typer.Option(help="Units explained per hidden layer")] = 32,
-    top_k: Annotated[int, typer.Option("--top-k")] = 5,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    units: Annotated[int, typer.Option(help="Units explained per hidden layer", metavar="N")] = 32,
+    top_k: Annotated[int, typer.Option("--top-k", metavar="K")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda", metavar="DEVICE")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="")] = False,
 ) -> None:
     """Explain EfficientNet-Lite0 offline: packaged weights, bundled photos, no download."""
     from ..plugins.resolve import build_context, resolve_vocabulary
@@ -153,6 +157,7 @@ def demo(
         f"among their top-5 labels: {own}/{len(logits)}"
     )
     console.print(
-        f"Wrote {out / 'result.json'}, {out / 'descriptions.csv'}, patches/ and "
-        f"{out / 'report.html'} (open it in a browser)"
+        f"Wrote {out / 'result.json'}, {out / 'descriptions.csv'}, {out / 'patches'}/ and "
+        f"{out / 'report.html'} (open it in a browser)",
+        highlight=False,
     )

@@ -60,7 +60,8 @@ def explain(
         str,
         typer.Argument(
             help="Model spec: torchvision:resnet18, timm:NAME, file:PATH, python:mod:fn, "
-            "packaged:efficientnet_lite0"
+            "packaged:efficientnet_lite0",
+            metavar="MODEL",
         ),
     ],
     layer: Annotated[
@@ -70,58 +71,76 @@ def explain(
             "-l",
             help="Layer to explain (repeatable); a pattern names several: 'layer3.*.conv2', "
             "'type:Conv2d' (every convolution)",
+            metavar="LAYER",
         ),
     ],
-    images: Annotated[Path, typer.Option("--images", "-i", help="Folder of probing images")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Result folder")] = Path(
+    images: Annotated[
+        Path, typer.Option("--images", "-i", help="Folder of probing images", metavar="DIR")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Result folder", metavar="DIR")] = Path(
         "neurolabel-out"
     ),
-    scorer: Annotated[str, typer.Option(help="Scorer spec")] = DEFAULTS.scorer,
+    scorer: Annotated[str, typer.Option(help="Scorer spec", metavar="SPEC")] = DEFAULTS.scorer,
     vocab: Annotated[
-        str, typer.Option("--vocab", help="Vocabulary spec, '+' joins")
+        str, typer.Option("--vocab", help="Vocabulary spec, '+' joins", metavar="SPEC")
     ] = DEFAULTS.vocabulary,
-    top_k: Annotated[int, typer.Option("--top-k", help="Exemplars per neuron")] = DEFAULTS.top_k,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="Exemplars per neuron", metavar="K")
+    ] = DEFAULTS.top_k,
     aggregation: Annotated[
         str,
         typer.Option(
             help="default, contrast, mean, soft-wpmi, wpmi, cos-cubed; options after '?', "
-            "e.g. 'contrast?correlation=1'"
+            "e.g. 'contrast?correlation=1'",
+            metavar="SPEC",
         ),
     ] = DEFAULTS.aggregation,
-    extractor: Annotated[str, typer.Option(help="Extractor spec")] = DEFAULTS.extractor,
-    units: Annotated[str | None, typer.Option(help="Units to explain, e.g. 0-63,100")] = None,
+    extractor: Annotated[
+        str, typer.Option(help="Extractor spec", metavar="SPEC")
+    ] = DEFAULTS.extractor,
+    units: Annotated[
+        str | None, typer.Option(help="Units to explain, e.g. 0-63,100", metavar="UNITS")
+    ] = None,
     threshold: Annotated[
-        str, typer.Option(help="Patch threshold: quantile or otsu")
+        str, typer.Option(help="Patch threshold: quantile or otsu", metavar="METHOD")
     ] = DEFAULTS.threshold,
     patches: Annotated[
         str,
         typer.Option(
             help="auto, activation (cut from the map), whole (images), or an attribution "
-            "patcher: gradcam[:LAYER], gradient, integrated-gradients, conductance"
+            "patcher: gradcam[:LAYER], gradient, integrated-gradients, conductance",
+            metavar="MODE",
         ),
     ] = DEFAULTS.patches,
     activation: Annotated[
-        str, typer.Option(help="Rank images by map max or mean")
+        str, typer.Option(help="Rank images by map max or mean", metavar="max|mean")
     ] = DEFAULTS.activation,
     device: Device = DEFAULTS.device,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = DEFAULTS.batch_size,
-    num_workers: Annotated[int, typer.Option("--num-workers")] = DEFAULTS.num_workers,
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="N")] = DEFAULTS.batch_size,
+    num_workers: Annotated[int, typer.Option("--num-workers", metavar="N")] = DEFAULTS.num_workers,
     trust_pickle: Annotated[
         bool,
         typer.Option(
             "--trust-pickle",
             help="Allow unpickling a whole module from file: (runs code from the file)",
+            metavar="",
         ),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or table")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or table", metavar="")
+    ] = False,
     no_html: Annotated[
-        bool, typer.Option("--no-html", help="Do not write the HTML report (OUT/report.html)")
+        bool,
+        typer.Option(
+            "--no-html", help="Do not write the HTML report (OUT/report.html)", metavar=""
+        ),
     ] = False,
     describer: Annotated[
         str | None,
         typer.Option(
             help="Chat VLM naming each neuron from its patches, fused with the scorer's "
-            "ranking: litellm:MODEL[?mode=constrained&candidates=20&weight=0.5]"
+            "ranking: litellm:MODEL[?mode=constrained&candidates=20&weight=0.5]",
+            metavar="SPEC",
         ),
     ] = None,
     summarize: Annotated[
@@ -133,42 +152,67 @@ def explain(
     ] = None,
     yes: Annotated[
         bool,
-        typer.Option("--yes", "-y", help="Send large LLM/VLM runs without asking (cost estimate)"),
+        typer.Option(
+            "--yes", "-y", help="Send large LLM/VLM runs without asking (cost estimate)", metavar=""
+        ),
     ] = False,
     scoring: Annotated[
         str,
         typer.Option(
             help="auto (the cheaper to encode), patches (each exemplar's patch) or images "
-            "(whole images, CLIP-Dissect's way)"
+            "(whole images, CLIP-Dissect's way)",
+            metavar="MODE",
         ),
     ] = DEFAULTS.scoring,
     precision: Annotated[
-        str, typer.Option(help="fp32, bf16 or fp16 (autocast for the target and the scorer)")
+        str,
+        typer.Option(
+            help="fp32, bf16 or fp16 (autocast for the target and the scorer)",
+            metavar="fp32|bf16|fp16",
+        ),
     ] = DEFAULTS.precision,
     channels_last: Annotated[
-        bool, typer.Option("--channels-last", help="Channels-last batches (faster on GPUs)")
+        bool,
+        typer.Option("--channels-last", help="Channels-last batches (faster on GPUs)", metavar=""),
     ] = False,
     resume: Annotated[
         bool,
         typer.Option(
             "--resume",
             help="Continue an interrupted run from OUT's checkpoint (same result as one run)",
+            metavar="",
         ),
     ] = False,
     checkpoint_every: Annotated[
-        int, typer.Option("--checkpoint-every", help="Batches between checkpoints (0: never)")
+        int,
+        typer.Option(
+            "--checkpoint-every", help="Batches between checkpoints (0: never)", metavar="N"
+        ),
     ] = DEFAULTS.checkpoint_every,
     no_cache: Annotated[
         bool,
-        typer.Option("--no-cache", help="Neither read nor write the exemplar (activation) cache"),
+        typer.Option(
+            "--no-cache", help="Neither read nor write the exemplar (activation) cache", metavar=""
+        ),
     ] = False,
     holdout: Annotated[
         float | None,
         typer.Option(
             help="Share of the images set aside (not used for labeling) and recorded in the "
-            "result, for --metric faithfulness"
+            "result, for --metric faithfulness",
+            metavar="SHARE",
         ),
     ] = None,
+    source_pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--source-pattern",
+            metavar="REGEX",
+            help="Images whose paths give the same first group of REGEX are views of one "
+            "source (crops, frames, tiles): a neuron keeps one exemplar per source, e.g. "
+            "'(.+)_crop[0-9]+[.]png$'",
+        ),
+    ] = DEFAULTS.source_pattern,
     metric: Annotated[
         list[str] | None,
         typer.Option(
@@ -176,6 +220,7 @@ def explain(
             "-m",
             help="Evaluator spec run on the result before it is saved (repeatable), e.g. "
             "faithfulness (on the --holdout images) or accuracy",
+            metavar="SPEC",
         ),
     ] = None,
 ) -> None:
@@ -227,6 +272,7 @@ def explain(
         checkpoint_every=checkpoint_every,
         resume=resume,
         holdout=holdout,
+        source_pattern=source_pattern,
     )
     labeler = NeuronLabeler(
         model, layers=layer, settings=settings, describer=chosen_describer, context=ctx

@@ -9,15 +9,17 @@ from typing import Annotated
 
 import typer
 
-from .console import Device, console, err_console
+from .console import AsJson, Device, console, err_console
 
 
 def report(
     result_path: Annotated[
         Path, typer.Argument(metavar="RESULT", help="Result folder or result.json")
     ],
-    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Only this layer")] = None,
-    limit: Annotated[int, typer.Option(help="Rows per layer (0 = all)")] = 20,
+    layer: Annotated[
+        str | None, typer.Option("--layer", "-l", help="Only this layer", metavar="LAYER")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Rows per layer (0 = all)", metavar="N")] = 20,
     neuron: Annotated[
         str | None,
         typer.Option(
@@ -26,11 +28,22 @@ def report(
     ] = None,
     html: Annotated[
         Path | None,
-        typer.Option("--html", help="Write the self-contained HTML report to this file"),
+        typer.Option(
+            "--html", help="Write the self-contained HTML report to this file", metavar="FILE"
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON (the result, the layer or the neuron)")
     ] = False,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            "-i",
+            metavar="DIR",
+            help="The probing images' folder, when it moved since the result was made",
+        ),
+    ] = None,
 ) -> None:
     """Show a saved result: per-layer tables, one neuron, JSON, or an HTML report."""
     from ..data.result import LabelingResult
@@ -50,7 +63,11 @@ def report(
     if html is not None:
         from ..reporting.html_report import write_html_report
 
-        written = write_html_report(result, html, folder=folder)
+        if images is not None and not images.is_dir():
+            from ..errors import NeurolabelError
+
+            raise NeurolabelError(f"--images {images}: no such folder")
+        written = write_html_report(result, html, folder=folder, image_root=images)
         # With --json, stdout carries only the JSON.
         (err_console if as_json else console).print(
             f"Wrote {written} ({written.stat().st_size / 1e6:.1f} MB)", highlight=False
@@ -59,9 +76,9 @@ def report(
             return
     if chosen is not None:
         if as_json:
-            print(json.dumps(neuron_json(result, *chosen, folder=folder), indent=1))
+            print(json.dumps(neuron_json(result, *chosen, folder, images), indent=1))
         else:
-            console.print(neuron_report(result, *chosen, folder=folder))
+            console.print(neuron_report(result, *chosen, folder, images))
         return
     if as_json:
         data = result.to_dict()
@@ -80,23 +97,34 @@ def evaluate(
     metric: Annotated[
         list[str],
         typer.Option(
-            "--metric", "-m", help="Evaluator spec (repeatable), e.g. accuracy?ground_truth=gt.csv"
+            "--metric",
+            "-m",
+            help="Evaluator spec (repeatable), e.g. accuracy?ground_truth=gt.csv",
+            metavar="SPEC",
         ),
     ],
     device: Device = "auto",
+    as_json: AsJson = False,
 ) -> None:
-    """Run evaluators on a saved result and store their figures in it."""
-    from ..data.atomic import atomic_write
-    from ..data.result import RESULT_FILE, LabelingResult
+    """Run evaluators on a saved result, store their figures in it and show them as tables."""
+    from ..data.result import RESULT_FILE, LabelingResult, json_safe
     from ..plugins.resolve import build_context
+    from ..reporting.terminal import metrics_report
 
     ctx = build_context(device)
     result = LabelingResult.load(result_path)
-    for spec in metric:
-        evaluator = ctx.registries.evaluators.resolve(spec, ctx)
-        figures = evaluator.evaluate(result, ctx)
-        result.metrics[evaluator.name] = figures
-        console.print(f"[bold]{evaluator.name}[/bold]: {json.dumps(figures)}")
+    # Every spec resolved first: a typo in the last one fails before any long evaluation.
+    evaluators = [ctx.registries.evaluators.resolve(spec, ctx) for spec in metric]
+    figures = {}
+    for evaluator in evaluators:
+        with err_console.status(f"Evaluating {evaluator.name}"):
+            figures[evaluator.name] = evaluator.evaluate(result, ctx)
+        result.metrics[evaluator.name] = figures[evaluator.name]
     target = result_path / RESULT_FILE if result_path.is_dir() else result_path
-    with atomic_write(target) as handle:
-        json.dump(result.to_dict(), handle, indent=1)
+    result.save_json(target)
+    if as_json:
+        print(json.dumps(json_safe(figures), indent=1))
+        return
+    for table in metrics_report(result, names=list(figures)):
+        console.print(table)
+    console.print(f"Stored in {target}", highlight=False)

@@ -5,6 +5,7 @@ The demo probes with them, and so can anyone trying neurolabel without a dataset
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,15 +34,52 @@ SKIMAGE_PHOTOS = (
     "rocket.jpg",
     "page.png",
 )
+#: Photographs other installed packages ship, as ``package:file`` (scikit-learn comes
+#: with the offline extra's sentence-transformers; matplotlib with neurolabel).
+OTHER_PHOTOS = (
+    "sklearn:china.jpg",
+    "sklearn:flower.jpg",
+    "matplotlib:grace_hopper.jpg",
+)
+#: Every bundled photograph: the demo's probing set.
+PHOTOS = SKIMAGE_PHOTOS + OTHER_PHOTOS
+#: Names :func:`bundled_photographs` gives an image: ``stem`` or ``stem_qRC``; this pattern's
+#: first group is the photograph's stem, so its quadrants count as one source.
+QUADRANT_SOURCE_PATTERN = r"([^/\\]+?)(?:_q[01][01])?\.[a-z]+$"
+
+_FOLDERS = {
+    "skimage": ("data",),
+    "sklearn": ("datasets", "images"),
+    "matplotlib": ("mpl-data", "sample_data"),
+}
 
 
-def bundled_photographs(names: Sequence[str] = SKIMAGE_PHOTOS) -> Iterator[tuple[str, Image.Image]]:
-    """The real photographs scikit-image ships (no download), each then its four quadrants.
+def photograph_path(name: str) -> Path | None:
+    """Where an installed package keeps the photograph ``name`` (``file`` in scikit-image,
+    or ``package:file``), or None when it is not installed.
 
-    Quadrants give each neuron more, smaller exemplars (objects at other scales).
+    Examples:
+        >>> photograph_path("chelsea.png").name, photograph_path("sklearn:nothing.jpg")
+        ('chelsea.png', None)
+    """
+    package, _, file = name.rpartition(":")
+    package = package or "skimage"
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations or package not in _FOLDERS:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*_FOLDERS[package], file)
+    return path if path.is_file() else None
+
+
+def bundled_photographs(names: Sequence[str] = PHOTOS) -> Iterator[tuple[str, Image.Image]]:
+    """Real photographs installed packages ship (no download), each then its four quadrants.
+
+    Quadrants give each neuron more, smaller exemplars (objects at other scales); with
+    ``source_pattern=QUADRANT_SOURCE_PATTERN`` a neuron keeps at most one view per photo.
 
     Args:
-        names: File names in scikit-image's data folder; missing ones are passed over.
+        names: File names in scikit-image's data folder, or ``package:file`` (see
+            :data:`OTHER_PHOTOS`); missing ones are passed over.
 
     Returns:
         An iterator of ``(name, RGB PIL image)``: ``stem`` for a photo, ``stem_qRC`` for the
@@ -50,18 +88,18 @@ def bundled_photographs(names: Sequence[str] = SKIMAGE_PHOTOS) -> Iterator[tuple
     Examples:
         >>> [name for name, _ in bundled_photographs(["chelsea.png"])]
         ['chelsea', 'chelsea_q00', 'chelsea_q01', 'chelsea_q10', 'chelsea_q11']
+        >>> len(list(bundled_photographs())) >= 5 * len(SKIMAGE_PHOTOS)
+        True
     """
-    import skimage
     from PIL import Image
 
-    source = Path(skimage.__file__).parent / "data"
     for name in names:
-        path = source / name
-        if not path.is_file():
+        path = photograph_path(name)
+        if path is None:
             continue
         with Image.open(path) as opened:
             image = opened.convert("RGB")
-        stem = Path(name).stem
+        stem = path.stem
         yield stem, image
         width, height = image.size
         for row in range(2):
@@ -90,5 +128,5 @@ def write_probe_images(folder: Path) -> int:
         image.save(folder / f"{name}.png")
         count += 1
     if count == 0:
-        raise NeurolabelError("scikit-image's bundled photographs were not found")
+        raise NeurolabelError("No bundled photographs were found (is scikit-image installed?)")
     return count

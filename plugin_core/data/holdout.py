@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from ..errors import EmptyInputError, NeurolabelError
-from .images import ImageLoadError, ImageSource, open_image
+from .images import ImageLoadError, ImageSource, SkippedInput, open_image
+from .result_files import ResultFiles
 
 
 class SubsetSource(ImageSource):
@@ -55,6 +56,9 @@ class SubsetSource(ImageSource):
     def describe(self, index: int) -> str:
         return self.parent.describe(self.indices[index])
 
+    def name(self, index: int) -> str:
+        return self.parent.name(self.indices[index])
+
     def size(self, index: int) -> tuple[int, int]:
         return self.parent.size(self.indices[index])
 
@@ -73,7 +77,7 @@ class SubsetSource(ImageSource):
     @property
     def root(self) -> Path | None:
         """The parent folder, when the parent is a folder."""
-        return getattr(self.parent, "root", None)
+        return self.parent.root
 
 
 class PathListSource(ImageSource):
@@ -84,13 +88,20 @@ class PathListSource(ImageSource):
         name: What the list is, for messages (e.g. ``held-out images of result.json``).
     """
 
-    def __init__(self, paths: Sequence[str | Path], name: str = "image list") -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        name: str = "image list",
+        skipped: Sequence[SkippedInput] = (),
+    ) -> None:
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise EmptyInputError(f"The {name} is empty")
-        self.name = name
-        self.skipped_upfront = []
-        self.root = Path(name)
+        self.label = name
+        self.skipped_upfront = list(skipped)
+
+    def __str__(self) -> str:
+        return self.label
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -113,7 +124,7 @@ class PathListSource(ImageSource):
 
 
 def split_holdout(
-    source: ImageSource, fraction: float, seed: int = 0
+    source: ImageSource, fraction: float, seed: int = 0, groups: Sequence[int] | None = None
 ) -> tuple[SubsetSource, SubsetSource]:
     """Set a random share of the images aside: ``(probing part, held-out part)``.
 
@@ -124,6 +135,10 @@ def split_holdout(
         source: All images.
         fraction: Share held out, in ``(0, 1)``; at least one image stays on each side.
         seed: Random seed of the split.
+        groups: The source of each image (see
+            :func:`~neurolabel.plugin_core.data.image_groups.source_groups`): whole sources
+            are held out, so no crop of a held-out photo is probed (about ``fraction`` of
+            the images).
 
     Returns:
         The probing part (its ``holdout`` attribute holds :func:`holdout_record` of the
@@ -146,9 +161,28 @@ def split_holdout(
             f"holdout={fraction} of {count} image(s) leaves one side empty: use more images "
             "or another fraction"
         )
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    held = sorted(order[:held_count].tolist())
-    probe = sorted(order[held_count:].tolist())
+    generator = torch.Generator().manual_seed(seed)
+    if groups is None:
+        order = torch.randperm(count, generator=generator)
+        held = sorted(order[:held_count].tolist())
+    else:
+        members: dict[int, list[int]] = {}
+        for index, group in enumerate(groups):
+            members.setdefault(int(group), []).append(index)
+        names = list(members)
+        held = []
+        for position in torch.randperm(len(names), generator=generator).tolist():
+            if len(held) >= held_count:
+                break
+            held.extend(members[names[position]])
+        held.sort()
+        if len(held) >= count:
+            raise NeurolabelError(
+                f"holdout={fraction} would hold out every source (there are {len(names)}): "
+                "use more images or another fraction"
+            )
+    kept = set(held)
+    probe = [index for index in range(count) if index not in kept]
     probing, held_out = SubsetSource(source, probe, "probe"), SubsetSource(source, held, "holdout")
     probing.holdout = holdout_record(held_out, fraction, seed)
     return probing, held_out
@@ -189,15 +223,16 @@ def holdout_record(held: SubsetSource, fraction: float, seed: int) -> dict[str, 
         "fraction": fraction,
         "seed": seed,
         "count": len(held),
-        "images": [held.describe(i) for i in range(len(held))],
+        "images": [held.name(i) for i in range(len(held))],
     }
 
 
-def held_out_source(dataset: dict[str, Any]) -> PathListSource:
+def held_out_source(dataset: dict[str, Any], root: str | Path | None = None) -> PathListSource:
     """The held-out images a result recorded, as a source the evaluators can read.
 
     Args:
         dataset: ``result.dataset``.
+        root: The probing folder, when it is no longer where the result recorded it.
 
     Returns:
         A :class:`PathListSource` of the recorded paths.
@@ -218,4 +253,13 @@ def held_out_source(dataset: dict[str, Any]) -> PathListSource:
             "The result's held-out images came from an in-memory dataset and cannot be "
             "re-read from the result: pass images=DIR"
         )
-    return PathListSource(images, name="held-out images recorded in the result")
+    # Names under the recorded probing folder; one that leads out of it is not read.
+    files = ResultFiles(dataset, images=root)
+    paths, refused = [], []
+    for name in images:
+        path = files.image(str(name))
+        if path is None and str(name) in files.refused:
+            refused.append(SkippedInput(str(name), "refused: outside the probing folder"))
+        else:
+            paths.append(path or (files.root or Path()) / str(name))
+    return PathListSource(paths, "held-out images recorded in the result", refused)

@@ -1,4 +1,8 @@
-"""Probing images from a folder, a torch Dataset or an iterable of PIL images, read robustly."""
+"""Probing images from a folder, a torch Dataset or an iterable of PIL images, read robustly.
+
+Importing this module does not import torch (the report reads thumbnails through it);
+:mod:`.probe_dataset` holds the torch ``Dataset`` the exemplar pass loads them with.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import EmptyInputError, NeurolabelError
-from .preprocessing import Preprocessing
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
@@ -42,6 +43,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
         array = np.asarray(image, dtype=np.float64)
         low, high = float(array.min()), float(array.max())
         scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
@@ -85,8 +88,18 @@ class ImageSource:
         raise NotImplementedError
 
     def describe(self, index: int) -> str:
-        """A path or ``#index`` naming image ``index`` in results."""
+        """A path or ``#index`` naming image ``index`` in messages."""
         return f"#{index}"
+
+    def name(self, index: int) -> str:
+        """How a result records image ``index``: its path relative to :attr:`root` for a
+        folder (so the record survives moving both), ``#index`` otherwise."""
+        return self.describe(index)
+
+    @property
+    def root(self) -> Path | None:
+        """The folder the images are read from (None for in-memory images)."""
+        return None
 
     def size(self, index: int) -> tuple[int, int]:
         """``(width, height)`` of image ``index``."""
@@ -107,13 +120,13 @@ class FolderSource(ImageSource):
     extension are reported as skipped instead of silently ignored."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise NeurolabelError(f"Image folder {self.root} does not exist or is not a folder")
+        self.folder = Path(root)
+        if not self.folder.is_dir():
+            raise NeurolabelError(f"Image folder {self.folder} does not exist or is not a folder")
         self.paths: list[Path] = []
         self.skipped_upfront = []
-        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
-            if any(part.startswith(".") for part in path.relative_to(self.root).parts):
+        for path in sorted(p for p in self.folder.rglob("*") if p.is_file()):
+            if any(part.startswith(".") for part in path.relative_to(self.folder).parts):
                 continue
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 self.paths.append(path)
@@ -123,7 +136,7 @@ class FolderSource(ImageSource):
                 )
         if not self.paths:
             raise EmptyInputError(
-                f"No image files found in {self.root} "
+                f"No image files found in {self.folder} "
                 f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
 
@@ -136,6 +149,13 @@ class FolderSource(ImageSource):
     def describe(self, index: int) -> str:
         return str(self.paths[index])
 
+    def name(self, index: int) -> str:
+        return self.paths[index].relative_to(self.folder).as_posix()
+
+    @property
+    def root(self) -> Path:
+        return self.folder
+
     def size(self, index: int) -> tuple[int, int]:
         try:
             with Image.open(self.paths[index]) as image:  # reads the header only
@@ -146,7 +166,7 @@ class FolderSource(ImageSource):
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for path in self.paths:
-            digest.update(str(path.relative_to(self.root)).encode())
+            digest.update(str(path.relative_to(self.folder)).encode())
             digest.update(str(path.stat().st_size).encode())
         return digest.hexdigest()[:16]
 
@@ -167,6 +187,9 @@ def _item_to_image(item: Any) -> Image.Image:
         return to_rgb(item)
     if isinstance(item, (str, Path)):
         return open_image(Path(item))
+    import numpy as np
+    import torch
+
     if isinstance(item, torch.Tensor):
         from torchvision.transforms.functional import to_pil_image
 
@@ -188,7 +211,7 @@ class SequenceSource(ImageSource):
 
     def __init__(self, items: Sequence[Any], name: str = "") -> None:
         self.items = items
-        self.name = name or type(items).__name__
+        self.label = name or type(items).__name__
         self.skipped_upfront = []
         if len(items) == 0:
             raise EmptyInputError("The probing set is empty: give at least one image")
@@ -205,7 +228,7 @@ class SequenceSource(ImageSource):
             raise ImageLoadError(f"dataset item could not be read ({exc})") from None
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(f"{self.name}:{len(self.items)}".encode())
+        digest = hashlib.sha256(f"{self.label}:{len(self.items)}".encode())
         for index in range(min(len(self.items), 16)):
             try:
                 digest.update(self.load(index).tobytes()[:4096])
@@ -241,22 +264,3 @@ def as_image_source(images: Any) -> ImageSource:
         f"Cannot read images from a {type(images).__name__}: give a folder path, a torch "
         "Dataset, or an iterable of PIL images"
     )
-
-
-class ProbeDataset(torch.utils.data.Dataset):
-    """Preprocessed images for the DataLoader; unreadable ones come back flagged, not raised,
-    so one bad file never stops a run (and workers can report it)."""
-
-    def __init__(self, source: ImageSource, preprocessing: Preprocessing) -> None:
-        self.source = source
-        self.preprocessing = preprocessing
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
-        try:
-            return self.preprocessing(self.source.load(index)), index, ""
-        except ImageLoadError as exc:
-            height, width = self.preprocessing.crop_size
-            return torch.zeros(3, height, width), index, str(exc) or "unreadable"

@@ -11,11 +11,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LayerNotFoundError, NeurolabelError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: Prefix of a pattern over module class names rather than dotted names.
 TYPE_PREFIX = "type:"
@@ -54,6 +55,7 @@ def expand_layer_patterns(model: nn.Module, layers: Sequence[str]) -> list[str]:
             that do exist).
 
     Examples:
+        >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
         >>> expand_layer_patterns(net, ["type:Conv2d"])
         ['0', '2']
@@ -112,10 +114,13 @@ def layer_names(model: nn.Module, layers: Any) -> list[str]:
         The dotted names, in order, without duplicates.
 
     Examples:
+        >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
         >>> layer_names(net, [net[1], "0"])
         ['1', '0']
     """
+    from torch import nn
+
     if isinstance(layers, (str, nn.Module)) or hasattr(layers, "layer"):
         layers = [layers]
     names_of: dict[int, str] | None = None

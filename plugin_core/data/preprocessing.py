@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from PIL import Image
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NeurolabelError
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from torch import Tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: Interpolation name -> the name of its PIL ``Image.Resampling`` member (PIL and torch are
+#: imported when an image is preprocessed, not when this module is).
 _RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": "NEAREST",
+    "bilinear": "BILINEAR",
+    "bicubic": "BICUBIC",
+    "lanczos": "LANCZOS",
 }
 
 
@@ -36,6 +38,7 @@ class Preprocessing:
         interpolation: ``nearest``, ``bilinear``, ``bicubic`` or ``lanczos``.
 
     Examples:
+        >>> from PIL import Image
         >>> p = Preprocessing(crop_size=(224, 224), resize_size=256)
         >>> p(Image.new("RGB", (512, 256))).shape
         torch.Size([3, 224, 224])
@@ -84,9 +87,12 @@ class Preprocessing:
 
     def __call__(self, image: Image.Image) -> Tensor:
         """Turn an RGB PIL image into a normalized ``[3, H, W]`` tensor."""
+        import torch
+        from PIL import Image
+
         image = image.convert("RGB") if image.mode != "RGB" else image
         resized = self._resized_size(image.size)
-        image = image.resize(resized, _RESAMPLE[self.interpolation])
+        image = image.resize(resized, Image.Resampling[_RESAMPLE[self.interpolation]])
         left, top = self._crop_offset(resized)
         crop_h, crop_w = self.crop_size
         # Pad by cropping outside the image when it is smaller than the crop (PIL fills black).

@@ -5,17 +5,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LayerNotFoundError, NeurolabelError
 from .atomic import atomic_write
+from .result_files import ROOT_KEY, loaded_root, stored_root
 
-SCHEMA_VERSION = "1.0"
+if TYPE_CHECKING:
+    from PIL import Image
+
+SCHEMA_VERSION = "1.1"
 RESULT_FILE = "result.json"
 CSV_FILE = "descriptions.csv"
 PATCH_DIR = "patches"
@@ -253,12 +256,25 @@ class LabelingResult:
                 raise
         with atomic_write(out / CSV_FILE) as handle:
             handle.write(self.csv_text())
-        path = out / RESULT_FILE
-        with atomic_write(path) as handle:
-            self._write_json(handle)
-        return path
+        return self.save_json(out / RESULT_FILE)
 
-    def _write_json(self, handle: Any) -> None:
+    def save_json(self, path: str | Path) -> Path:
+        """Write ``result.json`` only (atomically), e.g. after new metrics were added.
+
+        Non-finite figures (NaN, infinity) are written as ``null``: the file is strict JSON.
+
+        Args:
+            path: The file (usually ``FOLDER/result.json``).
+
+        Returns:
+            The path.
+        """
+        target = Path(path)
+        with atomic_write(target) as handle:
+            self._write_json(handle, target.parent)
+        return target
+
+    def _write_json(self, handle: Any, folder: Path) -> None:
         """The document of :meth:`to_dict`, one neuron per line, written neuron by neuron.
 
         A whole network's result (ResNet-50: 26,560 neurons with their exemplars' maps) is
@@ -269,7 +285,12 @@ class LabelingResult:
         def dumps(value: Any, **options: Any) -> str:
             return json.dumps(value, allow_nan=False, default=_json_default, **options)
 
-        text = dumps(self.to_dict(neurons=False), indent=1)
+        document = self.to_dict(neurons=False)
+        if document["dataset"].get(ROOT_KEY):
+            # Relative to the result folder when inside it: the folder can then be moved.
+            root = stored_root(document["dataset"][ROOT_KEY], folder)
+            document["dataset"] = {**document["dataset"], ROOT_KEY: root}
+        text = dumps(json_safe(document), indent=1)
         handle.write(text[: -len("\n}")] + ',\n "neurons": {')
         for i, (layer, units) in enumerate(self.neurons.items()):
             handle.write(("," if i else "") + f"\n  {dumps(layer)}: [")
@@ -298,7 +319,27 @@ class LabelingResult:
             data = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise NeurolabelError(f"{file} is not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        result = cls.from_dict(data)
+        root = loaded_root(result.dataset, file.parent)
+        if root is not None:
+            result.dataset[ROOT_KEY] = root
+        return result
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (strict JSON has neither).
+
+    Examples:
+        >>> json_safe({"a": [1.0, float("nan")], "b": {"c": float("inf")}, "d": "x"})
+        {'a': [1.0, None], 'b': {'c': None}, 'd': 'x'}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def _save_jpeg(path: Path, image: Image.Image) -> None:

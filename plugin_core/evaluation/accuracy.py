@@ -10,6 +10,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from ..data.imagenet import class_synonyms, is_imagenet_1k
 from ..data.result import LabelingResult
 from ..data.vocabulary import normalize_concept
 from ..errors import NeurolabelError
@@ -114,7 +115,8 @@ class AccuracyEvaluator:
 
     Top-1/top-5 exact match against a ``layer,unit,label`` CSV (without a file, the final
     layer of a classifier is checked against its class names, stored in the result by
-    model sources that know them), and, with ``text=`` naming an embedding scorer whose
+    model sources that know them; an ImageNet-1k class counts under any of its WordNet
+    names), and, with ``text=`` naming an embedding scorer whose
     text side embeds labels (a sentence model, CLIP's text tower), the mean cosine between
     each label and its ground truth.
     """
@@ -135,11 +137,14 @@ class AccuracyEvaluator:
                     "accuracy needs ground truth: pass accuracy?ground_truth=FILE.csv "
                     "(columns layer,unit,label) or explain a classifier whose class names are known"
                 )
+            # An ImageNet class may be named by any of its names ("Madagascar cat" or
+            # "ring-tailed lemur"): every one counts.
+            synonyms = class_synonyms() if is_imagenet_1k(names) else [[n] for n in names]
             truth = {}
             for layer, info in result.layers.items():
                 if info.get("kind") == "vector" and info.get("units") == len(names):
-                    for unit, name in enumerate(names):
-                        truth[(layer, unit)] = {normalize_concept(name)}
+                    for unit, all_names in enumerate(synonyms):
+                        truth[(layer, unit)] = {normalize_concept(n) for n in all_names}
         figures = exact_match_accuracy(result, truth)
         if self.text:
             scorer = context.registries.scorers.resolve(self.text, context)

@@ -26,6 +26,7 @@ from torch import Tensor
 from ..data.holdout import PathListSource, held_out_source
 from ..data.images import FolderSource, ImageLoadError, SkippedInput
 from ..data.result import LabelingResult, NeuronExplanation
+from ..data.result_files import ResultFiles
 from ..data.vocabulary import Vocabulary, normalize_concept
 from ..errors import EmptyInputError, LayerNotFoundError, NeurolabelError
 from ..pipeline.topk import per_image_activation
@@ -109,12 +110,19 @@ def labeled_neurons(result: LabelingResult, layer: str) -> list[NeuronExplanatio
 
 def exemplar_paths(result: LabelingResult) -> set[Path]:
     """Resolved paths of every exemplar image of the result (``#index`` names skipped)."""
+    files = ResultFiles.of(result)
     paths: set[Path] = set()
     for neuron in result:
         for exemplar in neuron.exemplars:
-            if exemplar.image and not exemplar.image.startswith("#"):
-                paths.add(Path(exemplar.image).resolve())
+            path = files.image(exemplar.image)
+            if path is not None:
+                paths.add(path.resolve())
     return paths
+
+
+def _where(source: FolderSource | PathListSource) -> str:
+    """The held-out images, in words, for messages."""
+    return str(source.root) if source.root is not None else str(source)
 
 
 def disjoint_images(
@@ -140,7 +148,7 @@ def disjoint_images(
     probing = result.dataset.get("fingerprint")
     if probing and probing == source.fingerprint():
         raise NeurolabelError(
-            f"The held-out folder {source.root} is the probing set of this result (same "
+            f"The held-out folder {_where(source)} is the probing set of this result (same "
             "fingerprint): faithfulness must be measured on images the labeler never saw; "
             "give a disjoint folder"
         )
@@ -152,7 +160,7 @@ def disjoint_images(
     if dropped and overlap == "error":
         names = [str(source.paths[i]) for i in dropped[:3]]
         raise NeurolabelError(
-            f"{len(dropped)} held-out image(s) in {source.root} are exemplars of the result "
+            f"{len(dropped)} held-out image(s) in {_where(source)} are exemplars of the result "
             f"(e.g. {', '.join(names)}): faithfulness must be measured on images the labeler "
             "never saw; give a disjoint folder or pass faithfulness?overlap=drop"
         )
@@ -229,7 +237,7 @@ def collect_held_out(
     flush()
     if not used:
         first = f"; first problem: {skipped[0].item}: {skipped[0].reason}" if skipped else ""
-        raise EmptyInputError(f"None of the held-out images in {source.root} is readable{first}")
+        raise EmptyInputError(f"None of the held-out images in {_where(source)} is readable{first}")
     scores = torch.cat(presence)
     calibrate = getattr(scorer, "calibrate", None)
     if callable(calibrate):

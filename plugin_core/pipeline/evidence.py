@@ -9,7 +9,7 @@ any aggregation, so several aggregations can be compared without re-reading an i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -82,6 +82,7 @@ class Evidence:
     num_unreadable: int
     seconds: float
     plan: ScoringPlan | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def layer(self, name: str) -> ExplainedLayer:
         for layer in self.layers:

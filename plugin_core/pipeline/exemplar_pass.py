@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from ..data.atomic import atomic_write
-from ..data.images import ImageSource, ProbeDataset, SkippedInput
+from ..data.images import ImageSource, SkippedInput
+from ..data.probe_dataset import ProbeDataset
 from ..errors import EmptyInputError, NeurolabelError
 from ..plugins.contracts import ConsumingReader, Extractor, LoadedModel
 from ..runtime import distributed
@@ -54,15 +55,24 @@ class StreamSettings:
         activation: ``max`` or ``mean`` over a map, to rank images.
         quantile: Map-cell quantile of the patch threshold.
         sample_size: Whole images sampled uniformly for image-level statistics (0: none).
+        sources: A digest of how the images group into sources (crops, frames or tiles of
+            one photo), when a neuron keeps at most one exemplar per source; empty when
+            every image is its own source.
     """
 
     top_k: int
     activation: str
     quantile: float
     sample_size: int
+    sources: str = ""
 
     def stream(self) -> StreamingTopK:
-        return StreamingTopK(self.top_k, reduce=self.activation, quantile=self.quantile)
+        return StreamingTopK(
+            self.top_k,
+            reduce=self.activation,
+            quantile=self.quantile,
+            distinct_groups=bool(self.sources),
+        )
 
 
 @dataclass
@@ -83,11 +93,22 @@ class ExemplarPass:
         layers: Layer names.
         settings: :class:`StreamSettings`.
         sample_ids: Sorted indices of the images whose per-image activations are kept.
+        groups: ``[N]`` source of every image of the probing set (host), when the settings
+            keep one exemplar per source.
     """
 
-    def __init__(self, layers: list[str], settings: StreamSettings, sample_ids: Tensor) -> None:
+    def __init__(
+        self,
+        layers: list[str],
+        settings: StreamSettings,
+        sample_ids: Tensor,
+        groups: Tensor | None = None,
+    ) -> None:
+        if bool(settings.sources) != (groups is not None):
+            raise ValueError("settings.sources and groups go together")
         self.layers = layers
         self.settings = settings
+        self.groups = groups
         self.streams = {layer: settings.stream() for layer in layers}
         self.sample_ids = sample_ids
         # [S, C] per layer, row i for sample_ids[i], filled as the stream reaches the image:
@@ -123,7 +144,8 @@ class ExemplarPass:
     def add_layer(self, layer: str, acts: Tensor, indices: Tensor) -> None:
         """Stream one layer's activations of a batch; :meth:`add` ends the batch."""
         # Host indices: the reservoir picks its cells on the host, with no device sync.
-        self.streams[layer].update(acts, indices)
+        groups = None if self.groups is None else self.groups[indices]
+        self.streams[layer].update(acts, indices, groups)
         keep = self._sampled(indices)
         if keep is not None and bool(keep.any()):
             per_image = per_image_activation(acts, self.settings.activation)
@@ -339,6 +361,7 @@ def run_pass(
     resume: bool = False,
     precision: str = "fp32",
     channels_last: bool = False,
+    groups: Tensor | None = None,
 ) -> PassOutput:
     """Stream this process's shard of ``source`` through the model, then merge the shards.
 
@@ -357,11 +380,12 @@ def run_pass(
         resume: Continue from ``checkpoint``'s file when it exists.
         precision: ``fp32``, ``bf16`` or ``fp16`` (autocast of the target's forward).
         channels_last: Feed the model channels-last batches (faster convolutions on GPUs).
+        groups: ``[N]`` source of every image, when ``settings.sources`` is set.
 
     Returns:
         The merged :class:`PassOutput` (identical on every rank).
     """
-    state = ExemplarPass(layers, settings, sample_ids)
+    state = ExemplarPass(layers, settings, sample_ids, groups)
     if resume and checkpoint is not None:
         checkpoint.load_into(state, device)
     owned = distributed.shard(len(source))
@@ -437,7 +461,7 @@ def run_pass(
         checkpoint.save(state)  # a crash in the later stages then resumes after the pass
     gathered = distributed.all_gather(state.state_dict())
     if len(gathered) > 1:
-        merged = ExemplarPass(layers, settings, sample_ids)
+        merged = ExemplarPass(layers, settings, sample_ids, groups)
         for shard_state in gathered:
             merged.merge(shard_state)
         state = merged

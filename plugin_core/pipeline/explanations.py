@@ -67,7 +67,7 @@ def explain_layer(
         exemplars = [
             Exemplar(
                 image_index=int(state.ids[unit, rank]),
-                image=source.describe(int(state.ids[unit, rank])),
+                image=source.name(int(state.ids[unit, rank])),
                 activation=finite(state.values[unit, rank]),
                 box=list(requests.box_of[(layer.name, unit, rank)] or []) or None,
                 map=report_map(state, unit, rank) if rank < saved_patches else None,

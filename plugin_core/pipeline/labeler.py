@@ -9,6 +9,7 @@ orchestrates.
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.holdout import holdout_entry, split_holdout
+from ..data.image_groups import source_groups
 from ..data.images import ImageSource, SkippedInput, as_image_source
 from ..data.layer_patterns import expand_layer_patterns, layer_names
 from ..data.preprocessing import Preprocessing
@@ -275,7 +277,10 @@ class NeuronLabeler:
         self._fingerprint = None  # weights may have changed since the last run
         chosen = self.settings
         sampled = chosen.sample_size if with_sample else 0
-        settings = StreamSettings(chosen.top_k, chosen.activation, chosen.quantile, sampled)
+        groups, sources = self._source_groups(source)
+        settings = StreamSettings(
+            chosen.top_k, chosen.activation, chosen.quantile, sampled, sources=sources
+        )
         sample_ids = (
             _sample_indices(len(source), self.settings.sample_size)
             if with_sample
@@ -312,6 +317,7 @@ class NeuronLabeler:
                 resume=self.settings.resume,
                 precision=self.settings.precision,
                 channels_last=self.settings.channels_last,
+                groups=groups,
             )
             if cache is not None and distributed.rank_and_world()[0] == 0:
                 cache.store(streamed)
@@ -320,6 +326,18 @@ class NeuronLabeler:
         states = {layer: outputs[layer].states[layer] for layer in self.layers}
         samples = {layer: outputs[layer].sample_acts[layer] for layer in self.layers}
         return states, first.skipped, samples, first.sample_ids
+
+    def _source_groups(self, source: ImageSource) -> tuple[Tensor | None, str]:
+        """The source of every image and a digest of the grouping, when a source pattern
+        asks for one exemplar per source (else ``(None, "")``)."""
+        pattern = self.settings.source_pattern
+        if pattern is None:
+            return None, ""
+        groups = torch.tensor(source_groups(source, pattern), dtype=torch.long)
+        if int(groups.max()) + 1 == len(source):  # every image its own source
+            return None, ""
+        digest = hashlib.sha256(pattern.encode() + groups.numpy().tobytes()).hexdigest()[:16]
+        return groups, digest
 
     def _model_fingerprint(self) -> str:
         """The weights' hash, computed once per pass (hashing a large model takes a while)."""
@@ -411,7 +429,9 @@ class NeuronLabeler:
         source = as_image_source(images)
         holdout = self.settings.holdout
         if holdout is not None:  # label with the rest; the result records the held-out part
-            source = split_holdout(source, holdout, self.settings.holdout_seed)[0]
+            pattern = self.settings.source_pattern
+            groups = source_groups(source, pattern) if pattern else None
+            source = split_holdout(source, holdout, self.settings.holdout_seed, groups)[0]
         scorer = self.scorer()
         if isinstance(self.vocabulary_spec, str):  # llm: vocabularies seed from the classes
             self.ctx.extra["class_names"] = self.loaded.class_names
@@ -421,10 +441,14 @@ class NeuronLabeler:
         vocabulary = distributed.all_gather(vocabulary)[0]
         if with_sample is None:
             with_sample = self.aggregation.sample != "no"
+        stages = {"setup": time.perf_counter() - started}
         with progress_steps(self.settings.progress) as steps:
+            clock = time.perf_counter()
             states, skipped, sample_acts, sample_ids = self.collect_exemplars(
                 source, steps, with_sample
             )
+            stages["exemplar_pass"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             # The pass's freed batch buffers would otherwise stay under the VLM's own peak.
             release_freed_memory()
             layers = [self._layer_info(name, state) for name, state in states.items()]
@@ -438,8 +462,19 @@ class NeuronLabeler:
             if self.settings.progress and distributed.rank_and_world()[0] == 0:
                 stderr_console.print(f"Scoring {plan.mode}: {plan.reason}", highlight=False)
             requests = self._patch_requests(layers, source, steps, whole=plan.mode == "images")
+            slots = len(requests.key_of)
             for image_index in sample_ids.tolist():  # whole images for image-level statistics
                 requests.unique[(int(image_index), None)] = None
+            if self.settings.progress and distributed.rank_and_world()[0] == 0:
+                # The bar below counts these: slots that share an image region share it.
+                extra = f" + {len(sample_ids):,} sampled whole images" if len(sample_ids) else ""
+                stderr_console.print(
+                    f"{slots:,} exemplar slots{extra} need {len(requests.unique):,} distinct "
+                    "crops encoded",
+                    highlight=False,
+                )
+            stages["patches"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             thumbnail_slots: dict[Any, list[tuple[str, int, int]]] = {}
             for slot in self._thumbnail_keys(layers):
                 if slot in requests.key_of:
@@ -458,6 +493,7 @@ class NeuronLabeler:
                 num_workers=self.settings.num_workers,
             )
             release_freed_memory()
+            stages["scoring"] = time.perf_counter() - clock
         if self._pass_checkpoint is not None:  # all the costly work is done
             self._pass_checkpoint.remove()
         return Evidence(
@@ -473,6 +509,7 @@ class NeuronLabeler:
             num_unreadable=len(skipped),
             seconds=time.perf_counter() - started,
             plan=plan,
+            stage_seconds=stages,
         )
 
     def explain(self, evidence: Evidence, aggregation: str | None = None) -> LabelingResult:
@@ -530,6 +567,7 @@ class NeuronLabeler:
                 "num_used": len(source) - evidence.num_unreadable,
                 "num_skipped": len(evidence.skipped),
                 "skipped": [vars(s) for s in evidence.skipped],
+                **({"root": str(source.root.resolve())} if source.root is not None else {}),
                 **holdout_entry(source),
             },
             settings=self._settings_record(evidence, chosen),
@@ -538,8 +576,10 @@ class NeuronLabeler:
         if details:
             result.settings["aggregation_details"] = details
         result.patch_images = dict(evidence.scores.thumbnails)
-        seconds = evidence.seconds + time.perf_counter() - started
-        result.settings["seconds"] = round(seconds, 3)
+        explaining = time.perf_counter() - started
+        result.settings["seconds"] = round(evidence.seconds + explaining, 3)
+        stages = {**evidence.stage_seconds, "explain": explaining}
+        result.settings["stage_seconds"] = {k: round(v, 3) for k, v in stages.items()}
         return result
 
     # -- helpers ----------------------------------------------------------------------

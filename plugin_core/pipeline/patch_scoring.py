@@ -178,6 +178,18 @@ def _as_key(stored: Any) -> PatchKey:
     return int(image), tuple(int(v) for v in box) if box is not None else None  # type: ignore[return-value]
 
 
+def _encoding_label(fresh: list[PatchKey], reused: int) -> str:
+    """What the progress bar counts: patches, whole images, or both (and what is cached)."""
+    boxes = sum(key[1] is not None for key in fresh)
+    if boxes == len(fresh):
+        what = "patches"
+    elif boxes == 0:
+        what = "whole images"
+    else:
+        what = "patches and whole images"
+    return f"Encoding {what}" + (f" ({reused:,} cached)" if reused else "")
+
+
 def score_patches(
     keys: Iterable[PatchKey],
     source: ImageSource,
@@ -227,8 +239,8 @@ def score_patches(
     thumbs: dict[tuple[str, int, int], Image.Image] = {}
     pending_keys: list[PatchKey] = []
     pending: list[Any] = []  # PIL patches, or pixels when the scorer preprocesses in workers
-    todo = sum(1 for i in owned for key in by_image[i] if key not in known)
-    task = steps.task("Scoring patches", todo)
+    fresh = [key for i in owned for key in by_image[i] if key not in known]
+    task = steps.task(_encoding_label(fresh, len(keys) - len(fresh)), len(fresh))
     transform = getattr(scorer, "image_transform", None) if embedding else None
     encode_pixels = getattr(scorer, "encode_pixels", None)
     if not (callable(transform) and callable(encode_pixels)):

@@ -55,29 +55,31 @@ def plan_scoring(
         >>> plan_scoring("auto", "auto", exemplar_patches=5000, probing_images=50000).mode
         'patches'
     """
-    figures = f"{exemplar_patches:,} exemplar patches vs {probing_images:,} probing images"
+    figures = f"{exemplar_patches:,} exemplar slots vs {probing_images:,} probing images"
     if requested == "images":
         if patches not in ("auto", "whole"):
             raise NeurolabelError(
                 f"scoring='images' scores whole images, so patches={patches!r} would be "
                 "ignored; use patches='auto' or scoring='patches'"
             )
-        return ScoringPlan("images", exemplar_patches, probing_images, f"forced ({figures})")
+        reason = f"asked for with scoring='images' ({figures})"
+        return ScoringPlan("images", exemplar_patches, probing_images, reason)
     if requested == "patches" or patches != "auto":
-        why = "forced" if requested == "patches" else f"patches={patches!r} chosen"
-        return ScoringPlan("patches", exemplar_patches, probing_images, f"{why} ({figures})")
+        why = "scoring='patches'" if requested == "patches" else f"patches={patches!r}"
+        reason = f"asked for with {why} ({figures})"
+        return ScoringPlan("patches", exemplar_patches, probing_images, reason)
     if probing_images < exemplar_patches:
         ratio = exemplar_patches / max(probing_images, 1)
         return ScoringPlan(
             "images",
             exemplar_patches,
             probing_images,
-            f"whole images are {ratio:.1f}x fewer to encode ({figures}); "
-            "scoring='patches' forces patch-level scoring",
+            f"whole images are {ratio:.1f}x fewer to encode than exemplar patches ({figures}; "
+            "scoring='patches' scores each exemplar's patch)",
         )
     return ScoringPlan(
         "patches",
         exemplar_patches,
         probing_images,
-        f"patches are the fewer to encode ({figures})",
+        f"exemplar patches are fewer to encode than whole images ({figures})",
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.image_groups import compile_source_pattern
 from ..errors import InvalidSettingError
 
 DEFAULT_SCORER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
@@ -76,6 +77,11 @@ class LabelingSettings:
             neuron's exemplar patches; its ranking is fused with the scorer's.
         summarizer: A summarizer spec, or a bare litellm model name (``openai/gpt-4o-mini``
             means ``llm:openai/gpt-4o-mini``), writing each neuron's one-sentence ``summary``.
+        source_pattern: A regular expression naming the source of each image (crops,
+            frames or tiles of one photo or video): images whose names give the same first
+            group are one source, and a neuron keeps at most one exemplar per source. E.g.
+            ``(.+?)(_q\\d\\d)?\\.png$`` for ``cat.png`` and its crops ``cat_q00.png``... (see
+            :func:`~neurolabel.plugin_core.data.image_groups.source_groups`).
         top_k: Exemplar images kept per neuron.
         activation: ``max`` or ``mean`` over a map, to rank images.
         threshold: Activation-map patch threshold, ``quantile`` or ``otsu`` (attribution
@@ -143,6 +149,7 @@ class LabelingSettings:
     precision: str = "fp32"
     describer: str | None = None
     summarizer: str | None = None
+    source_pattern: str | None = None
     units: UnitSelection = None
     num_concepts: int = 10
     saved_patches: int = 5
@@ -179,6 +186,8 @@ class LabelingSettings:
         for name in ("num_workers", "sample_size", "num_concepts", "saved_patches"):
             if getattr(self, name) < 0:
                 raise InvalidSettingError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.source_pattern is not None:
+            compile_source_pattern(self.source_pattern)
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise InvalidSettingError(
                 f"holdout={self.holdout}: give the share of images to set aside, between 0 "

@@ -75,6 +75,10 @@ class StreamingTopK:
         quantile: Quantile of map cells used as the patch threshold (0.995 = top 0.5 %).
         reservoir: Map cells per neuron kept (uniform sample) to estimate that quantile.
         seed: Salt of the reservoir's keys (another seed draws another uniform sample).
+        distinct_groups: Keep at most one exemplar per group of images (crops, frames or
+            tiles of one source): :meth:`update` then takes each image's group, and a
+            neuron's exemplars are the best image of each of its k best groups. Exact and
+            order-free like the rest of the state.
 
     Examples:
         >>> topk = StreamingTopK(k=2)
@@ -82,6 +86,14 @@ class StreamingTopK:
         >>> state = topk.finalize()
         >>> state.ids.tolist(), state.values.tolist()
         ([[1, 2], [0, 2]], [[3.0, 2.0], [5.0, 4.0]])
+
+        Images 1 and 2 are crops of one photo (group 1): neuron 1 keeps only the better one.
+
+        >>> grouped = StreamingTopK(k=2, distinct_groups=True)
+        >>> acts = torch.tensor([[1.0, 3.0], [3.0, 5.0], [2.0, 4.0]])
+        >>> grouped.update(acts, torch.arange(3), groups=torch.tensor([0, 1, 1]))
+        >>> grouped.finalize().ids.tolist()
+        [[1, 0], [1, 0]]
     """
 
     def __init__(
@@ -91,6 +103,7 @@ class StreamingTopK:
         quantile: float = 0.995,
         reservoir: int = 4096,
         seed: int = 0,
+        distinct_groups: bool = False,
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -103,8 +116,10 @@ class StreamingTopK:
         self.quantile = quantile
         self.reservoir = reservoir
         self.seed = seed
+        self.distinct_groups = distinct_groups
         self._values: Tensor | None = None
         self._ids: Tensor | None = None
+        self._groups: Tensor | None = None  # [C, k] group of each exemplar (distinct_groups)
         self._maps: Tensor | None = None
         self._count = 0
         self._sum: Tensor | None = None
@@ -122,6 +137,8 @@ class StreamingTopK:
     def _init(self, channels: int, map_shape: tuple[int, int] | None, device) -> None:
         self._values = torch.full((channels, self.k), float("-inf"), device=device)
         self._ids = torch.full((channels, self.k), -1, dtype=torch.long, device=device)
+        if self.distinct_groups:
+            self._groups = torch.full((channels, self.k), -1, dtype=torch.long, device=device)
         if map_shape is not None:
             self._maps = torch.zeros((channels, self.k, *map_shape), device=device)
         self._sum = torch.zeros(channels, dtype=torch.float64, device=device)
@@ -149,15 +166,19 @@ class StreamingTopK:
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         return F.adaptive_avg_pool2d(acts, size)
 
-    def update(self, acts: Tensor, ids: Tensor) -> None:
+    def update(self, acts: Tensor, ids: Tensor, groups: Tensor | None = None) -> None:
         """Add one batch. Runs on the activations' device without synchronizing with the host.
 
         Args:
             acts: ``[B, C, H, W]`` spatial or ``[B, C]`` vector activations.
             ids: ``[B]`` global image indices (distinct; any order).
+            groups: ``[B]`` non-negative group of each image; required with
+                ``distinct_groups``, ignored otherwise.
         """
         if acts.ndim not in (2, 4):
             raise ValueError(f"expected [B,C,H,W] or [B,C] activations, got {tuple(acts.shape)}")
+        if self.distinct_groups and groups is None:
+            raise ValueError("distinct_groups needs the group of every image")
         acts = acts.float()
         host_ids = ids if ids.device.type == "cpu" and ids.dtype == torch.long else ids.long().cpu()
         ids = host_to_device(host_ids, acts.device)
@@ -177,14 +198,30 @@ class StreamingTopK:
         torch.minimum(self._min, scores.amin(0), out=self._min)
         torch.maximum(self._max, scores.amax(0), out=self._max)
         channels = scores.shape[1]
-        self._keep_best(scores.T, ids.unsqueeze(0).expand(channels, -1), maps, batch_first=True)
+        candidate_groups = None
+        if self.distinct_groups:
+            assert groups is not None
+            device_groups = host_to_device(groups.long().cpu(), acts.device)
+            candidate_groups = device_groups.unsqueeze(0).expand(channels, -1)
+        self._keep_best(
+            scores.T,
+            ids.unsqueeze(0).expand(channels, -1),
+            maps,
+            batch_first=True,
+            groups=candidate_groups,
+        )
         cells = maps if maps is not None else acts[:, :, None, None]
         self._add_to_reservoir(cells, host_ids)
 
     def _keep_best(
-        self, values: Tensor, ids: Tensor, maps: Tensor | None, batch_first: bool = False
+        self,
+        values: Tensor,
+        ids: Tensor,
+        maps: Tensor | None,
+        batch_first: bool = False,
+        groups: Tensor | None = None,
     ) -> None:
-        """Merge ``[C, n]`` candidates into the top-k.
+        """Merge ``[C, n]`` candidates (and their ``[C, n]`` groups) into the top-k.
 
         Their maps are ``[n, C, h, w]`` (a batch, ``batch_first``) or ``[C, n, h, w]``.
         """
@@ -195,10 +232,22 @@ class StreamingTopK:
         # a total order, so the result does not depend on batching, sharding or resuming.
         by_id = all_ids.argsort(dim=1, stable=True)
         by_value = all_values.gather(1, by_id).argsort(dim=1, descending=True, stable=True)
-        order = by_id.gather(1, by_value)[:, : self.k]
+        ranked = by_id.gather(1, by_value)
+        kept: Tensor | None = None
+        if self._groups is not None and groups is not None:
+            ranked, kept = _best_of_each_group(ranked, torch.cat([self._groups, groups], dim=1))
+        order = ranked[:, : self.k]
         # In place, like the reservoir: the state never moves in the heap.
         self._values.copy_(all_values.gather(1, order))
         self._ids.copy_(all_ids.gather(1, order))
+        if kept is not None and self._groups is not None and groups is not None:
+            all_groups = torch.cat([self._groups, groups], dim=1)
+            self._groups.copy_(all_groups.gather(1, order))
+            # A slot with no distinct group left is empty, not a second view of one source.
+            empty = torch.arange(self.k, device=order.device).unsqueeze(0) >= kept.unsqueeze(1)
+            self._values.masked_fill_(empty, float("-inf"))
+            self._ids.masked_fill_(empty, -1)
+            self._groups.masked_fill_(empty, -1)
         if maps is not None and self._maps is not None:
             # Only the k winners' maps are gathered: the candidates' maps are never copied.
             h, w = self._maps.shape[-2:]
@@ -285,7 +334,18 @@ class StreamingTopK:
         """The whole streaming state, on the CPU (to save, or to send to another rank)."""
         if self._res_keys is not None:
             self._flush_reservoir()
-        names = ("values", "ids", "maps", "sum", "sumsq", "min", "max", "res_keys", "res_values")
+        names = (
+            "values",
+            "ids",
+            "groups",
+            "maps",
+            "sum",
+            "sumsq",
+            "min",
+            "max",
+            "res_keys",
+            "res_values",
+        )
         # Copies: the state is updated in place, and a saved or sent state must not change.
         state: dict[str, Any] = {}
         for name in names:
@@ -299,8 +359,8 @@ class StreamingTopK:
         """Restore a :meth:`state_dict` (made with the same settings) onto ``device``."""
         self._check_settings(state)
         # Copies: the state is updated in place, and the caller's state must not change.
-        for name in ("values", "ids", "maps", "sum", "sumsq", "min", "max", "res_values"):
-            tensor = state[name]
+        for name in ("values", "ids", "groups", "maps", "sum", "sumsq", "min", "max", "res_values"):
+            tensor = state.get(name)
             setattr(self, f"_{name}", None if tensor is None else tensor.to(device, copy=True))
         res_keys = state["res_keys"]
         self._res_keys = None if res_keys is None else res_keys.to("cpu", copy=True)
@@ -325,7 +385,7 @@ class StreamingTopK:
         other = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in state.items()}
         if other["values"].shape[0] != self._values.shape[0]:
             raise ValueError("cannot merge streams over layers with different channel counts")
-        self._keep_best(other["values"], other["ids"], other["maps"])
+        self._keep_best(other["values"], other["ids"], other["maps"], groups=other.get("groups"))
         self._count += int(other["count"])
         self._sum += other["sum"]
         self._sumsq += other["sumsq"]
@@ -340,6 +400,7 @@ class StreamingTopK:
             "quantile": self.quantile,
             "reservoir": self.reservoir,
             "seed": self.seed,
+            **({"distinct_groups": True} if self.distinct_groups else {}),
         }
 
     def _check_settings(self, state: dict[str, Any]) -> None:
@@ -371,6 +432,28 @@ class StreamingTopK:
             threshold=threshold.cpu(),
             quantile=self.quantile,
         )
+
+
+def _best_of_each_group(ranked: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+    """Reorder each row of ranked candidates so that the best of each group comes first.
+
+    Args:
+        ranked: ``[C, n]`` candidate positions, best first.
+        groups: ``[C, n]`` group of each candidate position.
+
+    Returns:
+        ``(order, kept)``: the positions with each group's best first (in rank order) and
+        the repeats after, and ``[C]`` how many distinct groups each row has.
+    """
+    ranked_groups = groups.gather(1, ranked)
+    # A stable sort by group keeps the rank order inside a group: its first is its best.
+    by_group = ranked_groups.argsort(dim=1, stable=True)
+    sorted_groups = ranked_groups.gather(1, by_group)
+    first = torch.ones_like(sorted_groups, dtype=torch.bool)
+    first[:, 1:] = sorted_groups[:, 1:] != sorted_groups[:, :-1]
+    best = torch.empty_like(first).scatter_(1, by_group, first)
+    repeats_last = (~best).to(torch.uint8).argsort(dim=1, stable=True)
+    return ranked.gather(1, repeats_last), best.sum(dim=1)
 
 
 _MASK31 = (1 << 31) - 1

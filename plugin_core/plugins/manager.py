@@ -159,6 +159,15 @@ class Plugins:
         load_plugins()
         self.manager.hook.register_commands(cli=cli)
 
+    def distributions(self) -> dict[str, str]:
+        """``plugin name -> "distribution version"`` of the plugins installed as packages."""
+        load_plugins()
+        out = {}
+        for plugin, dist in self.manager.list_plugin_distinfo():
+            name = self.manager.get_name(plugin) or repr(plugin)
+            out[name] = f"{dist.project_name} {dist.version}"
+        return out
+
     def plugin_names(self) -> list[str]:
         """Names of the registered plugins, with the distribution for installed ones."""
         load_plugins()

@@ -72,6 +72,20 @@ class Entry(Generic[T]):
     description: str
     plugin: str
 
+    def builds(self) -> type | None:
+        """The class the factory says it returns (its return annotation), if it says.
+
+        Examples:
+            >>> class Thing: ...
+            >>> def make(spec, ctx) -> Thing: return Thing()
+            >>> Entry("x", make, "", "p").builds() is Thing
+            True
+        """
+        hint = getattr(self.factory, "__annotations__", {}).get("return")
+        if isinstance(hint, str):  # postponed annotations: look the name up where it lives
+            hint = getattr(self.factory, "__globals__", {}).get(hint)
+        return hint if isinstance(hint, type) else None
+
 
 class Registry(Generic[T]):
     """A kind of thing (scorer, vocabulary, ...) and the factories registered for it.

@@ -58,15 +58,17 @@ def build_html_report(
     exemplars: int = DEFAULT_EXEMPLARS,
     thumbnail_size: int = THUMBNAIL_SIZE,
     title: str | None = None,
+    image_root: str | Path | None = None,
 ) -> str:
     """Build the HTML report of a result as one self-contained document.
 
     Args:
         result: The labeling result (in memory, or loaded with ``LabelingResult.load``).
-        folder: The result folder: patch files and relative image paths are looked up
-            there. None: only in-memory patches and paths valid from the working directory.
+        folder: The result folder: patch files (and the probing images, when the result
+            recorded them inside it) are looked up there. None: in-memory patches only.
         images: The probing images, indexed like ``Exemplar.image_index`` (a list or a
             dict of PIL images), for runs whose exemplars name no file (``#17``).
+        image_root: The probing folder, when it moved since the result recorded it.
         exemplars: Exemplars per neuron card.
         thumbnail_size: Longest side of embedded thumbnails, in pixels.
         title: Page title (default: from the model name).
@@ -81,7 +83,7 @@ def build_html_report(
         >>> "<script>" in page.split("id='nl-data'")[1].split("</script>")[0]
         False
     """
-    return _Builder(result, folder, images, exemplars, thumbnail_size).page(title)
+    return _Builder(result, folder, images, exemplars, thumbnail_size, image_root).page(title)
 
 
 def write_html_report(
@@ -149,10 +151,13 @@ class _Builder:
         images: SourceImages | None,
         exemplars: int,
         thumbnail_size: int,
+        image_root: str | Path | None = None,
     ) -> None:
         self.result = result
         self.table = ImageTable()
-        self.images = ExemplarImages(result, self.table, folder, images, thumbnail_size)
+        self.images = ExemplarImages(
+            result, self.table, folder, images, thumbnail_size, image_root=image_root
+        )
         self.exemplars = max(0, exemplars)
         self.layer_names = list(result.neurons)
         self.layer_index = {name: i for i, name in enumerate(self.layer_names)}
@@ -160,7 +165,8 @@ class _Builder:
         self.preprocessing = result.model.get("preprocessing")
         self.with_plots = report_plots.plots_available()
         self.plots_left = MAX_METRIC_PLOTS
-        self.maps = 0
+        self.maps = 0  # heatmaps drawn
+        self.carried_maps = 0  # exemplars whose result entry has a map
 
     # -- page -------------------------------------------------------------------------
     def page(self, title: str | None) -> str:
@@ -169,7 +175,7 @@ class _Builder:
         payload = {"images": self.table.uris, "layers": layers}
         model = str(result.model.get("name") or "model")
         title = title or f"neurolabel report: {model}"
-        default = "layer-0" if self.layer_names else "overview"
+        default = "overview"  # what was run, on what, and how to read it: then the layers
         nav = [_tab_link("overview", "Overview", None, default)]
         nav += [
             _tab_link(f"layer-{i}", name, len(result.neurons[name]), default)
@@ -278,13 +284,23 @@ class _Builder:
         if not self.with_plots:
             notes.append("Plots are missing: install matplotlib (the 'offline' extra) for them.")
         if self.images.missing_sources:
+            root = self.images.files.root
+            where = f" (looked for under {root})" if root else ""
             notes.append(
-                f"{self.images.missing_sources} source image(s) could not be read (inputs that "
-                "were not files, or moved): those exemplars show their patch only."
+                f"{self.images.missing_sources} source image(s) could not be read{where}: "
+                "those exemplars show their patch only, without box or heatmap. If the "
+                "probing images moved, name their folder: neurolabel report RESULT --html "
+                "FILE --images DIR."
             )
         if self.images.missing_patches:
             notes.append(f"{self.images.missing_patches} exemplar patch(es) were not found.")
-        if not self.maps:
+        refused = self.images.files.refused
+        if refused:
+            notes.append(
+                f"{len(refused)} path(s) in the result lead outside the result folder or the "
+                "probing folder (or to something that is not a file) and were not read."
+            )
+        if not self.carried_maps:
             notes.append(
                 "This result carries no activation maps: exemplars show the patch box "
                 "without a heatmap."
@@ -402,6 +418,7 @@ class _Builder:
                 "file": exemplar.patch,
                 "p": self.images.patch(layer, neuron.unit, rank, exemplar),
             }
+            self.carried_maps += activation_map is not None
             if exemplar.box is None and item["p"] is not None:
                 item["whole"] = True  # the patch is the whole image: no second thumbnail
                 items.append(item)
@@ -527,8 +544,12 @@ def _figures(items: list[tuple[Any, str]]) -> str:
 
 
 def _kv_table(values: dict[str, Any]) -> str:
+    """Keys and values as a table; a value that is itself a mapping (the scoring plan,
+    per-layer aggregation details) as a table of its own rather than JSON text."""
     rows = "".join(
-        f"<tr><th>{_e(k)}</th><td>{_e(format_cell(v, width=160))}</td></tr>"
+        f"<tr><th>{_e(k)}</th><td>"
+        + (_kv_table(v) if isinstance(v, dict) and v else _e(format_cell(v, width=160)))
+        + "</td></tr>"
         for k, v in values.items()
     )
     return f"<div class='tablewrap'><table>{rows}</table></div>"

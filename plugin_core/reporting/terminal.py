@@ -6,6 +6,7 @@ Every string that comes from a result (concepts, layer names, paths) is passed a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..data.result import LabelingResult, NeuronExplanation
+from ..data.result_files import ResultFiles
 from ..errors import NeurolabelError
 from .layer_summary import LayerSummary, histogram, summarize_layer
 from .tables import (
@@ -86,7 +88,23 @@ def result_table(
         if limit is not None and len(neurons) > limit:
             more = Text(f"{len(neurons) - limit} more units (--limit 0 shows all)", style="dim")
             table.add_row(Text(name), "…", more, "", "", "")
+    table.caption = Text(_how_to_read(result, layer), style="dim")
+    table.caption_justify = "left"
     return table
+
+
+def _how_to_read(result: LabelingResult, layer: str | None) -> str:
+    """What the score column means, and why it is not descriptions.csv's similarity."""
+    aggregation = str(result.settings.get("aggregation") or "the aggregation")
+    notes = [
+        f"score: {aggregation}'s score of the description, comparable between the units of "
+        "one layer (each layer has its own scale); descriptions.csv's similarity is the mean "
+        "similarity of the description with the unit's exemplar patches"
+    ]
+    neurons = [n for name, ns in result.neurons.items() if layer in (None, name) for n in ns]
+    if any(n.dead for n in neurons):
+        notes.append("(dead): the unit's activation never varied over the probing images")
+    return "; ".join(notes) + "."
 
 
 def layer_summary_table(summary: LayerSummary) -> Table:
@@ -196,12 +214,15 @@ def figure_table(table: FigureTable, result: LabelingResult | None = None) -> Ta
     return rich_table
 
 
-def metrics_report(result: LabelingResult, layer: str | None = None) -> list[Table]:
+def metrics_report(
+    result: LabelingResult, layer: str | None = None, names: Sequence[str] | None = None
+) -> list[Table]:
     """Rich tables of ``result.metrics`` (all of it, or the figures of one layer).
 
     Args:
         result: The labeling result.
         layer: Only the figures scoped to this layer (docs/reports.md's conventions).
+        names: Only these metrics (e.g. the ones just evaluated).
 
     Returns:
         Tables, possibly none.
@@ -216,6 +237,7 @@ def metrics_report(result: LabelingResult, layer: str | None = None) -> list[Tab
             # Per-unit rows can run to thousands: `--neuron` shows each neuron's own.
             t.head(MAX_NEURON_ROWS // 2) if neuron_keys(t) is not None else t
             for name, value in result.metrics.items()
+            if names is None or name in names
             for t in tabulate_figures(value, name)
         ]
     else:
@@ -306,7 +328,11 @@ def parse_neuron(text: str) -> tuple[str, int]:
 
 
 def neuron_json(
-    result: LabelingResult, layer: str, unit: int, folder: str | Path | None = None
+    result: LabelingResult,
+    layer: str,
+    unit: int,
+    folder: str | Path | None = None,
+    image_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """One neuron's explanation as JSON, with its exemplar files resolved.
 
@@ -315,10 +341,12 @@ def neuron_json(
         layer: Layer name.
         unit: Unit index.
         folder: The result folder (patch paths are relative to it).
+        image_root: The probing folder, when it moved since the result recorded it.
 
     Returns:
-        ``NeuronExplanation.to_dict()`` plus ``patch_file`` (absolute path of the patch,
-        when it exists) per exemplar and ``metrics`` (the figures scoped to the neuron).
+        ``NeuronExplanation.to_dict()`` plus ``patch_file`` and ``image_file`` (absolute
+        paths of the patch and the source image, when found) per exemplar and ``metrics``
+        (the figures scoped to the neuron).
 
     Examples:
         >>> r = LabelingResult({}, {}, {"fc": [NeuronExplanation("fc", 0, [["dog", 1.0]])]})
@@ -327,15 +355,21 @@ def neuron_json(
     """
     neuron = result.explanation(layer, unit)
     data = neuron.to_dict()
+    files = ResultFiles.of(result, folder, image_root)
     for exemplar, item in zip(neuron.exemplars, data["exemplars"], strict=True):
-        item["patch_file"] = _patch_file(exemplar.patch, folder)
+        item["patch_file"] = _found(files.patch(exemplar.patch))
+        item["image_file"] = _found(files.image(exemplar.image))
     figures = scoped_figures(result.metrics, list(result.neurons))[1].get((layer, unit), [])
     data["metrics"] = [{"title": t.title, "columns": t.columns, "rows": t.rows} for t in figures]
     return data
 
 
 def neuron_report(
-    result: LabelingResult, layer: str, unit: int, folder: str | Path | None = None
+    result: LabelingResult,
+    layer: str,
+    unit: int,
+    folder: str | Path | None = None,
+    image_root: str | Path | None = None,
 ) -> Group:
     """One neuron in detail: concepts with score bars, summary, stats, exemplar files,
     evaluation figures.
@@ -345,6 +379,7 @@ def neuron_report(
         layer: Layer name.
         unit: Unit index.
         folder: The result folder (patch paths are relative to it).
+        image_root: The probing folder, when it moved since the result recorded it.
 
     Returns:
         A :class:`rich.console.Group` to print.
@@ -376,14 +411,16 @@ def neuron_report(
         parts.append(Text(f"describer: {labels}", style="dim"))
     if neuron.concepts:
         parts.append(_concepts_table(neuron))
-    facts = []
     if neuron.similarity is not None:
-        facts.append(f"similarity {format_value(neuron.similarity)}")
-    facts += [f"{k} {format_value(v)}" for k, v in neuron.stats.items()]
+        similarity = format_value(neuron.similarity)
+        parts.append(
+            Text(f"similarity of the description with the exemplar patches: {similarity}")
+        )
+    facts = [f"{k} {format_value(v)}" for k, v in neuron.stats.items()]
     if facts:
-        parts.append(Text("activation: " + ", ".join(facts), style="dim"))
+        parts.append(Text("activation over the probing images: " + ", ".join(facts), style="dim"))
     if neuron.exemplars:
-        parts.append(_exemplars_table(neuron, folder))
+        parts.append(_exemplars_table(neuron, ResultFiles.of(result, folder, image_root)))
     figures = scoped_figures(result.metrics, list(result.neurons))[1].get((layer, unit), [])
     parts.extend(figure_table(t) for t in figures)
     return Group(*parts)
@@ -411,12 +448,24 @@ def _concepts_table(neuron: NeuronExplanation) -> Table:
     return table
 
 
-def _exemplars_table(neuron: NeuronExplanation, folder: str | Path | None) -> Table:
-    table = Table(title="exemplars", title_justify="left")
+def _exemplars_table(neuron: NeuronExplanation, files: ResultFiles) -> Table:
+    # Every path relative to its folder, both folders named once under the table.
+    where = []
+    if files.root is not None:
+        where.append(f"images in {files.root}")
+    if files.folder is not None:
+        where.append(f"patches in {files.folder}")
+    table = Table(
+        title="exemplars",
+        title_justify="left",
+        caption=Text("; ".join(where), style="dim") if where else None,
+        caption_justify="left",
+    )
     for column in ("rank", "activation", "image", "box", "patch"):
         table.add_column(column, overflow="fold", justify="right" if column == "rank" else "left")
     for rank, exemplar in enumerate(neuron.exemplars, start=1):
-        patch = _patch_file(exemplar.patch, folder) or exemplar.patch or "—"
+        missing = exemplar.patch and files.folder is not None and not files.patch(exemplar.patch)
+        patch = (exemplar.patch or "—") + (" (missing)" if missing else "")
         table.add_row(
             str(rank),
             format_value(exemplar.activation),
@@ -427,13 +476,8 @@ def _exemplars_table(neuron: NeuronExplanation, folder: str | Path | None) -> Ta
     return table
 
 
-def _patch_file(patch: str | None, folder: str | Path | None) -> str | None:
-    if not patch:
-        return None
-    path = Path(patch)
-    if not path.is_absolute() and folder is not None:
-        path = Path(folder) / path
-    return str(path.resolve()) if path.exists() else None
+def _found(path: Path | None) -> str | None:
+    return None if path is None else str(path.resolve())
 
 
 def _label(result: LabelingResult, layer: Any, unit: Any) -> str:

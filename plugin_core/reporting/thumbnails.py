@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError, features
 
 from ..data.images import to_rgb
 from ..data.result import Exemplar, LabelingResult
+from ..data.result_files import ResultFiles
 
 #: Longest side of an embedded thumbnail, in pixels.
 THUMBNAIL_SIZE = 80
@@ -116,10 +117,12 @@ class ExemplarImages:
         folder: str | Path | None = None,
         images: SourceImages | None = None,
         max_side: int = THUMBNAIL_SIZE,
+        image_root: str | Path | None = None,
     ) -> None:
         self.result = result
         self.table = table
         self.folder = Path(folder) if folder is not None else None
+        self.files = ResultFiles.of(result, folder, image_root)
         self.images = images
         self.max_side = max_side
         self._sources: dict[str, tuple[int, tuple[int, int]] | None] = {}
@@ -129,8 +132,9 @@ class ExemplarImages:
     def patch(self, layer: str, unit: int, rank: int, exemplar: Exemplar) -> int | None:
         """Table index of the exemplar's patch thumbnail, or None when there is none."""
         image = self.result.patch_images.get((layer, unit, rank))
-        if image is None and exemplar.patch:
-            image = _open(self._resolve(exemplar.patch), self.max_side)
+        if image is None:
+            path = self.files.patch(exemplar.patch)
+            image = None if path is None else _open(path, self.max_side)
         if image is None:
             self.missing_patches += 1
             return None
@@ -158,18 +162,8 @@ class ExemplarImages:
                 image = None
             if isinstance(image, Image.Image):
                 return image
-        if not exemplar.image or exemplar.image.startswith("#"):
-            return None
-        return _open(self._resolve(exemplar.image), self.max_side)
-
-    def _resolve(self, name: str) -> Path:
-        path = Path(name)
-        if path.is_absolute() or self.folder is None or path.exists():
-            return path
-        for base in (self.folder, self.folder.parent):
-            if (base / path).exists():
-                return base / path
-        return path
+        path = self.files.image(exemplar.image)
+        return None if path is None else _open(path, self.max_side)
 
 
 def _open(path: Path, max_side: int) -> Image.Image | None:

@@ -243,10 +243,7 @@
     if (/^layer-\d+$/.test(hash) && states[+hash.slice(6)]) {
       show(hash); ensure(+hash.slice(6)); return;
     }
-    if (hash === "overview") { show("overview"); return; }
-    var first = data.layers.length ? "layer-0" : "overview";
-    show(first);
-    if (data.layers.length) ensure(0);
+    show("overview");
   }
   function reveal(i, unit) {
     show("layer-" + i);
