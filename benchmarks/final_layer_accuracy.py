@@ -44,18 +44,25 @@ def read_labels(folder: Path) -> dict[int, str]:
 
 
 def score_result(result, layer: str, truth: dict[int, str], concept_of_class, embedder):
-    """Top-1/top-5 exact match (when ``concept_of_class`` is given) and label cosine."""
+    """Top-1/top-5 exact match (when ``concept_of_class`` is given) and label cosine: the
+    cosine of each label with the closest name of its class (the readable name, the
+    folder's WordNet name or another WordNet lemma), as the ``accuracy`` evaluator does."""
+    from neurolabel.plugin_core.data.imagenet import class_synonyms
+
+    synonyms = class_synonyms()
     hits1 = hits5 = 0
-    labels, names = [], []
+    cosines = []
     for unit, name in truth.items():
         neuron = result.explanation(layer, unit)
         ranked = [c for c, _ in neuron.concepts]
         if concept_of_class is not None:
             hits1 += bool(ranked[:1] == [concept_of_class[unit]])
             hits5 += concept_of_class[unit] in ranked[:5]
-        labels.append(neuron.description if not neuron.dead else "")
-        names.append(name)
-    cosine = float((embedder.encode(labels) * embedder.encode(names)).sum(dim=1).mean())
+        label = neuron.description if not neuron.dead else ""
+        names = list(dict.fromkeys([name, *synonyms[unit]]))
+        embedded = embedder.encode([label, *names])
+        cosines.append(float((embedded[1:] @ embedded[0]).max()))
+    cosine = sum(cosines) / len(cosines)
     out = {"cosine": round(cosine, 4)}
     if concept_of_class is not None:
         out = {"top1": round(hits1 / len(truth), 4), "top5": round(hits5 / len(truth), 4), **out}
@@ -84,13 +91,14 @@ def main() -> None:
     from neurolabel import NeuronLabeler, build_context
     from neurolabel.backends.text_embedding import load_text_embedder
     from neurolabel.backends.vocabularies import imagenet_classes
+    from neurolabel.plugin_core.data.vocabulary import normalize_concept
     from neurolabel.plugin_core.pipeline.aggregation import DEFAULT_AGGREGATION
 
     target = args.target if ":" in args.target else f"packaged:{args.target}"
     truth = read_labels(args.images)
     ctx = build_context(args.device)
     embedder = load_text_embedder(None, "cpu")
-    vocab_names = [c.lower() for c in imagenet_classes()]
+    vocab_names = [normalize_concept(c) for c in imagenet_classes()]
     report: dict = {"imagenet_vocab": {}, "words_vocab": {}, "default": DEFAULT_AGGREGATION}
     timings = {}
     for vocab_key, vocabulary in (
@@ -112,10 +120,12 @@ def main() -> None:
         evidence = labeler.gather_evidence(args.images, with_sample=True)
         concept_of_class = None
         if vocab_key == "imagenet_vocab":
-            concepts = evidence.vocabulary.concepts
-            if len(concepts) != len(vocab_names):
-                raise SystemExit("the imagenet vocabulary must keep one concept per class")
-            concept_of_class = {unit: concepts[unit] for unit in truth}
+            # Class i's concept is its (normalized) readable name; the two pairs of classes
+            # that share a name ("missile", "sunglasses") share the concept.
+            concepts = set(evidence.vocabulary.concepts)
+            concept_of_class = {unit: vocab_names[unit] for unit in truth}
+            if not set(concept_of_class.values()) <= concepts:
+                raise SystemExit("the imagenet vocabulary lacks a class's name")
         for aggregation in AGGREGATIONS:
             result = labeler.explain(evidence, aggregation)
             report[vocab_key][aggregation] = score_result(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 
 import pytest
@@ -22,8 +23,15 @@ def test_demo_command_runs_offline_and_writes_results(tmp_path, capsys):
     result = LabelingResult.load(out)
     assert list(result.neurons) == ["bn1", "blocks.2", "blocks.4", "blocks.6", "classifier"]
     assert result.settings["scorer"].startswith("composite:color+classifier:")
-    assert result.dataset["num_used"] >= 50 and result.dataset["num_skipped"] == 0
+    assert result.dataset["num_skipped"] == 0
     assert (out / "descriptions.csv").read_text().startswith("layer,unit,description,similarity")
+    # a photograph and its quadrants are one source: a unit's exemplars show different photos
+    assert result.settings["source_pattern"]
+    pattern = re.compile(result.settings["source_pattern"])
+    for neuron in result:
+        photos = [pattern.search(e.image).group(1) for e in neuron.exemplars]
+        assert len(photos) == len(set(photos)), (neuron.layer, neuron.unit, photos)
+    assert result.dataset["num_used"] >= 90  # 19 photographs and their quadrants
     assert "<html" in (out / "report.html").read_text()[:500].lower()
     # the logit units explained are those the photographs make the model predict: most of
     # many must have their own class name among their top-5 labels

@@ -76,8 +76,8 @@ def _register_plugin_commands() -> None:
 
 #: OpenMP threads that wait for work sleep instead of spinning: on a machine whose cores
 #: are busy with other jobs, spinning threads burnt twice the CPU time of the work itself
-#: (the demo under a load of two busy processes on 2 cores: 136 s spinning, 87 s passive,
-#: 44 s either way when idle). Read once, when torch loads, so it is set before.
+#: (the demo beside two busy processes on 2 cores: 136 s spinning, 87 s passive; 44 s
+#: either way when idle). Read once, when torch loads, so it is set before.
 OPENMP_WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
 
 
