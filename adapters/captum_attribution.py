@@ -741,10 +741,11 @@ def _attribute_command(cli: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
     ) -> None:
         """Explain a prediction through labeled neurons (Captum layer attribution)."""
-        from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         from neurolabel.plugin_core.plugins.resolve import build_context
+        from neurolabel.plugin_core.runtime.terminal import SafeConsole
 
         ctx = build_context(device, trust_pickle=trust_pickle)
         explained = attribute_prediction(
@@ -765,10 +766,13 @@ def _attribute_command(cli: typer.Typer) -> None:
             data["heatmaps"] = [str(p) for p in written]
             print(json.dumps(data, indent=1))
             return
-        console = Console()
+        console = SafeConsole()
+        # Class, layer and concept names are untrusted text: Text cells print them as written.
         table = Table(
-            title=f"'{explained.target_name}' ({explained.output:.3g}) through "
-            f"{explained.layer} — {explained.method}"
+            title=Text(
+                f"'{explained.target_name}' ({explained.output:.3g}) through "
+                f"{explained.layer} — {explained.method}"
+            )
         )
         for column in ("unit", "contribution", "share", "label", "top concepts"):
             table.add_column(column)
@@ -777,15 +781,15 @@ def _attribute_command(cli: typer.Typer) -> None:
                 str(n.unit),
                 f"{n.contribution:.4g}",
                 _percent(n.share),
-                n.label or "—",
-                ", ".join(f"{c} ({s:.2f})" for c, s in n.concepts),
+                Text(n.label or "—"),
+                Text(", ".join(f"{c} ({s:.2f})" for c, s in n.concepts)),
             )
         console.print(table)
-        console.print(explained.sentence, highlight=False)
+        console.print(explained.sentence, highlight=False, markup=False)
         if explained.delta is not None:
             console.print(f"Convergence delta: {explained.delta:.3g}", style="dim")
         if written:
-            console.print(f"Wrote {len(written)} heatmaps to {heatmaps}")
+            console.print(f"Wrote {len(written)} heatmaps to {heatmaps}", markup=False)
 
 
 @hookimpl

@@ -205,6 +205,7 @@ class HookExtractor:
         """
         return list_layer_shapes(loaded, self.device)
 
+
 def attach_layers(
     loaded: LoadedModel, layers: Sequence[str], device: torch.device
 ) -> dict[str, nn.Module]:
@@ -226,8 +227,8 @@ def attach_layers(
     if not names:
         raise NeurolabelError("No layers given: name at least one (see `neurolabel layers`)")
     model = loaded.model
+    _require_hookable(model)  # before resolving: ScriptModules have no get_submodule
     modules = {name: resolve_layer(model, name) for name in names}
-    _require_hookable(model)
     model.to(device)
     return modules
 

@@ -672,10 +672,16 @@ def file_source(spec: Spec, ctx: ResolveContext) -> LoadedModel:
     file = _existing_file(path, "model")
     trust = spec.option_bool("trust") or bool(ctx.extra.get("trust_pickle", False))
     if _is_torchscript(file):
+        import warnings
+
         import torch
 
         try:
-            model: nn.Module = torch.jit.load(str(file), map_location="cpu")
+            # torch >= 2.9 deprecates TorchScript; the user chose the file, the warning
+            # only adds noise to the run (layers and explain say what does not work).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                model: nn.Module = torch.jit.load(str(file), map_location="cpu")
         except RuntimeError as exc:
             raise NeurolabelError(
                 f"{file} looks like a TorchScript archive but does not load: {_first_line(exc)}"

@@ -32,6 +32,7 @@ from neurolabel.plugin_core.plugins.contracts import VocabularyProvider
 from neurolabel.plugin_core.plugins.hookspecs import hookimpl
 from neurolabel.plugin_core.plugins.registry import Register
 from neurolabel.plugin_core.plugins.spec import Spec
+from neurolabel.plugin_core.runtime.terminal import shorten
 
 __all__ = [
     "BASIC_COLORS",
@@ -288,16 +289,33 @@ def _words_factory(spec: Spec, ctx: Any) -> Callable[[], Vocabulary]:
 # ---------------------------------------------------------------------------------------
 
 
+#: Longest concept a vocabulary file may hold: a text encoder reads 77 tokens at most, and
+#: a longer line is a sign of a wrong file (a CSV export, a binary) rather than a concept.
+MAX_CONCEPT_CHARACTERS = 300
+
+
+def _too_long(path: Path, number: int, text: str) -> str:
+    return (
+        f"{path}:{number}: a line of {len(text):,} characters ({shorten(repr(text), 60)}); "
+        f"concepts are words or short phrases of at most {MAX_CONCEPT_CHARACTERS} "
+        "characters: is this the right file?"
+    )
+
+
 def _rows(lines: Iterable[str], path: Path) -> Iterator[tuple[int, list[str]]]:
     for number, line in enumerate(lines, start=1):
         text = _COMMENT.sub("", line).strip()
         if not text:
             continue
+        if len(text) > 2 * MAX_CONCEPT_CHARACTERS:
+            raise NeurolabelError(_too_long(path, number, text))
         delimiter = "\t" if "\t" in text else ","
         try:
             row = next(csv.reader([text], delimiter=delimiter, skipinitialspace=True))
         except csv.Error as exc:
-            raise NeurolabelError(f"{path}:{number}: cannot parse {line.strip()!r}: {exc}") from exc
+            raise NeurolabelError(
+                f"{path}:{number}: cannot parse {shorten(repr(line.strip()))}: {exc}"
+            ) from exc
         yield number, [cell.strip() for cell in row]
 
 
@@ -352,9 +370,12 @@ def read_concept_file(
         if len(row) > 2:
             raise NeurolabelError(
                 f"{path}:{number}: expected 'concept' or 'concept,category' but found "
-                f"{len(row)} columns in {row!r}; quote a concept that contains a comma"
+                f"{len(row)} columns in {shorten(repr(row))}; quote a concept that contains a "
+                "comma"
             )
         concept = row[0]
+        if len(concept) > MAX_CONCEPT_CHARACTERS:
+            raise NeurolabelError(_too_long(path, number, concept))
         category = row[1] if len(row) == 2 and row[1] else default_category
         if not concept:
             continue

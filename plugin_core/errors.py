@@ -37,6 +37,14 @@ class EmptyInputError(NeurolabelError):
     """An input that must not be empty is (no images, no concepts)."""
 
 
+class NeurolabelWarning(UserWarning):
+    """A run went on but its result may mislead: the message says why and what to change.
+
+    The CLI prints these as one ``Warning:`` line; the result records them too
+    (``settings["warnings"]``).
+    """
+
+
 def missing_extra(package: str, extra: str, purpose: str) -> MissingExtraError:
     """Build the error for a missing optional dependency.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from PIL import Image
@@ -92,3 +94,11 @@ class SeededConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.block2(self.block1(x))).flatten(1))
+
+
+class SlowColorDetector(ColorDetector):
+    """:class:`ColorDetector` taking 0.2 s a batch: a run long enough to interrupt."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.2)
+        return super().forward(x)

@@ -45,9 +45,7 @@ def skipped_examples(test: doctest.DocTest) -> int:
 
 
 def test_the_walk_finds_every_folder():
-    assert {"neurolabel.plugin_core.cli.app", "neurolabel.adapters.hook_extractor"} <= set(
-        MODULES
-    )
+    assert {"neurolabel.plugin_core.cli.app", "neurolabel.adapters.hook_extractor"} <= set(MODULES)
     assert "neurolabel.backends.open_clip_scorer" in MODULES
 
 

@@ -134,11 +134,7 @@ def import_cycles(root: Path = ROOT, runtime_only: bool = False) -> list[list[st
     known = set(modules)
     graph = {
         name: sorted(
-            {
-                t
-                for _, t in imports_of(name, path, known, runtime_only)
-                if t in known and t != name
-            }
+            {t for _, t in imports_of(name, path, known, runtime_only) if t in known and t != name}
         )
         for name, path in modules.items()
     }

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+import warnings
+from typing import Annotated, TextIO
 
 import typer
 
-from ..errors import NeurolabelError
+from ..errors import NeurolabelError, NeurolabelWarning
 from . import demo, discovery, explain, results
 from .console import err_console
 
@@ -81,25 +82,86 @@ def _register_plugin_commands() -> None:
 OPENMP_WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
 
 
+#: Longest error message printed whole; a message quoting a huge input is cut (its start
+#: says what was wrong).
+MESSAGE_LIMIT = 4000
+
+
+def _print_error(message: str) -> None:
+    from rich.markup import escape
+
+    from ..plugins.spec import redact_secrets
+    from ..runtime.terminal import shorten
+
+    # Messages quote user input (paths, specs, file lines) and library errors: no secret,
+    # no markup of theirs, no control character, bounded length.
+    text = escape(shorten(redact_secrets(message), MESSAGE_LIMIT))
+    # soft_wrap: a path or spec in the message stays on one line, whole, to copy or grep.
+    err_console.print(f"[bold red]Error:[/bold red] {text}", highlight=False, soft_wrap=True)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Our warnings as one readable line; other libraries' warnings as Python prints them."""
+    if issubclass(category, NeurolabelWarning):
+        from rich.markup import escape
+
+        err_console.print(f"[yellow]Warning:[/yellow] {escape(str(message))}", highlight=False)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _interrupted() -> None:
+    err_console.print(
+        "[yellow]Interrupted[/yellow]: no output file was left half-written; an "
+        "interrupted `explain` resumes from its checkpoint with --resume."
+    )
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, printing user errors without a traceback."""
+    """Entry point: run the CLI, printing user errors without a traceback.
+
+    Exit status: 0 on success, 1 for a command that failed (the machine refused a file
+    operation), 2 for bad input (a usage error or a
+    :class:`~neurolabel.plugin_core.errors.NeurolabelError`), 130 on Ctrl-C.
+    """
     os.environ.setdefault(*OPENMP_WAIT_POLICY)
+    previous, warnings.showwarning = warnings.showwarning, _show_warning
+    try:
+        _run(argv)
+    finally:
+        warnings.showwarning = previous  # main() also runs in-process (tests, notebooks)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         _register_plugin_commands()
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False returns typer.Exit's code (130 for Ctrl-C) instead of raising.
+        code = app(args=argv, standalone_mode=False)
     except NeurolabelError as exc:
-        # soft_wrap: a path or spec in the message stays on one line, whole, to copy or grep.
-        err_console.print(f"[bold red]Error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print(
-            "[yellow]Interrupted[/yellow]: outputs are written atomically; "
-            "nothing half-written was left."
-        )
-        sys.exit(130)
+        _interrupted()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
+        sys.exit(1)
+    except OSError as exc:
+        # The machine refused (disk full, permissions changed, a file vanished): say what
+        # and where; finished outputs stay whole (they are written atomically).
+        where = f": {exc.filename}" if exc.filename else ""
+        _print_error(f"{exc.strerror or type(exc).__name__}{where}")
         sys.exit(1)
     except Exception as exc:
         # Usage errors (unknown option, missing argument) arrive here in standalone_mode=False.
@@ -110,3 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             show()
             sys.exit(exit_code)
         raise
+    if code == 130:
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)

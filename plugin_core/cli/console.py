@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+from ..runtime.terminal import SafeConsole
+
+# Safe consoles: untrusted text (concepts, file names, plugin descriptions) never carries a
+# control character to the terminal.
+console = SafeConsole()
+err_console = SafeConsole(stderr=True)
 
 Device = Annotated[
     str, typer.Option("--device", help="auto, cpu, cuda or cuda:N", metavar="DEVICE")

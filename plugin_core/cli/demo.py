@@ -130,11 +130,13 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="")] = False,
 ) -> None:
     """Explain EfficientNet-Lite0 offline: packaged weights, bundled photos, no download."""
+    from ..data.output_folder import claim_output_folder
     from ..plugins.resolve import build_context, resolve_vocabulary
     from ..reporting.terminal import result_table
 
     started = time.perf_counter()
-    result = run_demo(out, units, top_k, device, progress=not quiet)
+    with claim_output_folder(out):
+        result = run_demo(out, units, top_k, device, progress=not quiet)
     seconds = time.perf_counter() - started
     if not quiet:
         for layer in result.neurons:
@@ -160,4 +162,5 @@ def demo(
         f"Wrote {out / 'result.json'}, {out / 'descriptions.csv'}, {out / 'patches'}/ and "
         f"{out / 'report.html'} (open it in a browser)",
         highlight=False,
+        markup=False,
     )

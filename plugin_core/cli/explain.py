@@ -44,7 +44,7 @@ def _confirmer(yes: bool) -> Callable[[str], bool]:
 
     def confirm(message: str) -> bool:
         if yes:
-            err_console.print(f"{message} Proceeding (--yes).", highlight=False)
+            err_console.print(f"{message} Proceeding (--yes).", highlight=False, markup=False)
             return True
         if sys.stdin.isatty():
             return typer.confirm(f"{message} Proceed?", default=False, err=True)
@@ -226,6 +226,11 @@ def explain(
 ) -> None:
     """Label the neurons of one or more layers and write result.json, descriptions.csv,
     patches and the HTML report."""
+    from contextlib import ExitStack, nullcontext
+
+    from rich.markup import escape
+
+    from ..data.output_folder import check_output_folder, claim_output_folder
     from ..pipeline.labeler import NeuronLabeler
     from ..plugins.resolve import build_context
     from ..reporting.terminal import result_table
@@ -236,69 +241,79 @@ def explain(
     ctx.device = distributed.local_device(ctx.device)
     distributed.init_from_environment(ctx.device)
     rank = distributed.rank_and_world()[0]
-    quiet = quiet or rank != 0
-    chosen_describer = None
-    if describer is not None:
-        from ..plugins.resolve import resolve_describer
+    # The result folder is checked (and locked by the rank that writes it) before any work:
+    # a read-only --out must not cost a forward pass.
+    with ExitStack() as claimed:
+        if rank == 0:
+            claimed.enter_context(claim_output_folder(out))
+        else:
+            check_output_folder(out)
+        quiet = quiet or rank != 0
+        chosen_describer = None
+        if describer is not None:
+            from ..plugins.resolve import resolve_describer
 
-        chosen_describer = resolve_describer(describer, ctx)
-        if getattr(chosen_describer, "remote", False):
+            chosen_describer = resolve_describer(describer, ctx)
+            if getattr(chosen_describer, "remote", False):
+                err_console.print(
+                    "[yellow]Note:[/yellow] the exemplar patches of every explained neuron will "
+                    f"be sent to the remote model of '{escape(chosen_describer.name)}'; a local "
+                    "model (api_base on localhost, or ollama/...) keeps them on this machine.",
+                    highlight=False,
+                )
+        settings = LabelingSettings(
+            scorer=scorer,
+            vocabulary=vocab,
+            aggregation=aggregation,
+            extractor=extractor,
+            top_k=top_k,
+            activation=activation,
+            threshold=threshold,
+            patches=patches,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            scoring=scoring,
+            precision=precision,
+            summarizer=summarize,
+            units=_parse_units(units),
+            progress=not quiet,
+            channels_last=channels_last,
+            cache=not no_cache,
+            checkpoint=out / CHECKPOINT_FILE,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            holdout=holdout,
+            source_pattern=source_pattern,
+        )
+        labeler = NeuronLabeler(
+            model, layers=layer, settings=settings, describer=chosen_describer, context=ctx
+        )
+        # Resolve evaluators before the long run, so a typo in a spec fails at once.
+        evaluators = [ctx.registries.evaluators.resolve(spec, ctx) for spec in metric or []]
+        result = labeler.run(images)
+        if rank != 0:
+            return
+        for evaluator in evaluators:
+            result.metrics[evaluator.name] = evaluator.evaluate(result, ctx)
+        path = result.save(out)
+        written = [str(path), str(out / "descriptions.csv")]
+        if not no_html:
+            from ..reporting.html_report import REPORT_FILE, write_html_report
+
+            # Seconds for thousands of neurons: say what is going on.
+            status = nullcontext() if quiet else console.status("Writing the HTML report")
+            with status:
+                # From the in-memory result: its patches are still decoded, no need to re-read them.
+                written.append(str(write_html_report(result, out / REPORT_FILE, folder=out)))
+        if not quiet:
+            console.print(result_table(result))
+        skipped = result.dataset.get("num_skipped", 0)
+        if skipped:
             err_console.print(
-                f"[yellow]Note:[/yellow] the exemplar patches of every explained neuron will be "
-                f"sent to the remote model of '{chosen_describer.name}'; a local model "
-                "(api_base on localhost, or ollama/...) keeps them on this machine.",
+                f"[yellow]{skipped} input(s) skipped[/yellow] (reasons in {escape(str(path))})",
                 highlight=False,
             )
-    settings = LabelingSettings(
-        scorer=scorer,
-        vocabulary=vocab,
-        aggregation=aggregation,
-        extractor=extractor,
-        top_k=top_k,
-        activation=activation,
-        threshold=threshold,
-        patches=patches,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=device,
-        scoring=scoring,
-        precision=precision,
-        summarizer=summarize,
-        units=_parse_units(units),
-        progress=not quiet,
-        channels_last=channels_last,
-        cache=not no_cache,
-        checkpoint=out / CHECKPOINT_FILE,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        holdout=holdout,
-        source_pattern=source_pattern,
-    )
-    labeler = NeuronLabeler(
-        model, layers=layer, settings=settings, describer=chosen_describer, context=ctx
-    )
-    # Resolve evaluators before the long run, so a typo in a spec fails at once.
-    evaluators = [ctx.registries.evaluators.resolve(spec, ctx) for spec in metric or []]
-    result = labeler.run(images)
-    if rank != 0:
-        return
-    for evaluator in evaluators:
-        result.metrics[evaluator.name] = evaluator.evaluate(result, ctx)
-    path = result.save(out)
-    written = [str(path), str(out / "descriptions.csv")]
-    if not no_html:
-        from contextlib import nullcontext
-
-        from ..reporting.html_report import REPORT_FILE, write_html_report
-
-        # Seconds for thousands of neurons: say what is going on.
-        status = nullcontext() if quiet else console.status("Writing the HTML report")
-        with status:
-            # From the in-memory result: its patches are still decoded, no need to re-read them.
-            written.append(str(write_html_report(result, out / REPORT_FILE, folder=out)))
-    if not quiet:
-        console.print(result_table(result))
-    skipped = result.dataset.get("num_skipped", 0)
-    if skipped:
-        err_console.print(f"[yellow]{skipped} input(s) skipped[/yellow] (reasons in {path})")
-    console.print(f"Wrote {', '.join(written[:-1])} and {written[-1]}", highlight=False)
+        console.print(
+            f"Wrote {', '.join(written[:-1])} and {written[-1]}", highlight=False, markup=False
+        )

@@ -61,16 +61,21 @@ def report(
     if chosen is not None:
         result.explanation(*chosen)  # a clear error before any output
     if html is not None:
+        from ..errors import NeurolabelError
         from ..reporting.html_report import write_html_report
 
         if images is not None and not images.is_dir():
-            from ..errors import NeurolabelError
-
             raise NeurolabelError(f"--images {images}: no such folder")
+        if html.is_dir():
+            raise NeurolabelError(
+                f"--html {html} is a folder: name the file to write, e.g. {html / 'report.html'}"
+            )
         written = write_html_report(result, html, folder=folder, image_root=images)
         # With --json, stdout carries only the JSON.
         (err_console if as_json else console).print(
-            f"Wrote {written} ({written.stat().st_size / 1e6:.1f} MB)", highlight=False
+            f"Wrote {written} ({written.stat().st_size / 1e6:.1f} MB)",
+            highlight=False,
+            markup=False,
         )
         if chosen is None and not as_json:
             return
@@ -107,24 +112,29 @@ def evaluate(
     as_json: AsJson = False,
 ) -> None:
     """Run evaluators on a saved result, store their figures in it and show them as tables."""
+    from rich.markup import escape
+
+    from ..data.output_folder import claim_output_folder
     from ..data.result import RESULT_FILE, LabelingResult, json_safe
     from ..plugins.resolve import build_context
     from ..reporting.terminal import metrics_report
 
     ctx = build_context(device)
     result = LabelingResult.load(result_path)
+    target = result_path / RESULT_FILE if result_path.is_dir() else result_path
     # Every spec resolved first: a typo in the last one fails before any long evaluation.
     evaluators = [ctx.registries.evaluators.resolve(spec, ctx) for spec in metric]
-    figures = {}
-    for evaluator in evaluators:
-        with err_console.status(f"Evaluating {evaluator.name}"):
-            figures[evaluator.name] = evaluator.evaluate(result, ctx)
-        result.metrics[evaluator.name] = figures[evaluator.name]
-    target = result_path / RESULT_FILE if result_path.is_dir() else result_path
-    result.save_json(target)
+    # Held from the start: a run writing this result meanwhile would be overwritten.
+    with claim_output_folder(target.parent, option="RESULT"):
+        figures = {}
+        for evaluator in evaluators:
+            with err_console.status(f"Evaluating {escape(evaluator.name)}"):
+                figures[evaluator.name] = evaluator.evaluate(result, ctx)
+            result.metrics[evaluator.name] = figures[evaluator.name]
+        result.save_json(target)
     if as_json:
         print(json.dumps(json_safe(figures), indent=1))
         return
     for table in metrics_report(result, names=list(figures)):
         console.print(table)
-    console.print(f"Stored in {target}", highlight=False)
+    console.print(f"Stored in {target}", highlight=False, markup=False)

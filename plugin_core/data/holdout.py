@@ -10,6 +10,7 @@ without being given a folder.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from PIL import Image
 
 from ..errors import EmptyInputError, NeurolabelError
-from .images import ImageLoadError, ImageSource, SkippedInput, open_image
+from .images import ImageLoadError, ImageSource, SkippedInput, open_image, printable_path
 from .result_files import ResultFiles
 
 
@@ -108,17 +109,17 @@ class PathListSource(ImageSource):
 
     def load(self, index: int) -> Image.Image:
         path = self.paths[index]
-        if not path.is_file():
-            raise ImageLoadError(f"file not found ({path})")
+        if not os.path.lexists(path):  # anything else (a broken link, a FIFO) open_image says
+            raise ImageLoadError(f"file not found ({printable_path(path)})")
         return open_image(path)
 
     def describe(self, index: int) -> str:
-        return str(self.paths[index])
+        return printable_path(self.paths[index])
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for path in self.paths:
-            digest.update(str(path).encode())
+            digest.update(os.fsencode(path))  # the name's own bytes, also when not UTF-8
             digest.update(str(path.stat().st_size if path.is_file() else -1).encode())
         return digest.hexdigest()[:16]
 

@@ -113,9 +113,7 @@ def _every_name() -> tuple[tuple[str, ...], ...]:
     """Per class: its readable name, torchvision's, and every WordNet lemma (may repeat)."""
     lemmas = _wordnet_lemmas()
     readable = readable_class_names()
-    return tuple(
-        (readable[i], first, *lemmas[i]) for i, first in enumerate(wordnet_class_names())
-    )
+    return tuple((readable[i], first, *lemmas[i]) for i, first in enumerate(wordnet_class_names()))
 
 
 def _wordnet_lemmas() -> list[tuple[str, ...]]:

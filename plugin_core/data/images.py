@@ -6,12 +6,16 @@ Importing this module does not import torch (the report reads thumbnails through
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import re
+import stat
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
@@ -20,6 +24,9 @@ from ..errors import EmptyInputError, NeurolabelError
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 )
+
+
+_T = TypeVar("_T")
 
 
 class ImageLoadError(NeurolabelError):
@@ -58,18 +65,108 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image file as RGB, or raise :class:`ImageLoadError`."""
+def printable_path(path: str | Path) -> str:
+    """``path`` as text that can be printed and written anywhere (terminal, log, JSON).
+
+    A file name need not be valid UTF-8; Python then holds its stray bytes as lone
+    surrogates, which most text streams refuse to write. They appear as ``\\xNN`` here.
+
+    Examples:
+        >>> printable_path(os.fsdecode(b"bad\\xff.png"))
+        'bad\\\\xff.png'
+        >>> printable_path(Path("cat.png"))
+        'cat.png'
+    """
+    text = os.fspath(path)
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a surrogate no file system gave: escape it as it is
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
+
+
+def _stat_failure(path: Path, exc: OSError) -> str:
+    """Why ``path`` (possibly a symbolic link) could not be looked at."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (following it never reaches a file)"
+    if path.is_symlink():
+        if exc.errno == errno.ENOENT:
+            try:
+                target = f" {printable_path(os.readlink(path))}"
+            except OSError:  # removed meanwhile
+                target = ""
+            return f"broken symbolic link (its target{target} does not exist)"
+        return f"symbolic link could not be followed ({exc.strerror or exc})"
+    if exc.errno == errno.ENOENT:
+        return "file not found"
+    return f"could not be read ({exc.strerror or exc})"
+
+
+def _check_regular_file(path: Path) -> None:
+    """Raise :class:`ImageLoadError` unless ``path`` is (a link to) a regular file; nothing
+    else is opened (opening a FIFO blocks until someone writes to it)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ImageLoadError(_stat_failure(path, exc)) from None
+    if not stat.S_ISREG(mode):
+        raise ImageLoadError(f"not a regular file ({_file_kind(mode)}); not opened")
+
+
+def _too_large(exc: Exception) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = f" (it has {int(found.group(1)):,})" if found else ""
+    return (
+        f"larger than PIL's safety limit of {Image.MAX_IMAGE_PIXELS or 0:,} pixels{pixels}, "
+        "possibly a decompression bomb; raise PIL.Image.MAX_IMAGE_PIXELS to read it"
+    )
+
+
+def _with_image(path: Path, action: Callable[[Image.Image], _T]) -> _T:
+    """``action(image)`` on the opened regular file ``path``; every failure to read it, an
+    image over PIL's pixel limit included, becomes an :class:`ImageLoadError`."""
+    _check_regular_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                image.load()
-                return to_rgb(image)
+                return action(image)
     except UnidentifiedImageError:
         raise ImageLoadError("not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(_too_large(exc)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(f"could not be decoded ({exc})") from None
+
+
+def _decode(image: Image.Image) -> Image.Image:
+    image.load()
+    return to_rgb(image)
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image file as RGB, or raise :class:`ImageLoadError`.
+
+    Only a regular file (or a link to one) is opened; an image over PIL's pixel limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``) is refused before it is decoded.
+    """
+    return _with_image(Path(path), _decode)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, or raise :class:`ImageLoadError`
+    for the same reasons as :func:`open_image` (an image too large to decode included)."""
+    return _with_image(Path(path), lambda image: image.size)
 
 
 class ImageSource:
@@ -115,29 +212,92 @@ class ImageSource:
         return None
 
 
+def _revisit(link: Path, real: str) -> str:
+    """Why the symbolically linked folder ``link`` (to ``real``) is not walked again."""
+    parent = os.path.realpath(link.parent)
+    if parent == real or parent.startswith(real.rstrip(os.sep) + os.sep):
+        return f"symbolic link loop (points to {printable_path(real)}, a folder that contains it)"
+    return f"folder already read (it is {printable_path(real)}, reached by another path)"
+
+
+def _scan_folder(folder: Path) -> tuple[list[Path], list[SkippedInput]]:
+    """The image files under ``folder`` and every entry left out with the reason, both in
+    path order.
+
+    Symbolically linked folders are followed, each real folder once; broken links, link
+    loops, entries that are not regular files (FIFOs, devices, sockets) and files that are
+    not images by their extension are left out and reported. Entries whose name starts
+    with ``.`` (and everything under them) are ignored.
+    """
+    found: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    walked = {os.path.realpath(folder)}
+    pending = [folder]
+    # Linked folders wait until every folder reached without a link was walked, so a link
+    # to a folder inside the tree is what is left out, never the folder itself.
+    linked: list[Path] = []
+    while pending or linked:
+        if not pending:
+            linked.sort()
+            link = linked.pop(0)
+            real = os.path.realpath(link)
+            if real in walked:
+                skipped.append((link, _revisit(link, real)))
+                continue
+            walked.add(real)
+            pending.append(link)
+        current = pending.pop()
+        try:
+            with os.scandir(current) as listing:
+                names = sorted(entry.name for entry in listing)
+        except OSError as exc:
+            skipped.append((current, f"folder could not be read ({exc.strerror or exc})"))
+            continue
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = current / name
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as exc:
+                skipped.append((path, _stat_failure(path, exc)))
+                continue
+            if stat.S_ISDIR(mode):
+                if path.is_symlink():
+                    linked.append(path)
+                elif (real := os.path.realpath(path)) in walked:
+                    skipped.append((path, _revisit(path, real)))
+                else:
+                    walked.add(real)
+                    pending.append(path)
+            elif not stat.S_ISREG(mode):
+                skipped.append((path, f"not a regular file ({_file_kind(mode)})"))
+            elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append((path, f"not an image file (extension '{path.suffix}')"))
+            else:
+                found.append(path)
+    skipped.sort(key=lambda entry: entry[0])
+    return sorted(found), [SkippedInput(printable_path(p), reason) for p, reason in skipped]
+
+
 class FolderSource(ImageSource):
-    """Every file under a folder (recursively, sorted); files that are not images by their
-    extension are reported as skipped instead of silently ignored."""
+    """Every file under a folder (recursively, sorted, through symbolically linked folders);
+    entries that are not read (not images by their extension, not regular files, broken
+    links, link loops) are reported as skipped instead of silently ignored."""
 
     def __init__(self, root: str | Path) -> None:
         self.folder = Path(root)
         if not self.folder.is_dir():
-            raise NeurolabelError(f"Image folder {self.folder} does not exist or is not a folder")
-        self.paths: list[Path] = []
-        self.skipped_upfront = []
-        for path in sorted(p for p in self.folder.rglob("*") if p.is_file()):
-            if any(part.startswith(".") for part in path.relative_to(self.folder).parts):
-                continue
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                self.paths.append(path)
-            else:
-                self.skipped_upfront.append(
-                    SkippedInput(str(path), f"not an image file (extension '{path.suffix}')")
-                )
+            raise NeurolabelError(
+                f"Image folder {printable_path(self.folder)} does not exist or is not a folder"
+            )
+        self.paths, self.skipped_upfront = _scan_folder(self.folder)
         if not self.paths:
+            count = len(self.skipped_upfront)
+            skipped = f"; {count} entries skipped" if count else ""
             raise EmptyInputError(
-                f"No image files found in {self.folder} "
-                f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+                f"No image files found in {printable_path(self.folder)} "
+                f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))}){skipped}"
             )
 
     def __len__(self) -> int:
@@ -147,9 +307,11 @@ class FolderSource(ImageSource):
         return open_image(self.paths[index])
 
     def describe(self, index: int) -> str:
-        return str(self.paths[index])
+        return printable_path(self.paths[index])
 
     def name(self, index: int) -> str:
+        # Kept exact (a name that is not UTF-8 keeps its surrogates; JSON escapes them) so
+        # the recorded name finds the file again.
         return self.paths[index].relative_to(self.folder).as_posix()
 
     @property
@@ -157,25 +319,31 @@ class FolderSource(ImageSource):
         return self.folder
 
     def size(self, index: int) -> tuple[int, int]:
-        try:
-            with Image.open(self.paths[index]) as image:  # reads the header only
-                return image.size
-        except (OSError, UnidentifiedImageError) as exc:
-            raise ImageLoadError(f"could not be read ({exc})") from None
+        return image_size(self.paths[index])  # reads the header only
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for path in self.paths:
-            digest.update(str(path.relative_to(self.folder)).encode())
-            digest.update(str(path.stat().st_size).encode())
+            # fsencode: the name's own bytes, also when they are not UTF-8.
+            digest.update(os.fsencode(path.relative_to(self.folder)))
+            digest.update(str(_stat_or_none(path, "st_size")).encode())
         return digest.hexdigest()[:16]
 
     def cache_key(self) -> str | None:
         # Names and sizes (the fingerprint) miss an image rewritten at the same size.
         digest = hashlib.sha256(self.fingerprint().encode())
         for path in self.paths:
-            digest.update(str(path.stat().st_mtime_ns).encode())
+            digest.update(str(_stat_or_none(path, "st_mtime_ns")).encode())
         return digest.hexdigest()[:20]
+
+
+def _stat_or_none(path: Path, field: str) -> int | None:
+    """One ``os.stat`` field of ``path``, or None when it is gone (or unreadable) by now:
+    reading it will report the file as skipped, the hash only has to differ."""
+    try:
+        return int(getattr(os.stat(path), field))
+    except OSError:
+        return None
 
 
 def _item_to_image(item: Any) -> Image.Image:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..data.atomic import atomic_write
+from ..data.atomic import ABANDONED_AFTER_SECONDS, atomic_write, remove_stale_temporaries
 from ..data.images import ImageSource, SkippedInput
 from .exemplar_pass import PassOutput, digest
 from .topk import TopKState
@@ -62,6 +62,7 @@ class ActivationCache:
             }
             with atomic_write(self.path(layer), "wb") as handle:
                 torch.save(entry, handle)
+        remove_stale_temporaries(self.folder, older_than=ABANDONED_AFTER_SECONDS)
 
 
 def restore(entries: Mapping[str, dict[str, Any]], source: ImageSource) -> PassOutput:

@@ -83,6 +83,8 @@ class Evidence:
     seconds: float
     plan: ScoringPlan | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: Why the labels of this run may mislead (one sentence each), recorded in the result.
+    warnings: list[str] = field(default_factory=list)
 
     def layer(self, name: str) -> ExplainedLayer:
         for layer in self.layers:

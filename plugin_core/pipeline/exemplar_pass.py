@@ -465,4 +465,10 @@ def run_pass(
         for shard_state in gathered:
             merged.merge(shard_state)
         state = merged
-    return state.finish(source)
+    try:
+        return state.finish(source)
+    except EmptyInputError:
+        # Not one readable image: nothing to resume, so no checkpoint is left behind.
+        if checkpoint is not None:
+            checkpoint.remove()
+        raise

@@ -88,9 +88,7 @@ def explain_layer(
         ranked = [[vocabulary.concepts[int(c)], finite(scores[row, c])] for c in order[row]]
         best = int(order[row, 0])
         valid = torch.isfinite(values[row])
-        similarity = (
-            finite(torch.nanmean(exemplar_sims[row, valid, best])) if valid.any() else None
-        )
+        similarity = finite(torch.nanmean(exemplar_sims[row, valid, best])) if valid.any() else None
         neurons.append(
             NeuronExplanation(
                 layer.name, unit, ranked, exemplars, False, stats=stats, similarity=similarity

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from warnings import warn
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,7 @@ from ..data.layer_patterns import expand_layer_patterns, layer_names
 from ..data.preprocessing import Preprocessing
 from ..data.result import LabelingResult
 from ..data.vocabulary import Vocabulary
-from ..errors import NeurolabelError
+from ..errors import NeurolabelError, NeurolabelWarning
 from ..plugins.context import ResolveContext
 from ..plugins.contracts import (
     ConceptScorer,
@@ -49,6 +50,7 @@ from ..plugins.spec import Spec
 from ..runtime import distributed
 from ..runtime.memory import release_freed_memory
 from ..runtime.progress import Steps, progress_steps, stderr_console
+from ..runtime.terminal import shorten
 from .activation_cache import ActivationCache, restore
 from .aggregation import Aggregation, get_aggregation
 from .describe import describe_neurons, summarize_neurons
@@ -160,6 +162,7 @@ class NeuronLabeler:
         self.model_spec = model
         self.preprocessing = preprocessing
         self._describer: Describer | None = None
+        self._summarizer: Summarizer | None = None
         self._loaded: LoadedModel | None = None
         self._pass_checkpoint: Checkpoint | None = None
         self._fingerprint: str | None = None
@@ -247,6 +250,12 @@ class NeuronLabeler:
             self._describer = resolve_describer(self.describer_spec, self.ctx)
         return self._describer
 
+    def summarizer(self) -> Summarizer | None:
+        """The summarizer, resolved on first use (None when none was given)."""
+        if self._summarizer is None and self.summarize_spec is not None:
+            self._summarizer = resolve_summarizer(self.summarize_spec, self.ctx)
+        return self._summarizer
+
     def _units_for(self, layer: str, channels: int) -> list[int]:
         selection = self.settings.units_for(layer)
         if selection is None:
@@ -278,8 +287,11 @@ class NeuronLabeler:
         chosen = self.settings
         sampled = chosen.sample_size if with_sample else 0
         groups, sources = self._source_groups(source)
+        # More exemplar slots than images would only be empty: the streaming state is sized
+        # by what can fill it (--top-k 100000 on 300 images must not reserve 100000 slots).
+        top_k = min(chosen.top_k, len(source))
         settings = StreamSettings(
-            chosen.top_k, chosen.activation, chosen.quantile, sampled, sources=sources
+            top_k, chosen.activation, chosen.quantile, sampled, sources=sources
         )
         sample_ids = (
             _sample_indices(len(source), self.settings.sample_size)
@@ -433,6 +445,9 @@ class NeuronLabeler:
             groups = source_groups(source, pattern) if pattern else None
             source = split_holdout(source, holdout, self.settings.holdout_seed, groups)[0]
         scorer = self.scorer()
+        # Resolved now, so a mistake in a describer or summarizer spec fails before the pass.
+        self.describer()
+        self.summarizer()
         if isinstance(self.vocabulary_spec, str):  # llm: vocabularies seed from the classes
             self.ctx.extra["class_names"] = self.loaded.class_names
         # Rank 0 builds the vocabulary and shares it: an llm: vocabulary asks its model once.
@@ -442,6 +457,7 @@ class NeuronLabeler:
         if with_sample is None:
             with_sample = self.aggregation.sample != "no"
         stages = {"setup": time.perf_counter() - started}
+        cautions: list[str] = []  # what makes this run's labels doubtful, for the result
         with progress_steps(self.settings.progress) as steps:
             clock = time.perf_counter()
             states, skipped, sample_acts, sample_ids = self.collect_exemplars(
@@ -494,6 +510,16 @@ class NeuronLabeler:
             )
             release_freed_memory()
             stages["scoring"] = time.perf_counter() - clock
+            if sims.sees_no_difference():
+                cautions.append(
+                    f"The scorer '{getattr(scorer, 'name', type(scorer).__name__)}' gave every "
+                    f"concept of the vocabulary '{shorten(vocabulary.source or '?')}' the same "
+                    "score on every patch: it cannot tell these concepts apart, and each label "
+                    "is only the vocabulary's first word. Choose a vocabulary this scorer "
+                    "knows (the color scorer: --vocab colors) or a scorer that reads any "
+                    "concept (clip)."
+                )
+                warn(cautions[-1], NeurolabelWarning, stacklevel=3)
         if self._pass_checkpoint is not None:  # all the costly work is done
             self._pass_checkpoint.remove()
         return Evidence(
@@ -510,6 +536,7 @@ class NeuronLabeler:
             seconds=time.perf_counter() - started,
             plan=plan,
             stage_seconds=stages,
+            warnings=cautions,
         )
 
     def explain(self, evidence: Evidence, aggregation: str | None = None) -> LabelingResult:
@@ -545,8 +572,9 @@ class NeuronLabeler:
         first = distributed.rank_and_world()[0] == 0
         if describer is not None and first:
             describe_neurons(neurons, evidence, describer, self.settings.num_concepts)
-        if self.summarize_spec is not None and first:
-            summarize_neurons(neurons, resolve_summarizer(self.summarize_spec, self.ctx))
+        summarizer = self.summarizer()
+        if summarizer is not None and first:
+            summarize_neurons(neurons, summarizer)
         source = evidence.source
         result = LabelingResult(
             model=self._model_info(),
@@ -575,6 +603,8 @@ class NeuronLabeler:
         )
         if details:
             result.settings["aggregation_details"] = details
+        if evidence.warnings:
+            result.settings["warnings"] = list(evidence.warnings)
         result.patch_images = dict(evidence.scores.thumbnails)
         explaining = time.perf_counter() - started
         result.settings["seconds"] = round(evidence.seconds + explaining, 3)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..data.atomic import atomic_write
+from ..data.atomic import ABANDONED_AFTER_SECONDS, atomic_write, remove_stale_temporaries
 from ..data.images import ImageLoadError, ImageSource
 from ..data.vocabulary import Vocabulary
 from ..errors import NeurolabelError
@@ -128,6 +128,30 @@ class PatchScores:
             return None
         return self.embeddings[torch.tensor([self.index[k] for k in keys], dtype=torch.long)]
 
+    def sees_no_difference(self) -> bool:
+        """True when every patch scores every concept the same: the scorer sees nothing of
+        this vocabulary (the color scorer given object names), and any label would be the
+        first word of the vocabulary.
+
+        Examples:
+            >>> flat = PatchScores({(0, None): torch.zeros(3), (1, None): torch.zeros(3)}, {})
+            >>> flat.sees_no_difference()
+            True
+            >>> PatchScores({(0, None): torch.tensor([0.0, 1.0])}, {}).sees_no_difference()
+            False
+        """
+        if self.rows is None:
+            # Embedding scorers: only identical concept embeddings score all patches alike.
+            if self.text is None or len(self.text) < 2:
+                return False
+            return bool((self.text == self.text[:1]).all())
+        if not self.rows:
+            return False
+        stacked = torch.stack(list(self.rows.values()))
+        if stacked.shape[-1] < 2:
+            return False
+        return bool((stacked.amax(dim=-1) == stacked.amin(dim=-1)).all())
+
     def rows_for(self, keys: list[PatchKey]) -> Tensor:
         """``[n, V]`` scores of several patches."""
         if self.rows is not None:
@@ -171,6 +195,7 @@ class EmbeddingCache:
         plain = [[k[0], list(k[1]) if k[1] is not None else None] for k in keys]
         with atomic_write(self.path, "wb") as handle:
             torch.save({"key": self.key, "keys": plain, "embeddings": stacked}, handle)
+        remove_stale_temporaries(self.path.parent, older_than=ABANDONED_AFTER_SECONDS)
 
 
 def _as_key(stored: Any) -> PatchKey:

@@ -16,7 +16,6 @@ from .settings import THRESHOLD_METHODS
 Box = tuple[int, int, int, int]
 
 
-
 @dataclass(frozen=True)
 class PatchSettings:
     """How patches are cut.

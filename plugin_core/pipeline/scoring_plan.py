@@ -65,8 +65,13 @@ def plan_scoring(
         reason = f"asked for with scoring='images' ({figures})"
         return ScoringPlan("images", exemplar_patches, probing_images, reason)
     if requested == "patches" or patches != "auto":
-        why = "scoring='patches'" if requested == "patches" else f"patches={patches!r}"
-        reason = f"asked for with {why} ({figures})"
+        if requested != "patches" and patches == "whole":
+            # Patch scoring where each exemplar's patch is its whole image: say so, or
+            # "scoring patches" reads as a contradiction of patches='whole'.
+            reason = f"each exemplar's patch is its whole image with patches='whole' ({figures})"
+        else:
+            why = "scoring='patches'" if requested == "patches" else f"patches={patches!r}"
+            reason = f"asked for with {why} ({figures})"
         return ScoringPlan("patches", exemplar_patches, probing_images, reason)
     if probing_images < exemplar_patches:
         ratio = exemplar_patches / max(probing_images, 1)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..data.image_groups import compile_source_pattern
 from ..errors import InvalidSettingError
+from ..plugins.spec import redact_secrets
 
 DEFAULT_SCORER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 DEFAULT_VOCABULARY = "imagenet"
@@ -217,8 +218,12 @@ class LabelingSettings:
         out; the labeler adds what the run resolved (layers, vocabulary size, the scoring
         plan, the sample size used, the world size).
         """
+        # Specs may carry secrets (an api_key option, a password in an api_base URL).
         return {
-            name: getattr(self, name) for name in self.names() if name not in _NOT_RECORDED
+            name: redact_secrets(value) if isinstance(value, str) else value
+            for name in self.names()
+            if name not in _NOT_RECORDED
+            for value in [getattr(self, name)]
         }
 
     def units_for(self, layer: str) -> Sequence[int] | None:

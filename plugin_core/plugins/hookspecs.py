@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 hookspec = pluggy.HookspecMarker("neurolabel")
 hookimpl = pluggy.HookimplMarker("neurolabel")
 
+
 @hookspec
 def register_model_sources(register: Register[LoadedModel]) -> None:
     """Named ways to load a target model: torchvision:, timm:, file:, python:, ..."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ..errors import SpecError, UnknownNameError
+from ..runtime.terminal import shorten
 from .spec import Spec
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class Registry(Generic[T]):
 
     Args:
         kind: Human name of the kind, used in error messages ("scorer").
+        plural: Its plural when not ``kind + "s"`` ("vocabularies").
 
     Examples:
         >>> reg = Registry("scorer")
@@ -100,8 +102,9 @@ class Registry(Generic[T]):
         'hello'
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._entries: dict[str, Entry[T]] = {}
 
     def add(
@@ -148,7 +151,7 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         listed = ", ".join(names) if names else "(none registered)"
-        return f"Unknown {self.kind} '{name}'.{hint} Registered {self.kind}s: {listed}"
+        return f"Unknown {self.kind} '{shorten(name)}'.{hint} Registered {self.plural}: {listed}"
 
     def resolve(self, spec: str | Spec, context: Any) -> T:
         """Build the thing a spec string names.
@@ -180,7 +183,7 @@ class Registries:
     extractors: Registry[Extractor] = field(default_factory=lambda: Registry("extractor"))
     patchers: Registry[Patcher] = field(default_factory=lambda: Registry("patcher"))
     vocabularies: Registry[VocabularyProvider] = field(
-        default_factory=lambda: Registry("vocabulary")
+        default_factory=lambda: Registry("vocabulary", "vocabularies")
     )
     scorers: Registry[EmbeddingScorer | ConceptScorer | Describer] = field(
         default_factory=lambda: Registry("scorer")

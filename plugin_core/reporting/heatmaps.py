@@ -114,9 +114,7 @@ def encode_map(array: np.ndarray, low: float, high: float) -> dict[str, Any]:
     return {"w": int(width), "h": int(height), "v": base64.b64encode(data).decode("ascii")}
 
 
-def percent_box(
-    box: Sequence[float], image_size: tuple[int, int]
-) -> list[float]:
+def percent_box(box: Sequence[float], image_size: tuple[int, int]) -> list[float]:
     """A pixel box as percentages of the image (how the page positions overlays).
 
     Args:

@@ -224,6 +224,11 @@ class _Builder:
     def _overview(self, default: str) -> str:
         result = self.result
         out = [f"<section id='overview'{_hidden('overview', default)}>"]
+        cautions = [str(w) for w in result.settings.get("warnings") or []]
+        if cautions:
+            # First on the page: these say the labels below may mislead.
+            items = "".join(f"<li>{_e(w)}</li>" for w in cautions)
+            out.append(self._panel("Warnings", f"<ul class='warning'>{items}</ul>"))
         model = {k: v for k, v in result.model.items() if k not in ("class_names", "preprocessing")}
         out.append(self._panel("Model", _kv_table(model)))
         if result.settings:

@@ -271,6 +271,8 @@ def layer_report(
         True
     """
     parts: list[RenderableType] = [Text(run_line(result), style="dim")]
+    for caution in result.settings.get("warnings") or []:
+        parts.append(Text(f"Warning: {caution}", style="yellow"))
     for name in result.neurons:
         if layer is not None and name != layer:
             continue
@@ -413,9 +415,7 @@ def neuron_report(
         parts.append(_concepts_table(neuron))
     if neuron.similarity is not None:
         similarity = format_value(neuron.similarity)
-        parts.append(
-            Text(f"similarity of the description with the exemplar patches: {similarity}")
-        )
+        parts.append(Text(f"similarity of the description with the exemplar patches: {similarity}"))
     facts = [f"{k} {format_value(v)}" for k, v in neuron.stats.items()]
     if facts:
         parts.append(Text("activation over the probing images: " + ", ".join(facts), style="dim"))

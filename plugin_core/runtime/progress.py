@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,7 +16,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-stderr_console = Console(stderr=True)
+from .terminal import SafeConsole
+
+stderr_console = SafeConsole(stderr=True)
 
 
 class Steps:
