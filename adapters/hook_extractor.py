@@ -492,6 +492,10 @@ def list_layer_shapes(
     return infos
 
 
+#: Layer names an unknown-layer message lists before pointing to `neurolabel layers`.
+LISTED_LAYERS = 40
+
+
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     """Return the submodule called ``name`` or fail listing the valid layer names.
 
@@ -515,8 +519,12 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     valid = [n for n, _ in model.named_modules() if n]
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
     hint = f" Closest: {', '.join(close)}." if close else ""
+    # A deep model has hundreds of layers: a sample, and where to see them all.
+    listed = ", ".join(valid[:LISTED_LAYERS])
+    if len(valid) > LISTED_LAYERS:
+        listed += f" ... ({len(valid)} in all; list them with `neurolabel layers MODEL`)"
     raise LayerNotFoundError(
-        f"The model has no layer '{name}'.{hint} Valid layers ({len(valid)}): {', '.join(valid)}"
+        f"The model has no layer '{name}'.{hint} Valid layers ({len(valid)}): {listed}"
     )
 
 

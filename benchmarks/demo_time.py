@@ -49,9 +49,7 @@ def run_demo() -> dict:
         stages = settings.get("stage_seconds", {})
         logits = result["neurons"]["classifier"]
         classes = result["model"]["class_names"]
-        own = sum(
-            classes[n["unit"]].lower() in [c for c, _ in n["concepts"][:5]] for n in logits
-        )
+        own = sum(classes[n["unit"]].lower() in [c for c, _ in n["concepts"][:5]] for n in logits)
         return {
             "wall_seconds": round(wall, 2),
             "user_seconds": round(after.ru_utime - before.ru_utime, 2),

@@ -58,7 +58,7 @@ def test_explain_report_evaluate(folder, tmp_path, capsys):
     code, stdout, _ = run(["report", str(out / "result.json"), "--json"], capsys)
     assert json.loads(stdout)["schema_version"] == "1.2"
     truth = tmp_path / "truth.csv"
-    truth.write_text("layer,unit,label\nfc,0,red\nfc,1,green\n")
+    truth.write_text("layer,unit,label\nfc,0,red\nfc,1,black\n")
     code, stdout, _ = run(
         ["evaluate", str(out), "--metric", f"accuracy?ground_truth={truth}"], capsys
     )

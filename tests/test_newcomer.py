@@ -120,3 +120,8 @@ def test_plugins_names_describers_and_help_hides_flag_types(capsys):
     code, stdout, _ = run(["layers", "--help"], capsys)
     trust = next(line for line in stdout.splitlines() if "--trust-pickle" in line)
     assert "<bool>" not in trust and "Allow unpickling" in trust
+    for args in (["--help"], ["explain", "--help"], ["report", "--help"]):
+        code, stdout, _ = run(args, capsys)
+        assert code == 0 and "<bool>" not in stdout, args  # --help and --version are flags
+    code, stdout, _ = run(["plugins"], capsys)
+    assert "built in" in stdout and "adapters.model_so" not in stdout

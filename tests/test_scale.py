@@ -136,8 +136,14 @@ def test_a_crash_in_the_middle_of_a_batch_resumes_to_the_uninterrupted_result(im
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_during_a_batch_takes_effect_once_the_batch_is_streamed(image_dir, tmp_path):
+def test_ctrl_c_during_a_batch_takes_effect_once_the_batch_is_streamed(
+    image_dir, tmp_path, request
+):
     import signal
+
+    # A shell's background job starts with SIGINT ignored: give this test Python's handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
 
     reference = make_labeler(cache=False).run(Interrupting(image_dir, None))
     checkpoint = tmp_path / "state.pt"

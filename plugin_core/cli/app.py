@@ -9,27 +9,50 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from ..errors import NeurolabelError, NeurolabelWarning
 from . import demo, discovery, explain, results
 from .console import err_console
 
+
+class _HelpWithoutType:
+    """Flags (``--help``, ``--json``...) take no value: show no ``<bool>`` type beside them
+    (typer shows one unless each option says ``metavar=""``)."""
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Group(_HelpWithoutType, TyperGroup):
+    pass
+
+
+class _Command(_HelpWithoutType, TyperCommand):
+    pass
+
+
 app = typer.Typer(
     name="neurolabel",
+    cls=_Group,
     help="Explain in natural language what each neuron of a vision network responds to.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command()(explain.explain)
-app.command()(discovery.layers)
-app.command()(discovery.plugins)
-app.command()(results.report)
-app.command()(results.evaluate)
-app.command()(demo.demo)
+app.command(cls=_Command)(explain.explain)
+app.command(cls=_Command)(discovery.layers)
+app.command(cls=_Command)(discovery.plugins)
+app.command(cls=_Command)(results.report)
+app.command(cls=_Command)(results.evaluate)
+app.command(cls=_Command)(demo.demo)
 
 
 def _print_version(value: bool) -> None:
@@ -54,6 +77,7 @@ def _options(
         typer.Option(
             "--version",
             help="Print the version and exit.",
+            metavar="",
             callback=_print_version,
             is_eager=True,
         ),
@@ -114,7 +138,10 @@ def _show_warning(
 
         err_console.print(f"[yellow]Warning:[/yellow] {escape(str(message))}", highlight=False)
     else:
-        _python_showwarning(message, category, filename, lineno, file, line)
+        from ..runtime.terminal import visible_controls
+
+        # A library's warning may quote untrusted text (a label with no glyph in a font).
+        _python_showwarning(visible_controls(str(message)), category, filename, lineno, file, line)
 
 
 _python_showwarning = warnings.showwarning

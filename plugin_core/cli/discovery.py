@@ -49,6 +49,7 @@ def layers(
 ) -> None:
     """List the hookable layers of MODEL with their output shapes."""
     from rich.table import Table
+    from rich.text import Text
 
     from ..data.layer_patterns import expand_layer_patterns
     from ..plugins.resolve import build_context, resolve_model
@@ -85,11 +86,14 @@ def layers(
             )
         )
         return
-    table = Table(title=f"Layers of {model}")
+    # Text, not markup: layer names come from the user's model code.
+    table = Table(title=Text(f"Layers of {model}"))
     for column in ("name", "type", "output shape", "kind"):
         table.add_column(column)
     for info in infos:
-        table.add_row(info.name, info.type, "×".join(map(str, info.shape)), info.kind)
+        table.add_row(
+            Text(info.name), Text(info.type), "×".join(map(str, info.shape)), Text(info.kind)
+        )
     console.print(table)
     units = sum(int(info.shape[0]) for info in infos if info.shape)
     console.print(f"{len(infos)} layers, {units} units", highlight=False)
@@ -134,16 +138,20 @@ def plugins(
             )
         )
         return
-    table = Table(title="neurolabel plugins", caption="built-in: neurolabel.<module>")
+    table = Table(
+        title="neurolabel plugins",
+        caption="--json names each plugin's module (built in: neurolabel.adapters.*, "
+        "neurolabel.backends.*)",
+    )
     table.add_column("kind", no_wrap=True)
     table.add_column("name", no_wrap=True)
-    table.add_column("plugin (package)", overflow="fold")
+    table.add_column("from", overflow="fold")
     table.add_column("description", overflow="fold", ratio=1)
     distributions = facade.distributions()
     for kind, name, plugin, description in rows:
         # Text, not markup: names and descriptions come from third-party packages.
         where = (
-            plugin.removeprefix("neurolabel.")
+            "built in"
             if plugin.startswith("neurolabel.")
             else f"{plugin} ({distributions[plugin]})"
             if plugin in distributions

@@ -11,6 +11,7 @@ import typer
 
 from ..errors import NeurolabelError
 from ..pipeline.settings import LabelingSettings
+from ..runtime.terminal import shorten
 from .console import Device, console, err_console
 
 #: The option defaults of ``explain`` are the labeler's, read from one place.
@@ -26,12 +27,19 @@ def _parse_units(text: str | None) -> list[int] | None:
         part = part.strip()
         try:
             if "-" in part:
-                low, high = part.split("-", 1)
-                units.extend(range(int(low), int(high) + 1))
+                low, high = (int(v) for v in part.split("-", 1))
+                if high < low:
+                    raise NeurolabelError(
+                        f"--units {shorten(text)}: the range {low}-{high} is reversed; write "
+                        f"{high}-{low}"
+                    )
+                units.extend(range(low, high + 1))
             elif part:
                 units.append(int(part))
         except ValueError:
-            raise NeurolabelError(f"--units {text!r}: write unit numbers like 0-9,17") from None
+            raise NeurolabelError(
+                f"--units {shorten(repr(text))}: write unit numbers like 0-9,17"
+            ) from None
     return units
 
 
@@ -53,6 +61,19 @@ def _confirmer(yes: bool) -> Callable[[str], bool]:
         )
 
     return confirm
+
+
+def _refuse_output_among_images(out: Path, images: Path) -> None:
+    """The next run over the images would read this run's patches as probing images."""
+    if not images.is_dir():
+        return  # the labeler says what is wrong with it
+    folder, target = images.resolve(), out.resolve()
+    if target == folder or folder in target.parents:
+        raise NeurolabelError(
+            f"--out {out} is inside --images {images}: the result's patches would be read as "
+            "probing images by the next run over that folder; choose an output folder "
+            "outside it"
+        )
 
 
 def explain(
@@ -224,13 +245,13 @@ def explain(
         ),
     ] = None,
 ) -> None:
-    """Label the neurons of one or more layers and write result.json, descriptions.csv,
-    patches and the HTML report."""
+    """Label the neurons of layers: write result.json, descriptions.csv, patches, report.html."""
     from contextlib import ExitStack, nullcontext
 
     from rich.markup import escape
 
     from ..data.output_folder import check_output_folder, claim_output_folder
+    from ..data.result import PATCH_DIR
     from ..pipeline.labeler import NeuronLabeler
     from ..plugins.resolve import build_context
     from ..reporting.terminal import result_table
@@ -241,6 +262,7 @@ def explain(
     ctx.device = distributed.local_device(ctx.device)
     distributed.init_from_environment(ctx.device)
     rank = distributed.rank_and_world()[0]
+    _refuse_output_among_images(out, images)
     # The result folder is checked (and locked by the rank that writes it) before any work:
     # a read-only --out must not cost a forward pass.
     with ExitStack() as claimed:
@@ -298,6 +320,8 @@ def explain(
             result.metrics[evaluator.name] = evaluator.evaluate(result, ctx)
         path = result.save(out)
         written = [str(path), str(out / "descriptions.csv")]
+        if (out / PATCH_DIR).is_dir():
+            written.append(f"{out / PATCH_DIR}/")
         if not no_html:
             from ..reporting.html_report import REPORT_FILE, write_html_report
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -266,7 +267,31 @@ class LabelingResult:
                 raise
         with atomic_write(out / CSV_FILE) as handle:
             handle.write(self.csv_text())
-        return self.save_json(out / RESULT_FILE)
+        path = self.save_json(out / RESULT_FILE)
+        self._remove_unreferenced_patches(out)
+        return path
+
+    def _remove_unreferenced_patches(self, out: Path) -> None:
+        """Delete patches an earlier result saved here left (other layers, more units):
+        the folder must hold this result, not a mix of two runs."""
+        folder = out / PATCH_DIR
+        if not folder.is_dir():
+            return
+        kept = {
+            exemplar.patch
+            for neurons in self.neurons.values()
+            for neuron in neurons
+            for exemplar in neuron.exemplars
+            if exemplar.patch
+        }
+        # os.walk does not follow links: a link in the folder never leads a deletion elsewhere.
+        for root, _dirs, files in os.walk(folder, topdown=False):
+            for name in files:
+                path = Path(root, name)
+                if name.endswith(".jpg") and path.relative_to(out).as_posix() not in kept:
+                    path.unlink(missing_ok=True)
+            if Path(root) != folder and not os.listdir(root):
+                os.rmdir(root)
 
     def save_json(self, path: str | Path) -> Path:
         """Write ``result.json`` only (atomically), e.g. after new metrics were added.

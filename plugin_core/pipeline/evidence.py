@@ -85,6 +85,9 @@ class Evidence:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     #: Why the labels of this run may mislead (one sentence each), recorded in the result.
     warnings: list[str] = field(default_factory=list)
+    #: ``[V]`` concepts the scorer saw nothing of (the same score on every patch), left out
+    #: of the labels; None when there are none.
+    unseen_concepts: Tensor | None = None
 
     def layer(self, name: str) -> ExplainedLayer:
         for layer in self.layers:

@@ -270,9 +270,18 @@ class Checkpoint:
                 for k in {*self.key, *saved.get("key", {})}
                 if self.key.get(k) != saved["key"].get(k)
             )
+            hint = ""
+            if "model" in changed:
+                hint = (
+                    " The model's weights differ: a model whose weights are drawn at random "
+                    "when it is built (torchvision:NAME?weights=none, timm:NAME?pretrained="
+                    "false) gets new ones in every process, so its runs cannot be resumed; "
+                    "save it once and load it with file:PATH, or seed it in a python: spec."
+                )
             raise NeurolabelError(
                 f"Checkpoint {self.path} was made by a different run (differs in: "
-                f"{', '.join(changed)}); rerun with the same settings, or delete it to start over"
+                f"{', '.join(changed)}); rerun with the same settings, or delete it to start "
+                f"over.{hint}"
             )
         state.load_state_dict(saved["state"], device)
         return True
@@ -387,7 +396,13 @@ def run_pass(
     """
     state = ExemplarPass(layers, settings, sample_ids, groups)
     if resume and checkpoint is not None:
-        checkpoint.load_into(state, device)
+        if checkpoint.load_into(state, device):
+            steps.note(
+                f"Resuming from {checkpoint.path}: {state.done:,} of "
+                f"{len(distributed.shard(len(source))):,} images already streamed"
+            )
+        else:
+            steps.note(f"No checkpoint at {checkpoint.path}: starting from the first image")
     owned = distributed.shard(len(source))
     remaining = owned[state.done :]
     dataset = torch.utils.data.Subset(ProbeDataset(source, loaded.preprocessing), remaining)

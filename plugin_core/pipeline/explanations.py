@@ -29,6 +29,7 @@ def explain_layer(
     num_concepts: int,
     saved_patches: int,
     details: dict[str, dict[str, Any]] | None = None,
+    cautions: list[str] | None = None,
 ) -> list[NeuronExplanation]:
     """Explain every explained unit of ``layer`` from the gathered evidence.
 
@@ -40,6 +41,7 @@ def explain_layer(
         saved_patches: Exemplars per neuron that keep their activation map (for reports).
         details: Filled with the aggregation's per-layer details (e.g. the validated
             correlation weight) when it reports any.
+        cautions: Filled with reasons to doubt this layer's labels (one sentence each).
 
     Returns:
         One :class:`NeuronExplanation` per explained unit (dead units get no concepts).
@@ -61,7 +63,22 @@ def explain_layer(
     if options.get("details") and details is not None:
         details[layer.name] = options["details"]
     dead = state.dead()[units]
-    order = scores.argsort(dim=1, descending=True)[:, :num_concepts]
+    unseen = evidence.unseen_concepts
+    ranking = scores
+    if unseen is not None:
+        # No evidence either way: such a concept ranks after every concept the scorer saw,
+        # or it would win a unit whose seen concepts all score below average.
+        ranking = scores.masked_fill(unseen.to(scores.device), float("-inf"))
+        overruled = unseen[scores.argmax(dim=1).cpu()] & ~dead.cpu()
+        if overruled.any() and cautions is not None:
+            names = sorted({vocabulary.concepts[int(c)] for c in scores.argmax(dim=1)[overruled]})
+            cautions.append(
+                f"{int(overruled.sum())} unit(s) of '{layer.name}' scored highest on a concept "
+                f"the scorer saw nothing of in any patch ({', '.join(names[:5])}"
+                f"{', ...' if len(names) > 5 else ''}); they are labeled with the best "
+                "concept it saw. Such concepts do not suit this scorer."
+            )
+    order = ranking.argsort(dim=1, descending=True, stable=True)[:, :num_concepts]
     neurons = []
     for row, unit in enumerate(layer.units):
         exemplars = [

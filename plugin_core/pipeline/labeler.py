@@ -517,9 +517,10 @@ class NeuronLabeler:
                     "score on every patch: it cannot tell these concepts apart, and each label "
                     "is only the vocabulary's first word. Choose a vocabulary this scorer "
                     "knows (the color scorer: --vocab colors) or a scorer that reads any "
-                    "concept (clip)."
+                    "concept (open_clip:MODEL, or classifier:MODEL for ImageNet classes)."
                 )
                 warn(cautions[-1], NeurolabelWarning, stacklevel=3)
+            unseen = sims.unseen_concepts()
         if self._pass_checkpoint is not None:  # all the costly work is done
             self._pass_checkpoint.remove()
         return Evidence(
@@ -537,6 +538,7 @@ class NeuronLabeler:
             plan=plan,
             stage_seconds=stages,
             warnings=cautions,
+            unseen_concepts=unseen,
         )
 
     def explain(self, evidence: Evidence, aggregation: str | None = None) -> LabelingResult:
@@ -562,11 +564,15 @@ class NeuronLabeler:
         if describer is not None:
             depth = max(depth, describer.num_candidates)
         details: dict[str, dict[str, Any]] = {}
+        cautions = list(evidence.warnings)
         neurons = {}
         for layer in evidence.layers:
+            found = len(cautions)
             neurons[layer.name] = explain_layer(
-                layer, evidence, chosen, depth, self.settings.saved_patches, details
+                layer, evidence, chosen, depth, self.settings.saved_patches, details, cautions
             )
+            for message in cautions[found:]:
+                warn(message, NeurolabelWarning, stacklevel=2)
             release_freed_memory()  # one layer's temporaries must not add to the next one's
         # Paid model requests once per run, on the rank that writes the result.
         first = distributed.rank_and_world()[0] == 0
@@ -603,8 +609,8 @@ class NeuronLabeler:
         )
         if details:
             result.settings["aggregation_details"] = details
-        if evidence.warnings:
-            result.settings["warnings"] = list(evidence.warnings)
+        if cautions:
+            result.settings["warnings"] = cautions
         result.patch_images = dict(evidence.scores.thumbnails)
         explaining = time.perf_counter() - started
         result.settings["seconds"] = round(evidence.seconds + explaining, 3)

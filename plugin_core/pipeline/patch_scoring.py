@@ -152,6 +152,25 @@ class PatchScores:
             return False
         return bool((stacked.amax(dim=-1) == stacked.amin(dim=-1)).all())
 
+    def unseen_concepts(self) -> Tensor | None:
+        """``[V]`` True for each concept that scored the same on every patch: the scorer
+        sees nothing of it (the color scorer and ``house``). None when no concept is unseen,
+        every concept is, there are fewer than two patches, or the scorer embeds (an
+        embedding scorer sees every concept).
+
+        Examples:
+            >>> rows = {(0, None): torch.tensor([0.9, 0.0]), (1, None): torch.tensor([0.1, 0.0])}
+            >>> PatchScores(rows, {}).unseen_concepts()
+            tensor([False,  True])
+        """
+        if self.rows is None or len(self.rows) < 2:
+            return None
+        stacked = torch.stack(list(self.rows.values()))
+        unseen = stacked.amax(dim=0) == stacked.amin(dim=0)
+        if not unseen.any() or unseen.all():
+            return None
+        return unseen
+
     def rows_for(self, keys: list[PatchKey]) -> Tensor:
         """``[n, V]`` scores of several patches."""
         if self.rows is not None:

@@ -79,7 +79,7 @@ def plan_scoring(
             "images",
             exemplar_patches,
             probing_images,
-            f"whole images are {ratio:.1f}x fewer to encode than exemplar patches ({figures}; "
+            f"whole images are {ratio:,.3g}x fewer to encode than exemplar patches ({figures}; "
             "scoring='patches' scores each exemplar's patch)",
         )
     return ScoringPlan(

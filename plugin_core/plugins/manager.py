@@ -79,8 +79,11 @@ def _load_all() -> None:
             for name in {name.strip() for name in allowed.split(",") if name.strip()}:
                 pm.load_setuptools_entrypoints("neurolabel", name=name)
     except pluggy.PluginValidationError as exc:
+        # The module's own name: pluggy versions differ on whether the entry-point name is
+        # still registered once validation failed (pluggy's message names it anyway).
+        plugin_module = getattr(exc.plugin, "__name__", None) or repr(exc.plugin)
         raise NeurolabelError(
-            f"The plugin module {_plugin_name(exc.plugin)} does not fit neurolabel's hooks: {exc} "
+            f"The plugin module '{plugin_module}' does not fit neurolabel's hooks: {exc} "
             f"(leave it out with {PLUGINS_ENV}=the,plugins,to,load)"
         ) from None
     check_hooks()

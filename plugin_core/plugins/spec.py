@@ -17,7 +17,7 @@ from ..runtime.terminal import shorten
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 #: ``key=value`` in a spec's query; the name is checked by :func:`_is_secret_name`.
-_OPTION = re.compile(r"(^|[?&])([\w.-]+)=([^&+]*)")
+_OPTION = re.compile(r"(^|[?&])([\w.-]+)=([^&+\s'\"]*)")
 #: Words that make an option name a secret's (``api_key``, ``hf_token``, ``password``), as a
 #: whole part of the name: ``max_tokens`` is not a secret, ``api_key_env`` names a variable.
 _SECRET_WORDS = frozenset(
@@ -57,6 +57,8 @@ def redact_secrets(text: str) -> str:
         'litellm:m?api_base=http://me:***@host:8000/v1'
         >>> redact_secrets("llm:m?max_tokens=50&hf_token=abc&api_key_env=MY_KEY")
         'llm:m?max_tokens=50&hf_token=***&api_key_env=MY_KEY'
+        >>> redact_secrets("Unknown option(s) api_key in 'color?api_key=abc'. Allowed: size")
+        "Unknown option(s) api_key in 'color?api_key=***'. Allowed: size"
     """
     text = _OPTION.sub(
         lambda m: (

@@ -144,8 +144,14 @@ def _figure(size: tuple[float, float]) -> Any:
 
 
 def _png(figure: Any) -> str:
+    import warnings
+
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", facecolor="white")
+    # Labels are untrusted text: a control character in one has no glyph, and matplotlib's
+    # warning about it would carry the raw byte to the terminal.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        figure.savefig(buffer, format="png", facecolor="white")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

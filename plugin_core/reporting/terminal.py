@@ -86,7 +86,11 @@ def result_table(
                 "" if peak is None else f"{peak:.3g}",
             )
         if limit is not None and len(neurons) > limit:
-            more = Text(f"{len(neurons) - limit} more units (--limit 0 shows all)", style="dim")
+            more = Text(
+                f"{len(neurons) - limit} more units (`neurolabel report RESULT --limit 0` "
+                "shows all)",
+                style="dim",
+            )
             table.add_row(Text(name), "…", more, "", "", "")
     table.caption = Text(_how_to_read(result, layer), style="dim")
     table.caption_justify = "left"

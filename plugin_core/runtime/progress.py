@@ -31,6 +31,11 @@ class Steps:
         self.enabled = enabled
         self._progress: Progress | None = None
 
+    def note(self, message: str) -> None:
+        """Print one line above the bars (nothing when disabled); ``message`` is plain text."""
+        if self._progress is not None:
+            self._progress.console.print(message, markup=False, highlight=False)
+
     def task(self, description: str, total: float | None) -> _Task:
         if self._progress is None:
             return _Task(None, None)
