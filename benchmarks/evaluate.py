@@ -6,8 +6,12 @@ Target EfficientNet-Lite0 (packaged weights) on the shared ImageNet sample, offl
 The sample is split in two halves by row: probing images and held-out images.
 
 * Faithfulness (held-out half): for an early, a middle and the last conv block, the
-  project's default labels (top concept and fitted concept set) and CLIP-Dissect's
-  ``soft-wpmi`` labels from the same evidence, against a random-label baseline.
+  project's default labels (top concept and fitted concept set), CLIP-Dissect as published
+  (``clip-dissect:soft-wpmi``: every probing image scored whole, spatial-mean activations,
+  top_k 100, the concept prior over every unit of the layer; gathered by a second labeler
+  from the same probing images with the same eye) and soft-WPMI on our exemplars, against a
+  random-label baseline. Each result is evaluated on its own ranking activation (ours: the
+  spatial max; CLIP-Dissect: the mean) and, for a like-for-like check, on the other one.
 * Ablation (all images): the last conv block's units (``conv_head``, the 1280-channel
   convolution before ``bn2``'s ReLU6) are labeled, then for each sampled class the m units
   whose explanations best match the class name are zeroed; the drop of the true-class
@@ -25,6 +29,8 @@ import time
 from pathlib import Path
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+#: The exact settings of the CLIP-Dissect baseline, filled by the run.
+CLIP_DISSECT_SETTINGS: dict = {}
 
 
 def split_folder(images: Path, workdir: Path) -> tuple[Path, Path]:
@@ -53,34 +59,57 @@ def faithfulness(args, ctx, probe: Path, heldout: Path) -> dict:
     loaded = resolve_model(args.target, ctx, None)
     extractor = ctx.registries.extractors.resolve("hooks", ctx)
     channels = {info.name: info.shape[0] for info in extractor.list_layers(loaded)}
-    labeler = NeuronLabeler(
-        loaded,
-        layers=layers,
-        scorer=args.eye,
-        vocabulary=args.vocabulary,
-        top_k=args.top_k,
-        context=ctx,
-        units={layer: range(min(args.units, channels[layer])) for layer in layers},
-        batch_size=args.batch_size,
-        scoring=args.scoring,
-        progress=not args.quiet,
-    )
+
+    def labeler_for(**settings) -> NeuronLabeler:
+        return NeuronLabeler(
+            loaded,
+            layers=layers,
+            scorer=args.eye,
+            vocabulary=args.vocabulary,
+            top_k=args.top_k,
+            context=ctx,
+            units={layer: range(min(args.units, channels[layer])) for layer in layers},
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+            **settings,
+        )
+
+    labeler = labeler_for(scoring=args.scoring, activation=args.activation)
     evidence = labeler.gather_evidence(probe, with_sample=True)
     spec = f"faithfulness?images={heldout}&model={args.target}&scorer={args.eye}"
-    evaluator = ctx.registries.evaluators.resolve(spec, ctx)
+
+    def evaluate(result, activation: str | None = None) -> dict:
+        full = spec + (f"&activation={activation}" if activation else "")
+        return ctx.registries.evaluators.resolve(full, ctx).evaluate(result, ctx)["layers"]
+
     default = labeler.explain(evidence)
-    ours = evaluator.evaluate(default, ctx)
-    clip_dissect = evaluator.evaluate(labeler.explain(evidence, "soft-wpmi"), ctx)
+    other = "mean" if args.activation == "max" else "max"
+    ours, ours_on_other = evaluate(default), evaluate(default, other)
+    on_exemplars = evaluate(labeler.explain(evidence, "soft-wpmi"))
+    # CLIP-Dissect as published: a labeler in that mode gathers its own evidence.
+    reference = labeler_for(aggregation="clip-dissect:soft-wpmi")
+    published = reference.explain(reference.gather_evidence(probe))
+    CLIP_DISSECT_SETTINGS.update(published.settings["clip_dissect"])
+    theirs_all, theirs_on_max = evaluate(published), evaluate(published, "max")
     chosen = default.settings.get("aggregation_details", {})
     out = {}
     for layer in layers:
-        mine, theirs = ours["layers"][layer], clip_dissect["layers"][layer]
+        mine, theirs = ours[layer], theirs_all[layer]
         out[layer] = {
             "correlation": mine["correlation"],
             "set_correlation": mine["set_correlation"],
             "baseline_correlation": mine["baseline_correlation"],
             "clip_dissect_correlation": theirs["correlation"],
             "clip_dissect_set_correlation": theirs["set_correlation"],
+            "clip_dissect_baseline_correlation": theirs["baseline_correlation"],
+            # like for like: both results on the spatial max, and both on the mean
+            f"correlation_on_{other}": ours_on_other[layer]["correlation"],
+            f"set_correlation_on_{other}": ours_on_other[layer]["set_correlation"],
+            "clip_dissect_correlation_on_max": theirs_on_max[layer]["correlation"],
+            "clip_dissect_set_correlation_on_max": theirs_on_max[layer]["set_correlation"],
+            # CLIP-Dissect's soft-WPMI formula on our exemplars (not CLIP-Dissect as run)
+            "soft_wpmi_on_exemplars_correlation": on_exemplars[layer]["correlation"],
+            "soft_wpmi_on_exemplars_set_correlation": on_exemplars[layer]["set_correlation"],
             "auprc": mine["auprc"],
             "f1": mine["f1"],
             "iou": mine["iou"],
@@ -145,6 +174,12 @@ def main() -> None:
         choices=("auto", "patches", "images"),
         help="faithfulness labels: score exemplar patches or whole images (auto: the cheaper)",
     )
+    parser.add_argument(
+        "--activation",
+        default="max",
+        choices=("max", "mean"),
+        help="how our labeler ranks images (CLIP-Dissect as published always uses the mean)",
+    )
     parser.add_argument("--units", type=int, default=64, help="units per faithfulness layer")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--m", default="10,30,100")
@@ -179,6 +214,8 @@ def main() -> None:
             seconds["ablation"] = round(time.perf_counter() - started, 1)
     report["settings"] = {k: str(v) for k, v in vars(args).items() if k != "json_path"}
     report["settings"]["seconds"] = seconds
+    if CLIP_DISSECT_SETTINGS:
+        report["settings"]["clip_dissect"] = CLIP_DISSECT_SETTINGS
     text = json.dumps(report, indent=1)
     print(text)
     if args.json_path:

@@ -97,15 +97,25 @@ def test_layer_profile_counts_categories(ctx):
         "late": [
             NeuronExplanation("late", 0, [["tabby cat", 1.0]]),
             NeuronExplanation("late", 1, [["zebra", 1.0]]),
+            NeuronExplanation("late", 2, [["red", 0.1]], p_value=0.5, unexplained=True),
         ],
     }
     result = LabelingResult({"name": "m"}, {}, neurons, settings={"vocabulary": "imagenet+colors"})
     figures = LayerProfileEvaluator(None).evaluate(result, ctx)
+    shares = {"color": pytest.approx(2 / 3), "object": pytest.approx(1 / 3)}
     assert figures["layers"]["early"] == {
         "labeled_units": 3,
         "dead_units": 1,
-        "shares": {"color": pytest.approx(2 / 3), "object": pytest.approx(1 / 3)},
+        "unexplained_units": 0,
+        "shares": shares,
+        "shares_best_ranked": shares,
     }
+    # an unexplained unit has no label; its best-ranked concept counts only in the second
     assert figures["layers"]["late"]["shares"] == {"object": 1.0}
+    assert figures["layers"]["late"]["unexplained_units"] == 1
+    assert figures["layers"]["late"]["shares_best_ranked"] == {
+        "color": pytest.approx(1 / 3),
+        "object": pytest.approx(2 / 3),
+    }
     untagged = LayerProfileEvaluator("words:50").evaluate(result, ctx)
     assert untagged["layers"]["late"]["shares"] == {"uncategorized": 1.0}

@@ -45,16 +45,13 @@ def scene(seed: int, size: int = 40) -> Image.Image:
     return Image.fromarray(array, "RGB")
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faithfulness")
-    probe, held = root / "probe", root / "held"
+def labeled_probe(root: Path):
+    """30 probing scenes in ``root/probe`` labeled with the color scorer:
+    ``(probe folder, context, result)``."""
+    probe = root / "probe"
     probe.mkdir()
-    held.mkdir()
     for i in range(30):
         scene(i).save(probe / f"{i:02d}.png")
-    for i in range(64):
-        scene(1000 + i).save(held / f"{i:02d}.png")
     ctx = build_context("cpu", cache_dir=root / "cache")
     result = NeuronLabeler(
         MODEL,
@@ -66,6 +63,17 @@ def setup(tmp_path_factory):
         progress=False,
         context=ctx,
     ).run(probe)
+    return probe, ctx, result
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faithfulness")
+    held = root / "held"
+    held.mkdir()
+    for i in range(64):
+        scene(1000 + i).save(held / f"{i:02d}.png")
+    probe, ctx, result = labeled_probe(root)
     return root, probe, held, ctx, result
 
 
@@ -200,7 +208,8 @@ def test_faithfulness_errors(setup, tmp_path):
         ("top=0", "top must be"),
         ("split=1", "split must be"),
         ("concepts=0", "concepts must be"),
-        ("metrics=auc", "unknown metric"),
+        ("metrics=roc", "unknown metric"),
+        ("activation=median", "use max or mean"),
         ("overlap=keep", "overlap"),
         ("l1=-1", "l1 must be"),
     ]:

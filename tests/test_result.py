@@ -40,12 +40,12 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.explanation("layer4", 1).description == "(dead)"
     patch = loaded.explanation("layer4", 0).exemplars[0].patch
     assert patch and (tmp_path / "out" / patch).is_file()
-    assert json.loads(path.read_text())["schema_version"] == "1.2"
+    assert json.loads(path.read_text())["schema_version"] == "1.3"
     rows = list(csv.reader((tmp_path / "out" / "descriptions.csv").open()))
     assert rows == [
-        ["layer", "unit", "description", "similarity"],
-        ["layer4", "0", "dog", "0.31"],
-        ["layer4", "1", "(dead)", ""],
+        ["layer", "unit", "description", "similarity", "p_value"],
+        ["layer4", "0", "dog", "0.31", ""],
+        ["layer4", "1", "(dead)", "", ""],
     ]
     assert not list((tmp_path / "out").glob(".*.tmp"))
 

@@ -59,11 +59,12 @@ def predicted_classes(loaded: Any, folder: Path) -> list[int]:
 
 
 def layer_profile(result: Any, color_names: set[str]) -> dict[str, float]:
-    """Share of each layer's labeled units whose top concept is a color."""
+    """Share of each layer's live units whose best-ranked concept is a color (significant
+    or not: the profile is about what the ranking sees at each depth)."""
     profile = {}
     for layer, neurons in result.neurons.items():
-        live = [n for n in neurons if not n.dead]
-        colors = sum(n.description in color_names for n in live)
+        live = [n for n in neurons if not n.dead and n.concepts]
+        colors = sum(str(n.concepts[0][0]) in color_names for n in live)
         profile[layer] = colors / len(live) if live else 0.0
     return profile
 
@@ -148,10 +149,23 @@ def demo(
     own = sum(classes[n.unit].lower() in [c for c, _ in n.concepts[:5]] for n in logits)
     console.print(
         f"\n[bold]EfficientNet-Lite0[/bold] explained by EfficientNet-Lite1's eyes in "
-        f"{seconds:.0f} s on {result.dataset['num_used']} bundled photographs."
+        f"{seconds:.0f} s on {result.dataset['num_used']} bundled images (photographs and "
+        "their quadrants)."
+    )
+    live = [n for ns in result.neurons.values() for n in ns if not n.dead]
+    significant = sum(1 for n in live if n.p_value is not None and not n.unexplained)
+    level = result.settings.get("significance", 0.05)
+    size = result.settings.get("vocabulary_size")
+    vocabulary = f"{size:,}-concept" if isinstance(size, int) else "large"
+    console.print(
+        f"Significant labels (p <= {level} after the vocabulary and false-discovery-rate "
+        f"corrections): {significant} of {len(live)} live units. A few photographs are little "
+        f"evidence for a {vocabulary} vocabulary: the other units are reported as "
+        "(unexplained), their ranked concepts kept in the report (probe your own images, "
+        "hundreds of them, for significant labels)."
     )
     console.print(
-        "Units labeled with a color, by depth: "
+        "Units whose best-ranked concept is a color, by depth: "
         + ", ".join(f"{layer} {share:.0%}" for layer, share in profile.items())
     )
     console.print(

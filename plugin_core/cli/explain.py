@@ -111,8 +111,10 @@ def explain(
     aggregation: Annotated[
         str,
         typer.Option(
-            help="default, contrast, mean, soft-wpmi, wpmi, cos-cubed; options after '?', "
-            "e.g. 'contrast?correlation=1'",
+            help="default, contrast, mean, soft-wpmi, wpmi, cos-cubed (CLIP-Dissect's formulas "
+            "on our exemplars); options after '?', e.g. 'contrast?correlation=1'; "
+            "clip-dissect[:soft-wpmi|wpmi|cos-cubed] runs CLIP-Dissect as published (every "
+            "image whole, spatial mean)",
             metavar="SPEC",
         ),
     ] = DEFAULTS.aggregation,
@@ -224,6 +226,15 @@ def explain(
             metavar="SHARE",
         ),
     ] = None,
+    significance: Annotated[
+        float,
+        typer.Option(
+            help="Level of the label test: a unit whose best concept is not more present on "
+            "its exemplars than on the probing images at large (p-value corrected across the "
+            "vocabulary and the layer's units) is reported as (unexplained); 1 labels every unit",
+            metavar="LEVEL",
+        ),
+    ] = DEFAULTS.significance or 1.0,
     source_pattern: Annotated[
         str | None,
         typer.Option(
@@ -307,6 +318,7 @@ def explain(
             resume=resume,
             holdout=holdout,
             source_pattern=source_pattern,
+            significance=significance,
         )
         labeler = NeuronLabeler(
             model, layers=layer, settings=settings, describer=chosen_describer, context=ctx

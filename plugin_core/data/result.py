@@ -21,9 +21,11 @@ from .result_files import ROOT_KEY, loaded_root, stored_root
 if TYPE_CHECKING:
     from PIL import Image
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 RESULT_FILE = "result.json"
 CSV_FILE = "descriptions.csv"
+#: The description of a unit whose best concept is not significant.
+UNEXPLAINED = "(unexplained)"
 PATCH_DIR = "patches"
 #: Threads writing exemplar patches in :meth:`LabelingResult.save`.
 SAVE_THREADS = 8
@@ -69,6 +71,13 @@ class NeuronExplanation:
         described: A describer's own ranked ``[label, confidence]`` pairs (a chat VLM
             looking at the exemplar patches), before fusion with the scorer's ranking;
             None when no describer ran.
+        p_value: The label's p-value: is its concept more present on the unit's exemplar
+            images than on the probing images at large, corrected across the vocabulary
+            and (Benjamini–Hochberg) across the layer's units; None when untested.
+        p_values: Each ranked concept's p-value, corrected across the vocabulary only
+            (parallel to ``concepts``); None when untested.
+        unexplained: True when ``p_value`` is above the run's significance level: no
+            concept fits better than chance, and the unit gets no label.
     """
 
     layer: str
@@ -80,12 +89,18 @@ class NeuronExplanation:
     stats: dict[str, float | None] = field(default_factory=dict)
     similarity: float | None = None
     described: list[list[Any]] | None = None
+    p_value: float | None = None
+    p_values: list[float | None] | None = None
+    unexplained: bool = False
 
     @property
     def description(self) -> str:
-        """The top concept, ``(dead)`` for dead neurons."""
+        """The top concept; ``(dead)`` for dead neurons, ``(unexplained)`` for neurons no
+        concept fits better than chance."""
         if self.dead:
             return "(dead)"
+        if self.unexplained:
+            return UNEXPLAINED
         return str(self.concepts[0][0]) if self.concepts else ""
 
     @property
@@ -225,13 +240,15 @@ class LabelingResult:
             raise exc.error(source) from None
 
     def csv_text(self) -> str:
-        """CLIP-Dissect's ``descriptions.csv``: ``layer,unit,description,similarity``."""
+        """CLIP-Dissect's ``descriptions.csv`` (``layer,unit,description,similarity``) and
+        each label's ``p_value`` (empty when untested)."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["layer", "unit", "description", "similarity"])
+        writer.writerow(["layer", "unit", "description", "similarity", "p_value"])
         for neuron in self:
             sim = "" if neuron.similarity is None else f"{neuron.similarity:.6g}"
-            writer.writerow([neuron.layer, neuron.unit, neuron.description, sim])
+            p = "" if neuron.p_value is None else f"{neuron.p_value:.4g}"
+            writer.writerow([neuron.layer, neuron.unit, neuron.description, sim, p])
         return buffer.getvalue()
 
     def save(self, folder: str | Path) -> Path:
@@ -654,6 +671,13 @@ def _read_neuron(value: Any, where: _Where, layer: str | None) -> NeuronExplanat
     described = data.get("described")
     if described is not None:
         described = _pairs(described, _at(where, "described"), "label")
+    unexplained = data.get("unexplained", False)
+    if not isinstance(unexplained, bool):
+        raise _wrong(_at(where, "unexplained"), "true or false", unexplained)
+    p_values = data.get("p_values")
+    if p_values is not None:
+        listed = _list(p_values, _at(where, "p_values"), "a list of numbers or null")
+        p_values = [_number(v, _at(_at(where, "p_values"), i)) for i, v in enumerate(listed)]
     return NeuronExplanation(
         layer=_text(data.get("layer", layer), _at(where, "layer")),
         unit=_index(data["unit"], _at(where, "unit")),
@@ -664,6 +688,9 @@ def _read_neuron(value: Any, where: _Where, layer: str | None) -> NeuronExplanat
         stats={k: _number(v, _at(_at(where, "stats"), k)) for k, v in stats.items()},
         similarity=_number(data.get("similarity"), _at(where, "similarity")),
         described=described,
+        p_value=_number(data.get("p_value"), _at(where, "p_value")),
+        p_values=p_values,
+        unexplained=unexplained,
     )
 
 

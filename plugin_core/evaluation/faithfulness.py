@@ -44,6 +44,9 @@ from .metrics import (
     top_count,
 )
 
+#: Metrics whose sanity checks every faithfulness run reports (CoSy's scores).
+CHECKED_ALWAYS = ("auc", "mad")
+
 MIN_SPLIT_IMAGES = 8
 """Fewest readable held-out images each of the fit and evaluation parts may have."""
 
@@ -69,6 +72,7 @@ _OPTIONS = frozenset(
         "l1",
         "overlap",
         "pass_rate",
+        "activation",
     }
 )
 
@@ -352,6 +356,14 @@ class FaithfulnessEvaluator:
                 f"faithfulness: overlap={self.overlap!r}; use one of {', '.join(OVERLAP_MODES)}"
             )
         self.pass_rate = _fraction(spec, "pass_rate", 0.9, inclusive=True)
+        # The result's own ranking activation by default; a fixed one compares results that
+        # ranked images differently (CLIP-Dissect's spatial mean, our max) on one footing.
+        self.activation = spec.option("activation")
+        if self.activation not in (None, "max", "mean"):
+            raise NeurolabelError(
+                f"faithfulness: activation={self.activation!r}; use max or mean (default: the "
+                "result's own)"
+            )
 
     # -- resolution ---------------------------------------------------------------------
     def _layers(self, result: LabelingResult) -> list[str]:
@@ -474,7 +486,7 @@ class FaithfulnessEvaluator:
                 scorer,
                 vocabulary,
                 device=context.device,
-                reduce=str(result.settings.get("activation", "max")),
+                reduce=self.activation or str(result.settings.get("activation", "max")),
                 batch_size=self.batch_size,
             )
         count = len(held.images)
@@ -593,7 +605,9 @@ class FaithfulnessEvaluator:
             "random_label": random_labels[0],
         }
         sanity: dict[str, Any] = {}
-        for m in self.metrics:
+        # CoSy's AUC and MAD are checked too, whatever the metrics asked for: the table
+        # shows how they fare (the NeuronEval paper found both fail missing labels).
+        for m in dict.fromkeys([*self.metrics, *CHECKED_ALWAYS]):
             entry: dict[str, Any] = {"passed": False}
             for kind, label in labelings.items():
                 checks = sanity_checks(

@@ -271,6 +271,53 @@ def precision(positives: Tensor, scores: Tensor, top: float = DEFAULT_TOP) -> Te
     return (hits / shown).masked_fill(shown == 0, float("nan"))
 
 
+def separation_auc(positives: Tensor, acts: Tensor) -> Tensor:
+    """CoSy's AUC: how often a concept image activates the neuron more than a control image
+    (ties count half; Kopf et al., NeurIPS 2024).
+
+    Args:
+        positives: ``[N, U]`` bool, the concept images of each neuron's label.
+        acts: ``[N, U]`` activations.
+
+    Returns:
+        ``[U]`` AUC in ``[0, 1]``; NaN without concept or control images.
+
+    Examples:
+        >>> acts = torch.tensor([[3.0], [2.0], [1.0], [2.0]])
+        >>> float(separation_auc(torch.tensor([[True], [True], [False], [False]]), acts[:, :1]))
+        0.875
+    """
+    _check_pair(positives, acts, ("positives", "acts"))
+    out = torch.full((acts.shape[1],), float("nan"), dtype=torch.float64)
+    for unit in range(acts.shape[1]):
+        mask = positives[:, unit].bool()
+        concept, control = acts[mask, unit].double(), acts[~mask, unit].double()
+        if concept.numel() and control.numel():
+            greater = (concept[:, None] > control[None, :]).double().mean()
+            ties = (concept[:, None] == control[None, :]).double().mean()
+            out[unit] = greater + 0.5 * ties
+    return out
+
+
+def mean_activation_difference(positives: Tensor, acts: Tensor) -> Tensor:
+    """CoSy's MAD: ``(mean on concept images - mean on control images) / std on control``.
+
+    Examples:
+        >>> acts = torch.tensor([[4.0], [2.0], [1.0], [3.0]])
+        >>> round(float(mean_activation_difference(torch.tensor([[True], [False], [False],
+        ...     [False]]), acts)), 3)
+        2.0
+    """
+    _check_pair(positives, acts, ("positives", "acts"))
+    out = torch.full((acts.shape[1],), float("nan"), dtype=torch.float64)
+    for unit in range(acts.shape[1]):
+        mask = positives[:, unit].bool()
+        concept, control = acts[mask, unit].double(), acts[~mask, unit].double()
+        if concept.numel() and control.numel() >= 2 and control.std() > 0:
+            out[unit] = (concept.mean() - control.mean()) / control.std()
+    return out
+
+
 @dataclass(frozen=True)
 class Metric:
     """A metric with a uniform signature ``(acts, presence, top) -> [U]``.
@@ -320,6 +367,14 @@ def _precision(acts: Tensor, presence: Tensor, top: float) -> Tensor:
     return precision(binarize_top(acts, top), presence, top)
 
 
+def _auc(acts: Tensor, presence: Tensor, top: float) -> Tensor:
+    return separation_auc(binarize_top(presence, top), acts)
+
+
+def _mad(acts: Tensor, presence: Tensor, top: float) -> Tensor:
+    return mean_activation_difference(binarize_top(presence, top), acts)
+
+
 METRICS: dict[str, Metric] = {
     "correlation": Metric("correlation", _correlation, -1.0, 1.0),
     "auprc": Metric("auprc", _auprc),
@@ -327,6 +382,10 @@ METRICS: dict[str, Metric] = {
     "iou": Metric("iou", _iou),
     "recall": Metric("recall", _recall),
     "precision": Metric("precision", _precision),
+    # CoSy's scores (concept images = the concept's top share); MAD is unbounded, its range
+    # here only scales the sanity checks' smallest counted change.
+    "auc": Metric("auc", _auc),
+    "mad": Metric("mad", _mad, -1.0, 1.0),
 }
 """Every metric by name; the activations are binarized at the top fraction where needed."""
 

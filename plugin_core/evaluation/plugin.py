@@ -1,5 +1,5 @@
-"""The built-in evaluator plugin: registers ``accuracy``, ``layer-profile``, ``faithfulness``
-and ``ablation`` through ``register_evaluators``, like any third-party plugin would."""
+"""The built-in evaluator plugin: registers ``accuracy``, ``layer-profile``, ``faithfulness``,
+``cosy`` and ``ablation`` through ``register_evaluators``, like any third-party plugin would."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def _ablation(spec: Spec, ctx: ResolveContext) -> Evaluator:
     return AblationEvaluator(spec)
 
 
+def _cosy(spec: Spec, ctx: ResolveContext) -> Evaluator:
+    from .cosy import CosyEvaluator
+
+    return CosyEvaluator(spec)
+
+
 def _faithfulness(spec: Spec, ctx: ResolveContext) -> Evaluator:
     from .faithfulness import FaithfulnessEvaluator
 
@@ -50,6 +56,12 @@ def register_evaluators(register: Register[Evaluator]) -> None:
         "accuracy",
         _accuracy,
         description="top-1/top-5 exact match and label cosine vs ground truth (CLIP-Dissect's)",
+    )
+    register(
+        "cosy",
+        _cosy,
+        description="CoSy's AUC and MAD: label concept images vs control images of a held-out "
+        "pool (labels.csv, or another scorer's top share), random-label baseline",
     )
     register(
         "faithfulness",

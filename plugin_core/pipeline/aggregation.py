@@ -25,6 +25,13 @@ from torch import Tensor
 
 from ..errors import NeurolabelError, SpecError
 from ..plugins.spec import Spec
+from . import clip_dissect
+from .clip_dissect import (
+    cos_cubed,
+    pointwise_mutual_information,
+    soft_wpmi_log_given,
+    wpmi_log_given,
+)
 from .image_sample import ImageSample, block_rows
 
 #: Weight of the image-level correlation evidence in :func:`contrast` (Stouffer's method) when
@@ -53,6 +60,10 @@ class Aggregation:
     #: Whether the function takes ``details``, a dict it fills with the choices it made for
     #: the layer (JSON-friendly; the labeler stores it in ``settings.aggregation_details``).
     reports_details: bool = False
+    #: Whether the function scores every unit of the layer from the sample alone (its
+    #: ``acts`` then hold every unit; the explained units' rows are taken from the result):
+    #: CLIP-Dissect as published, whose concept prior spans the whole layer.
+    whole_layer: bool = False
 
 
 def _valid(acts: Tensor) -> Tensor:
@@ -125,19 +136,6 @@ def _by_chunks(sims: Tensor, function: Callable[[slice, Tensor], Tensor]) -> Ten
     return torch.cat([function(rows, sims[rows]) for rows in _neuron_chunks(sims)])
 
 
-def _masked_sum(terms: Tensor, valid: Tensor) -> Tensor:
-    """Sum of per-exemplar terms ``[C, k, V]`` over the valid exemplars ``[C, k]``."""
-    return torch.where(valid.unsqueeze(-1), terms, torch.zeros_like(terms)).sum(dim=1)
-
-
-def _pointwise_mutual_information(given: Tensor, lam: float) -> Tensor:
-    """``log p(concept | neuron) - lam * log p(concept)`` from ``given = log p(concept |
-    neuron)`` ``[C, V]``; ``p(concept)`` is the mean over neurons (log-sum-exp), as in
-    CLIP-Dissect."""
-    prior = torch.logsumexp(given, dim=0, keepdim=True) - math.log(given.shape[0])
-    return given - lam * prior
-
-
 def wpmi(
     sims: Tensor,
     acts: Tensor,
@@ -155,10 +153,9 @@ def wpmi(
     top, valid = _top_rows(sims, acts, top_k)
 
     def given(rows: slice, part: Tensor) -> Tensor:
-        log_p = torch.log(torch.softmax(a * part, dim=-1) + min_prob)
-        return _masked_sum(log_p, valid[rows])
+        return wpmi_log_given(part, valid[rows], a, min_prob)
 
-    return _pointwise_mutual_information(_by_chunks(top, given), lam)
+    return pointwise_mutual_information(_by_chunks(top, given), lam)
 
 
 def soft_wpmi(
@@ -184,34 +181,11 @@ def soft_wpmi(
         [0, 1]
     """
     top, valid = _top_rows(sims, acts, top_k)
-    k = top.shape[1]
-    p_in = p_start - torch.arange(k, dtype=top.dtype) / max(top_k, 1) * (p_start - p_end)
 
     def given(rows: slice, part: Tensor) -> Tensor:
-        probs = torch.softmax(a * part, dim=-1)
-        terms = torch.log(1 + p_in.view(1, k, 1) * (probs - 1) + min_prob)
-        return _masked_sum(terms, valid[rows])
+        return soft_wpmi_log_given(part, valid[rows], top_k, a, p_start, p_end, min_prob)
 
-    return _pointwise_mutual_information(_by_chunks(top, given), lam)
-
-
-def cos_cubed(
-    sims: Tensor, acts: Tensor, sample: ImageSample | None = None, min_norm: float = 1e-3
-) -> Tensor:
-    """CLIP-Dissect's cos^3: cosine between each neuron's centered, cubed activations and
-    each concept's centered, cubed similarities over the probing images."""
-    if sample is None:
-        raise NeurolabelError("cos-cubed needs whole-image statistics over the probing set")
-    t = sample.acts.double()
-    t = (t - t.mean(dim=0, keepdim=True)) ** 3
-    t = t / t.norm(dim=0, keepdim=True).clamp(min=min_norm)
-    out = torch.empty(t.shape[1], sample.num_concepts)
-    # Column by column the same as on the whole [S, V] matrix, in chunks of concepts.
-    for columns, s in sample.chunks():
-        s = (s - s.mean(dim=0, keepdim=True)) ** 3
-        s = s / s.norm(dim=0, keepdim=True).clamp(min=min_norm)
-        out[:, columns] = (t.T @ s).float()
-    return out
+    return pointwise_mutual_information(_by_chunks(top, given), lam)
 
 
 def family_adjusted(scores: Tensor, groups: Tensor) -> Tensor:
@@ -639,6 +613,8 @@ def get_aggregation(name: str) -> Aggregation:
         {'lam': 0.5}
     """
     spec = Spec.parse(name)
+    if spec.name == clip_dissect.MODE:
+        return _published_clip_dissect(spec)
     key = DEFAULT_AGGREGATION if spec.name == "default" else spec.name
     if key not in AGGREGATIONS or spec.argument is not None:
         import difflib
@@ -646,7 +622,9 @@ def get_aggregation(name: str) -> Aggregation:
         close = difflib.get_close_matches(key, list(AGGREGATIONS), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise NeurolabelError(
-            f"Unknown aggregation '{name}'.{hint} Available: {', '.join(AGGREGATIONS)}, default"
+            f"Unknown aggregation '{name}'.{hint} Available: {', '.join(AGGREGATIONS)}, "
+            f"default, {clip_dissect.MODE}:FUNCTION (CLIP-Dissect as published; FUNCTION: "
+            f"{', '.join(clip_dissect.FUNCTIONS)})"
         )
     aggregation = AGGREGATIONS[key]
     if not spec.options:
@@ -662,6 +640,33 @@ def get_aggregation(name: str) -> Aggregation:
     return dataclasses.replace(
         aggregation, name=name, function=functools.partial(aggregation.function, **bound)
     )
+
+
+def _published_clip_dissect(spec: Spec) -> Aggregation:
+    """``clip-dissect[:FUNCTION]``: the published method, which takes no options (its
+    settings are the authors' defaults)."""
+    if spec.options:
+        raise SpecError(
+            f"'{spec}': CLIP-Dissect as published runs with its authors' settings and takes "
+            f"no options; for other settings use the aggregation '{spec.argument or 'soft-wpmi'}"
+            "?OPTION=VALUE' on neurolabel's exemplars"
+        )
+    function = clip_dissect.check_function(spec.argument)
+    return Aggregation(
+        f"{clip_dissect.MODE}:{function}",
+        functools.partial(_published_scores, function=function),
+        sample="required",
+        description=f"CLIP-Dissect as published ({function})",
+        whole_layer=True,
+    )
+
+
+def _published_scores(
+    sims: Tensor, acts: Tensor, sample: ImageSample | None, function: str
+) -> Tensor:
+    if sample is None:
+        raise NeurolabelError("CLIP-Dissect as published needs every probing image's scores")
+    return clip_dissect.clip_dissect_scores(sample, function)
 
 
 #: Arguments the labeler passes: not options of an aggregation spec.

@@ -88,6 +88,12 @@ class Evidence:
     #: ``[V]`` concepts the scorer saw nothing of (the same score on every patch), left out
     #: of the labels; None when there are none.
     unseen_concepts: Tensor | None = None
+    #: How an image's activation map became the number images are ranked by (and the
+    #: sample's activations): ``max`` or ``mean``.
+    activation: str = "max"
+    #: Null distributions of the label test, per layer and exemplar count: they depend only
+    #: on the sample, so every aggregation of this evidence reuses them.
+    significance_nulls: dict[str, dict[int, Tensor]] = field(default_factory=dict, repr=False)
 
     def layer(self, name: str) -> ExplainedLayer:
         for layer in self.layers:
@@ -96,11 +102,13 @@ class Evidence:
         raise NeurolabelError(f"No layer '{name}' in this evidence")
 
     def layer_tensors(
-        self, name: str, with_sample: bool = False
+        self, name: str, with_sample: bool = False, every_unit: bool = False
     ) -> tuple[Tensor, Tensor, ImageSample | None]:
         """``(sims [U, k, V], activations [U, k], sample)`` of the explained units of a layer.
 
-        Missing exemplars have ``-inf`` activation and NaN similarities.
+        Missing exemplars have ``-inf`` activation and NaN similarities. With
+        ``every_unit``, the sample's activations hold every unit of the layer (``[S, C]``),
+        not only the explained ones.
         """
         layer = self.layer(name)
         k = layer.state.values.shape[1]
@@ -140,7 +148,8 @@ class Evidence:
             row_of[self.sample_ids.long()] = torch.arange(len(self.sample_ids))
             exemplar_rows = torch.where(ids >= 0, row_of[ids.clamp(min=0)], -1)
             exemplar_rows[~torch.isfinite(values)] = -1
+            acts = self.sample_acts[name] if every_unit else self.sample_acts[name][:, units]
             sample = ImageSample(
-                acts=self.sample_acts[name][:, units], exemplar_rows=exemplar_rows, **scores
+                acts=acts, exemplar_rows=None if every_unit else exemplar_rows, **scores
             )
         return sims, values, sample

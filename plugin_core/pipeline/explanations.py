@@ -12,10 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ..data.result import Exemplar, NeuronExplanation
 from .aggregation import Aggregation
-from .evidence import Evidence, ExplainedLayer
+from .evidence import Evidence, ExplainedLayer, PatchRequests
+from .image_sample import ImageSample
+from .patches import Box
+from .significance import SignificanceSettings, benjamini_hochberg, unit_p_values
 from .topk import TopKState
 
 #: Report heatmaps need only the coarse shape of the map; this bounds result.json's size.
@@ -30,6 +34,7 @@ def explain_layer(
     saved_patches: int,
     details: dict[str, dict[str, Any]] | None = None,
     cautions: list[str] | None = None,
+    significance: SignificanceSettings | None = None,
 ) -> list[NeuronExplanation]:
     """Explain every explained unit of ``layer`` from the gathered evidence.
 
@@ -42,6 +47,8 @@ def explain_layer(
         details: Filled with the aggregation's per-layer details (e.g. the validated
             correlation weight) when it reports any.
         cautions: Filled with reasons to doubt this layer's labels (one sentence each).
+        significance: How to test the labels (None: not tested); a unit whose best concept
+            is not significant is marked unexplained.
 
     Returns:
         One :class:`NeuronExplanation` per explained unit (dead units get no concepts).
@@ -50,8 +57,12 @@ def explain_layer(
     requests, source, vocabulary = evidence.requests, evidence.source, evidence.vocabulary
     top_k = state.values.shape[1]
     units = torch.tensor(layer.units, dtype=torch.long)
-    with_sample = aggregation.sample != "no" and len(evidence.sample_ids) > 0
-    exemplar_sims, values, sample = evidence.layer_tensors(layer.name, with_sample)
+    with_sample = (aggregation.sample != "no" or significance is not None) and len(
+        evidence.sample_ids
+    ) > 0
+    exemplar_sims, values, sample = evidence.layer_tensors(
+        layer.name, with_sample, every_unit=aggregation.whole_layer
+    )
     options: dict[str, Any] = {}
     if aggregation.uses_groups:
         names = [vocabulary.category(c) or "" for c in vocabulary.concepts]
@@ -60,6 +71,8 @@ def explain_layer(
     if aggregation.reports_details:
         options["details"] = {}
     scores = aggregation.function(exemplar_sims, values, sample, **options)
+    if aggregation.whole_layer:  # scores of every unit: keep the explained ones
+        scores = scores[units]
     if options.get("details") and details is not None:
         details[layer.name] = options["details"]
     dead = state.dead()[units]
@@ -79,6 +92,11 @@ def explain_layer(
                 "concept it saw. Such concepts do not suit this scorer."
             )
     order = ranking.argsort(dim=1, descending=True, stable=True)[:, :num_concepts]
+    p_values = q_values = None
+    if significance is not None and sample is not None:
+        p_values = label_p_values(layer, evidence, sample, order, significance)
+        labels = p_values[:, 0].masked_fill(dead.cpu(), float("nan"))
+        q_values = benjamini_hochberg(labels)
     neurons = []
     for row, unit in enumerate(layer.units):
         exemplars = [
@@ -106,12 +124,87 @@ def explain_layer(
         best = int(order[row, 0])
         valid = torch.isfinite(values[row])
         similarity = finite(torch.nanmean(exemplar_sims[row, valid, best])) if valid.any() else None
+        tested: dict[str, Any] = {}
+        if p_values is not None and q_values is not None:
+            q = finite(q_values[row])
+            tested = {
+                "p_value": q,
+                "p_values": [finite(p) for p in p_values[row].tolist()],
+                "unexplained": q is not None and q > significance.level,  # type: ignore[union-attr]
+            }
         neurons.append(
             NeuronExplanation(
-                layer.name, unit, ranked, exemplars, False, stats=stats, similarity=similarity
+                layer.name,
+                unit,
+                ranked,
+                exemplars,
+                False,
+                stats=stats,
+                similarity=similarity,
+                **tested,
             )
         )
     return neurons
+
+
+def exemplar_images(layers: list[ExplainedLayer], requests: PatchRequests) -> list[int]:
+    """The distinct images of the explained units' exemplars, in order of first use."""
+    images: dict[int, None] = {}
+    for layer in layers:
+        for unit in layer.units:
+            for rank in range(layer.state.values.shape[1]):
+                key = requests.key_of.get((layer.name, unit, rank))
+                if key is not None:
+                    images[key[0]] = None
+    return list(images)
+
+
+def label_p_values(
+    layer: ExplainedLayer,
+    evidence: Evidence,
+    sample: ImageSample,
+    order: Tensor,
+    settings: SignificanceSettings,
+) -> Tensor:
+    """Vocabulary-corrected p-values ``[U, n]`` of each explained unit's ranked concepts
+    (:func:`~neurolabel.plugin_core.pipeline.significance.unit_p_values`), from the
+    whole-image scores of its exemplars' images against the sampled images.
+
+    Args:
+        layer: The layer.
+        evidence: The gathered evidence (exemplar images scored whole).
+        sample: The layer's sampled whole images.
+        order: ``[U, n]`` each unit's ranked concept indices.
+        settings: Permutations and seed.
+    """
+    top_k = layer.state.values.shape[1]
+    units = layer.units
+    n = order.shape[1]
+    scores = torch.zeros(len(units), top_k, n)
+    valid = torch.zeros(len(units), top_k, dtype=torch.bool)
+    in_sample = torch.zeros(len(units), top_k, dtype=torch.bool)
+    sampled = set(evidence.sample_ids.tolist())
+    text = evidence.scores.text
+    for row, unit in enumerate(units):
+        ranks = [r for r in range(top_k) if (layer.name, unit, r) in evidence.requests.key_of]
+        images = [evidence.requests.key_of[(layer.name, unit, r)][0] for r in ranks]
+        wholes: list[tuple[int, Box | None]] = [
+            (image, None) for image in images if (image, None) in evidence.scores
+        ]
+        if len(wholes) < len(images):  # gathered without the test: exemplars not scored whole
+            continue
+        concepts = order[row]
+        if text is not None:
+            embedded = evidence.scores.embeddings_for(wholes)
+            assert embedded is not None
+            block = embedded.float() @ text[concepts].float().T
+        else:
+            block = evidence.scores.rows_for(wholes)[:, concepts]
+        scores[row, : len(ranks)] = block
+        valid[row, : len(ranks)] = True
+        in_sample[row, : len(ranks)] = torch.tensor([i in sampled for i in images])
+    cache = evidence.significance_nulls.setdefault(layer.name, {})
+    return unit_p_values(scores, in_sample, valid, order, sample, settings, cache)
 
 
 def report_map(state: TopKState, unit: int, rank: int) -> list[list[float]] | None:

@@ -51,17 +51,19 @@ from ..runtime import distributed
 from ..runtime.memory import release_freed_memory
 from ..runtime.progress import Steps, progress_steps, stderr_console
 from ..runtime.terminal import shorten
+from . import clip_dissect
 from .activation_cache import ActivationCache, restore
 from .aggregation import Aggregation, get_aggregation
 from .describe import describe_neurons, summarize_neurons
 from .evidence import Evidence, ExplainedLayer, PatchRequests
 from .exemplar_pass import Checkpoint, PassOutput, StreamSettings, model_fingerprint, run_pass
-from .explanations import explain_layer
+from .explanations import exemplar_images, explain_layer
 from .patch_requests import activation_requests, attribution_requests
 from .patch_scoring import score_patches
 from .patches import PatchSettings
 from .scoring_plan import plan_scoring
 from .settings import PATCH_MODES, LabelingSettings, unknown_settings_message
+from .significance import MIN_SAMPLE, SignificanceSettings
 from .topk import TopKState
 
 _VERSIONED = ("neurolabel", "torch", "torchvision", "timm", "open_clip_torch", "pillow", "numpy")
@@ -146,6 +148,9 @@ class NeuronLabeler:
         chosen = self.settings
         self.ctx = context or build_context(chosen.device)
         self.aggregation = get_aggregation(chosen.aggregation)
+        if self.aggregation.whole_layer:  # CLIP-Dissect as published sees every image whole
+            self.settings = chosen = chosen.replace(**clip_dissect.LABELER_SETTINGS)
+            patches = None
         self.patch_settings = PatchSettings(
             threshold=chosen.threshold, min_size=chosen.min_patch_size
         )
@@ -454,8 +459,8 @@ class NeuronLabeler:
         first = distributed.rank_and_world()[0] == 0
         vocabulary = resolve_vocabulary(self.vocabulary_spec, self.ctx) if first else None
         vocabulary = distributed.all_gather(vocabulary)[0]
-        if with_sample is None:
-            with_sample = self.aggregation.sample != "no"
+        if with_sample is None:  # the label test compares exemplars with sampled images
+            with_sample = self.aggregation.sample != "no" or self.settings.significance is not None
         stages = {"setup": time.perf_counter() - started}
         cautions: list[str] = []  # what makes this run's labels doubtful, for the result
         with progress_steps(self.settings.progress) as steps:
@@ -481,6 +486,10 @@ class NeuronLabeler:
             slots = len(requests.key_of)
             for image_index in sample_ids.tolist():  # whole images for image-level statistics
                 requests.unique[(int(image_index), None)] = None
+            if self.settings.significance is not None and len(sample_ids) >= MIN_SAMPLE:
+                # The label test compares the exemplars' images with the sampled ones, whole.
+                for image_index in exemplar_images(layers, requests):
+                    requests.unique[(image_index, None)] = None
             if self.settings.progress and distributed.rank_and_world()[0] == 0:
                 # The bar below counts these: slots that share an image region share it.
                 extra = f" + {len(sample_ids):,} sampled whole images" if len(sample_ids) else ""
@@ -539,6 +548,7 @@ class NeuronLabeler:
             stage_seconds=stages,
             warnings=cautions,
             unseen_concepts=unseen,
+            activation=self.settings.activation,
         )
 
     def explain(self, evidence: Evidence, aggregation: str | None = None) -> LabelingResult:
@@ -558,6 +568,17 @@ class NeuronLabeler:
                 f"Aggregation '{chosen.name}' needs whole-image statistics: gather the "
                 "evidence with with_sample=True"
             )
+        if chosen.whole_layer:
+            usable = len(evidence.source) - evidence.num_unreadable
+            problem = clip_dissect.published_mode_problem(
+                evidence.activation, len(evidence.sample_ids), usable
+            )
+            if problem:
+                raise NeurolabelError(
+                    f"Aggregation '{chosen.name}' reproduces CLIP-Dissect as published, which "
+                    f"this evidence cannot give: {problem}. Gather it with a labeler built "
+                    f"with aggregation='{chosen.name}' (it sets the published settings)."
+                )
         describer = self.describer()
         # A constrained describer picks from the scorer's top candidates: rank that deep.
         depth = self.settings.num_concepts
@@ -565,11 +586,20 @@ class NeuronLabeler:
             depth = max(depth, describer.num_candidates)
         details: dict[str, dict[str, Any]] = {}
         cautions = list(evidence.warnings)
+        level = self.settings.significance
+        test = None if level is None else SignificanceSettings(level=level)
         neurons = {}
         for layer in evidence.layers:
             found = len(cautions)
             neurons[layer.name] = explain_layer(
-                layer, evidence, chosen, depth, self.settings.saved_patches, details, cautions
+                layer,
+                evidence,
+                chosen,
+                depth,
+                self.settings.saved_patches,
+                details,
+                cautions,
+                significance=test,
             )
             for message in cautions[found:]:
                 warn(message, NeurolabelWarning, stacklevel=2)
@@ -609,6 +639,12 @@ class NeuronLabeler:
         )
         if details:
             result.settings["aggregation_details"] = details
+        if test is not None:
+            result.settings["significance_test"] = test.to_dict()
+        if chosen.whole_layer:
+            result.settings["clip_dissect"] = clip_dissect.published_settings(
+                chosen.name.split(":", 1)[1]
+            )
         if cautions:
             result.settings["warnings"] = cautions
         result.patch_images = dict(evidence.scores.thumbnails)

@@ -118,6 +118,10 @@ class PatchScores:
         self.index = index or {}
         self.text = text
 
+    def __contains__(self, key: object) -> bool:
+        """Whether the patch ``key`` was scored."""
+        return key in (self.rows if self.rows is not None else self.index)
+
     def row(self, key: PatchKey) -> Tensor:
         """``[V]`` scores of one patch."""
         return self.rows_for([key])[0]

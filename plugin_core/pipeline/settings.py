@@ -119,6 +119,11 @@ class LabelingSettings:
             ``holdout_seed``; the result records them (``dataset["holdout"]``) and the
             ``faithfulness`` evaluator uses them when given no folder.
         holdout_seed: Seed of the holdout split.
+        significance: Level of the label test: a unit whose best concept is not more
+            present on its exemplar images than on the probing images at large (p-value
+            corrected across the vocabulary and, by false discovery rate, across the
+            layer's units) is reported as unexplained. None: no test (every unit labeled).
+            See :mod:`~neurolabel.plugin_core.pipeline.significance`.
 
     Examples:
         >>> settings = LabelingSettings(top_k=5, units=range(4))
@@ -162,6 +167,7 @@ class LabelingSettings:
     resume: bool = False
     holdout: float | None = None
     holdout_seed: int = 0
+    significance: float | None = 0.05
 
     def __post_init__(self) -> None:
         # Normalize first, so that every stored value is immutable and JSON-friendly.
@@ -189,6 +195,11 @@ class LabelingSettings:
                 raise InvalidSettingError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.source_pattern is not None:
             compile_source_pattern(self.source_pattern)
+        if self.significance is not None and not 0 < self.significance <= 1:
+            raise InvalidSettingError(
+                f"significance={self.significance}: give the level of the label test, "
+                "between 0 and 1 (e.g. 0.05), or None for no test"
+            )
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise InvalidSettingError(
                 f"holdout={self.holdout}: give the share of images to set aside, between 0 "

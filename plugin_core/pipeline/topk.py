@@ -71,7 +71,7 @@ class StreamingTopK:
     Args:
         k: Exemplars per neuron.
         reduce: How an image's activation map becomes one number: ``max`` (default,
-            NetDissect/CLIP-Dissect) or ``mean``.
+            NetDissect's) or ``mean`` (CLIP-Dissect's default pooling).
         quantile: Quantile of map cells used as the patch threshold (0.995 = top 0.5 %).
         reservoir: Map cells per neuron kept (uniform sample) to estimate that quantile.
         seed: Salt of the reservoir's keys (another seed draws another uniform sample).

@@ -328,7 +328,7 @@ class _Builder:
             "<option value='low'>sort: score, low first</option>"
             "<option value='sim'>sort: similarity</option>"
             "<option value='act'>sort: max activation</option></select>"
-            "<label><input type='checkbox'> hide dead</label>"
+            "<label><input type='checkbox'> hide dead and unexplained</label>"
             "<span class='count'></span></div>"
         )
         return "".join(
@@ -352,6 +352,7 @@ class _Builder:
             (s.explained, f"neurons explained (of {s.units})"),
             (s.labeled, "labeled"),
             (s.dead, "dead"),
+            *([(s.unexplained, "unexplained (p above the level)")] if s.unexplained else []),
             (s.distinct, "distinct top concepts"),
         ]
         if quantiles:
@@ -443,6 +444,8 @@ class _Builder:
         return {
             "u": neuron.unit,
             "dead": bool(neuron.dead),
+            "un": bool(neuron.unexplained and not neuron.dead),
+            "p": _num(neuron.p_value),
             "c": [[str(c), _num(s)] for c, s in neuron.concepts],
             "s": neuron.summary or None,
             "vlm": [str(label) for label, _ in neuron.described] if neuron.described else None,

@@ -21,6 +21,7 @@ class LayerSummary:
         units: Units in the layer (explained or not).
         explained: Units explained in the result.
         dead: Explained units that never varied (no label).
+        unexplained: Explained units whose best concept was not significant (no label).
         top_concepts: The most frequent top concepts with their neuron counts.
         distinct: Distinct top concepts over the labeled units.
         scores: Top-concept scores of the labeled units, in unit order.
@@ -39,11 +40,12 @@ class LayerSummary:
     scores: list[float] = field(default_factory=list)
     similarities: list[float] = field(default_factory=list)
     summaries: int = 0
+    unexplained: int = 0
 
     @property
     def labeled(self) -> int:
-        """Explained units that got a label (not dead)."""
-        return self.explained - self.dead
+        """Explained units that got a label (neither dead nor unexplained)."""
+        return self.explained - self.dead - self.unexplained
 
     def score_quantiles(self) -> dict[str, float]:
         """``min``, ``p25``, ``median``, ``p75``, ``max`` of the top scores (empty if none)."""
@@ -72,7 +74,7 @@ def summarize_layer(result: LabelingResult, layer: str, top: int = 10) -> LayerS
     """
     neurons = result.neurons.get(layer, [])
     info: dict[str, Any] = result.layers.get(layer, {})
-    labeled = [n for n in neurons if not n.dead and n.concepts]
+    labeled = [n for n in neurons if not n.dead and not n.unexplained and n.concepts]
     counts = Counter(n.description for n in labeled)
     scores = [s for n in labeled if (s := n.score) is not None and math.isfinite(s)]
     similarities = [
@@ -88,6 +90,7 @@ def summarize_layer(result: LabelingResult, layer: str, top: int = 10) -> LayerS
         units=int(info.get("units") or len(neurons)),
         explained=len(neurons),
         dead=sum(1 for n in neurons if n.dead),
+        unexplained=sum(1 for n in neurons if n.unexplained and not n.dead),
         top_concepts=counts.most_common(top),
         distinct=len(counts),
         scores=scores,

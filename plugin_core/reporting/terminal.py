@@ -62,6 +62,9 @@ def result_table(
     table.add_column("description", style="bold")
     table.add_column("runners-up")
     table.add_column("score", justify="right")
+    tested = any(n.p_value is not None for ns in result.neurons.values() for n in ns)
+    if tested:
+        table.add_column("p", justify="right")
     table.add_column("max act.", justify="right")
     for name, neurons in result.neurons.items():
         if layer is not None and name != layer:
@@ -69,20 +72,24 @@ def result_table(
         shown = neurons if limit is None else neurons[:limit]
         for neuron in shown:
             top = neuron.top(concepts)
-            runners = ", ".join(c for c, _ in top[1:])
+            # An unexplained unit has no label: its best-ranked concepts are candidates.
+            if neuron.unexplained:
+                runners = "candidates: " + ", ".join(c for c, _ in top)
+            else:
+                runners = ", ".join(c for c, _ in top[1:])
             score = "" if neuron.score is None else f"{neuron.score:.3g}"
             peak = neuron.stats.get("max")
-            description = (
-                Text("(dead)", style="dim")
-                if neuron.dead
-                else Text(neuron.summary or neuron.description)
-            )
+            if neuron.dead or neuron.unexplained:
+                description = Text(neuron.description, style="dim")
+            else:
+                description = Text(neuron.summary or neuron.description)
             table.add_row(
                 Text(name),
                 str(neuron.unit),
                 description,
                 Text(runners),
                 score,
+                *([format_p(neuron.p_value)] if tested else []),
                 "" if peak is None else f"{peak:.3g}",
             )
         if limit is not None and len(neurons) > limit:
@@ -91,7 +98,7 @@ def result_table(
                 "shows all)",
                 style="dim",
             )
-            table.add_row(Text(name), "…", more, "", "", "")
+            table.add_row(Text(name), "…", more, *[""] * (len(table.columns) - 3))
     table.caption = Text(_how_to_read(result, layer), style="dim")
     table.caption_justify = "left"
     return table
@@ -108,6 +115,13 @@ def _how_to_read(result: LabelingResult, layer: str | None) -> str:
     neurons = [n for name, ns in result.neurons.items() if layer in (None, name) for n in ns]
     if any(n.dead for n in neurons):
         notes.append("(dead): the unit's activation never varied over the probing images")
+    if any(n.p_value is not None for n in neurons):
+        level = (result.settings.get("significance_test") or {}).get("level", "the level")
+        notes.append(
+            "p: the chance of a label this good if the unit's exemplars were random images "
+            "(corrected across the vocabulary and the layer's units); (unexplained): p above "
+            f"{level}, no concept fits better than chance, the runners-up are not labels"
+        )
     return "; ".join(notes) + "."
 
 
@@ -133,7 +147,8 @@ def layer_summary_table(summary: LayerSummary) -> Table:
     table.add_row(
         "neurons",
         f"{summary.explained} explained of {summary.units}: "
-        f"{summary.labeled} labeled, {summary.dead} dead",
+        f"{summary.labeled} labeled, {summary.dead} dead"
+        + (f", {summary.unexplained} unexplained" if summary.unexplained else ""),
     )
     frequent = ", ".join(f"{c} ({n})" for c, n in summary.top_concepts)
     table.add_row("frequent concepts", Text(f"{frequent or '—'}  [{summary.distinct} distinct]"))
@@ -405,6 +420,13 @@ def neuron_report(
         ("(dead: never varied, no label)" if neuron.dead else neuron.description, "bold"),
     )
     parts: list[RenderableType] = [heading]
+    if neuron.p_value is not None:
+        verdict = (
+            "no concept fits better than chance: the ranking below is not a label"
+            if neuron.unexplained
+            else "the label is significant"
+        )
+        parts.append(Text(f"p = {format_p(neuron.p_value)} ({verdict})", style="dim"))
     classes = result.model.get("class_names") or []
     info = result.layers.get(layer, {})
     if classes and info.get("kind") == "vector" and info.get("units") == len(classes):
@@ -435,6 +457,9 @@ def _concepts_table(neuron: NeuronExplanation) -> Table:
     table.add_column("#", justify="right")
     table.add_column("concept", style="bold")
     table.add_column("score", justify="right")
+    tested = neuron.p_values is not None
+    if tested:
+        table.add_column("p", justify="right")
     table.add_column("")
     scores = [float(s) for _, s in neuron.concepts if isinstance(s, (int, float))]
     low, high = (min(scores), max(scores)) if scores else (0.0, 1.0)
@@ -443,13 +468,25 @@ def _concepts_table(neuron: NeuronExplanation) -> Table:
         filled = 0
         if isinstance(score, (int, float)):
             filled = max(1, round(_BAR * (float(score) - low) / span))
+        p = neuron.p_values[rank - 1] if neuron.p_values and rank <= len(neuron.p_values) else None
         table.add_row(
             str(rank),
             Text(str(concept)),
             format_value(score),
+            *([format_p(p)] if tested else []),
             Text("█" * filled + "░" * (_BAR - filled), style="blue"),
         )
     return table
+
+
+def format_p(p: float | None) -> str:
+    """A p-value for a table: two significant digits, ``—`` when untested.
+
+    Examples:
+        >>> format_p(0.000499), format_p(0.31), format_p(None)
+        ('0.0005', '0.31', '—')
+    """
+    return "—" if p is None else f"{p:.2g}"
 
 
 def _exemplars_table(neuron: NeuronExplanation, files: ResultFiles) -> Table:

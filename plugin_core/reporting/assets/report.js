@@ -85,17 +85,22 @@
     return wrap;
   }
   function card(L, n, q) {
-    var c = el("article", "card" + (n.dead ? " dead" : ""));
+    var c = el("article", "card" + (n.dead ? " dead" : (n.un ? " unexplained" : "")));
     c.id = "n-" + L.i + "-" + n.u;
     var h = el("h3"), link = el("a", null, "#" + n.u);
     link.href = "#" + c.id; link.title = "link to this neuron";
     h.appendChild(link);
-    h.appendChild(el("span", "desc", n.dead ? "(dead)" : (n.c.length ? n.c[0][0] : "")));
-    if (!n.dead && n.c.length) h.appendChild(el("span", "score", fmt(n.c[0][1])));
+    var label = n.dead ? "(dead)" : (n.un ? "(unexplained)" : (n.c.length ? n.c[0][0] : ""));
+    h.appendChild(el("span", "desc", label));
+    if (!n.dead && !n.un && n.c.length) h.appendChild(el("span", "score", fmt(n.c[0][1])));
     c.appendChild(h);
     if (n.s) c.appendChild(el("p", "summary", n.s));
     var meta = [];
     if (n.cls) meta.push("class: " + n.cls);
+    if (n.p !== null && n.p !== undefined) {
+      meta.push("p = " + fmt(n.p) + (n.un ? " (no concept fits better than chance; the " +
+                "ranking is not a label)" : ""));
+    }
     if (n.sim !== null && n.sim !== undefined) meta.push("similarity " + fmt(n.sim));
     if (n.vlm && n.vlm.length) meta.push("describer: " + n.vlm.join(", "));
     if (n.max !== null && n.max !== undefined) meta.push("max activation " + fmt(n.max));
@@ -158,8 +163,8 @@
     var unit = /^#?\d+$/.test(q) ? +q.replace("#", "") : -1;
     var hide = st.hide.checked, order = st.sort.value, list = [];
     st.L.neurons.forEach(function (n) {
-      if (hide && n.dead) return;
-      var top = n.c.length && !n.dead ? n.c[0][1] : null, key = top;
+      if (hide && (n.dead || n.un)) return;
+      var top = n.c.length && !n.dead && !n.un ? n.c[0][1] : null, key = top;
       if (q) {
         key = n.u === unit ? top : matchScore(n, q);
         if (key === null && n.u !== unit) return;
