@@ -218,7 +218,7 @@ def test_the_cli_runs_the_published_mode_and_records_it(tmp_path, capsys):
         color = (230, 20, 20) if i % 2 else (20, 20, 230)
         square_image((80, 64), (10, 10, 10 + i, 10 + i), color, seed=i).save(images / f"{i}.png")
     out = tmp_path / "out"
-    code, _, err = run(
+    code, printed, err = run(
         [
             "explain",
             "python:synthetic:ColorDetector?resize=none&size=64",
@@ -241,6 +241,8 @@ def test_the_cli_runs_the_published_mode_and_records_it(tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
+    assert "Significant labels (p <= 0.05" in " ".join(printed.split())
+    assert "CLIP-Dissect as published scores every probing image whole" in " ".join(err.split())
     saved = _json.loads((out / "result.json").read_text())
     assert saved["settings"]["activation"] == "mean" and saved["settings"]["sample_size"] == 24
     assert saved["settings"]["clip_dissect"]["function"] == "cos-cubed"

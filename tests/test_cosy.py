@@ -96,3 +96,11 @@ def test_cosy_reports_the_missing_labels_check_both_ways(setup):
     # about half the units fall by chance. Moved among the controls, they do lower both.
     assert checks["auc_missing_dropped"] < 0.9 and checks["mad_missing_dropped"] < 0.9
     assert checks["auc_missing_to_control"] >= 0.9 and checks["auc_extra"] >= 0.9
+
+
+def test_the_probing_set_is_refused_as_a_pool_naming_cosy(setup):
+    root, ctx, result = setup
+    with pytest.raises(NeurolabelError, match="cosy must be measured on images the labeler"):
+        ctx.registries.evaluators.resolve(f"cosy?images={root / 'probe'}", ctx).evaluate(
+            result, ctx
+        )

@@ -119,3 +119,34 @@ def test_layer_profile_counts_categories(ctx):
     }
     untagged = LayerProfileEvaluator("words:50").evaluate(result, ctx)
     assert untagged["layers"]["late"]["shares"] == {"uncategorized": 1.0}
+
+
+def test_an_evaluator_refuses_a_network_other_than_the_one_labeled(tmp_path):
+    """A spec with random weights draws new ones at every load: evaluating the reloaded
+    network would measure labels against another network."""
+    import numpy as np
+    from PIL import Image
+
+    from neurolabel import NeuronLabeler
+    from neurolabel.plugin_core.plugins.resolve import build_context, load_result_model
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(6)]
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    spec = "torchvision:resnet18?weights=none"
+    result = NeuronLabeler(
+        spec,
+        ["layer1"],
+        scorer="color",
+        vocabulary=["red", "blue"],
+        top_k=2,
+        units=range(2),
+        device="cpu",
+        progress=False,
+        context=ctx,
+    ).run(images)
+    assert len(result.model["weights"]) == 20
+    # the same process finds the network it labeled
+    assert load_result_model(result, ctx).fingerprint() == result.model["weights"]
+    with pytest.raises(NeurolabelError, match="not the network this result labeled"):
+        load_result_model(result, build_context("cpu", cache_dir=tmp_path / "cache"))

@@ -142,7 +142,7 @@ def test_a_level_of_one_keeps_every_label_and_none_skips_the_test():
     untested = NeuronLabeler(model, ["0"], significance=None, **common).run(images)
     assert all(n.p_value is None and not n.unexplained for n in untested.neurons["0"])
     assert "significance_test" not in untested.settings
-    with pytest.raises(InvalidSettingError, match="between 0 and 1"):
+    with pytest.raises(InvalidSettingError, match="above 0 and at most 1"):
         LabelingSettings(significance=0)
 
 

@@ -133,15 +133,16 @@ def demo(
     """Explain EfficientNet-Lite0 offline: packaged weights, bundled photos, no download."""
     from ..data.output_folder import claim_output_folder
     from ..plugins.resolve import build_context, resolve_vocabulary
-    from ..reporting.terminal import result_table
+    from ..reporting.terminal import result_table, significance_summary
 
     started = time.perf_counter()
     with claim_output_folder(out):
         result = run_demo(out, units, top_k, device, progress=not quiet)
     seconds = time.perf_counter() - started
     if not quiet:
-        for layer in result.neurons:
-            console.print(result_table(result, layer=layer, limit=8))
+        layers = list(result.neurons)
+        for layer in layers:
+            console.print(result_table(result, layer=layer, limit=8, caption=layer == layers[-1]))
     colors = set(resolve_vocabulary(COLOR_VOCABULARY, build_context("cpu")).concepts)
     profile = layer_profile(result, colors)
     logits = result.neurons["classifier"]
@@ -152,25 +153,17 @@ def demo(
         f"{seconds:.0f} s on {result.dataset['num_used']} bundled images (photographs and "
         "their quadrants)."
     )
-    live = [n for ns in result.neurons.values() for n in ns if not n.dead]
-    significant = sum(1 for n in live if n.p_value is not None and not n.unexplained)
-    level = result.settings.get("significance", 0.05)
-    size = result.settings.get("vocabulary_size")
-    vocabulary = f"{size:,}-concept" if isinstance(size, int) else "large"
-    console.print(
-        f"Significant labels (p <= {level} after the vocabulary and false-discovery-rate "
-        f"corrections): {significant} of {len(live)} live units. A few photographs are little "
-        f"evidence for a {vocabulary} vocabulary: the other units are reported as "
-        "(unexplained), their ranked concepts kept in the report (probe your own images, "
-        "hundreds of them, for significant labels)."
-    )
+    summary = significance_summary(result)
+    if summary:
+        console.print(summary, highlight=False, markup=False)
     console.print(
         "Units whose best-ranked concept is a color, by depth: "
         + ", ".join(f"{layer} {share:.0%}" for layer, share in profile.items())
     )
     console.print(
         f"Logit units of the {len(logits)} predicted classes with their own class name "
-        f"among their top-5 labels: {own}/{len(logits)}"
+        f"among their 5 best-ranked concepts: {own}/{len(logits)} (the ranking finds the "
+        "class; with one or two photographs of it, the test cannot tell that from chance)"
     )
     console.print(
         f"Wrote {out / 'result.json'}, {out / 'descriptions.csv'}, {out / 'patches'}/ and "

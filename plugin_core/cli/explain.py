@@ -111,10 +111,11 @@ def explain(
     aggregation: Annotated[
         str,
         typer.Option(
-            help="default, contrast, mean, soft-wpmi, wpmi, cos-cubed (CLIP-Dissect's formulas "
-            "on our exemplars); options after '?', e.g. 'contrast?correlation=1'; "
-            "clip-dissect[:soft-wpmi|wpmi|cos-cubed] runs CLIP-Dissect as published (every "
-            "image whole, spatial mean)",
+            help="default (= contrast), mean, soft-wpmi, wpmi, cos-cubed (CLIP-Dissect's "
+            "formulas on our exemplars), with options after '?', e.g. "
+            "'contrast?correlation=1'; or clip-dissect, clip-dissect:wpmi, "
+            "clip-dissect:cos-cubed for CLIP-Dissect as published (every image whole, spatial "
+            "mean)",
             metavar="SPEC",
         ),
     ] = DEFAULTS.aggregation,
@@ -265,7 +266,7 @@ def explain(
     from ..data.result import PATCH_DIR
     from ..pipeline.labeler import NeuronLabeler
     from ..plugins.resolve import build_context
-    from ..reporting.terminal import result_table
+    from ..reporting.terminal import result_table, significance_summary
     from ..runtime import distributed
 
     ctx = build_context(device, trust_pickle=trust_pickle, confirm=_confirmer(yes))
@@ -344,6 +345,9 @@ def explain(
                 written.append(str(write_html_report(result, out / REPORT_FILE, folder=out)))
         if not quiet:
             console.print(result_table(result))
+            summary = significance_summary(result)
+            if summary:
+                console.print(summary, highlight=False, markup=False)
         skipped = result.dataset.get("num_skipped", 0)
         if skipped:
             err_console.print(

@@ -105,7 +105,9 @@ def label_cosine(
         units += 1
         if neuron.dead or not neuron.concepts:
             continue
-        embedded = encode_texts([neuron.description, *labels])
+        # The best-ranked concept, also for an unexplained unit (the figure is about the
+        # ranking; the label test is reported on its own).
+        embedded = encode_texts([str(neuron.concepts[0][0]), *labels])
         total += float((embedded[1:] @ embedded[0]).max())
     return total / units if units else 0.0
 

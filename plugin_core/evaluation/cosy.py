@@ -191,7 +191,7 @@ class CosyEvaluator:
         source: FolderSource | PathListSource = (
             FolderSource(self.folder) if self.folder else held_out_source(result.dataset)
         )
-        kept, dropped = disjoint_images(source, result, "drop")
+        kept, dropped = disjoint_images(source, result, "drop", evaluator="cosy")
         root = source.root if source.root is not None else None
         classes = read_class_names(root) if root is not None else None
         generator = torch.Generator().manual_seed(self.seed)

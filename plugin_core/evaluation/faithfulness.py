@@ -130,7 +130,10 @@ def _where(source: FolderSource | PathListSource) -> str:
 
 
 def disjoint_images(
-    source: FolderSource | PathListSource, result: LabelingResult, overlap: str = "error"
+    source: FolderSource | PathListSource,
+    result: LabelingResult,
+    overlap: str = "error",
+    evaluator: str = "faithfulness",
 ) -> tuple[list[int], list[str]]:
     """Indices of the held-out images that the labeler did not see, as far as one can tell.
 
@@ -143,6 +146,7 @@ def disjoint_images(
         result: The labeling result.
         overlap: ``error`` (refuse any exemplar among the held-out images) or ``drop``
             (leave them out and go on).
+        evaluator: The evaluator's name, for messages.
 
     Returns:
         The kept indices and the descriptions of the dropped images.
@@ -153,7 +157,7 @@ def disjoint_images(
     if probing and probing == source.fingerprint():
         raise NeurolabelError(
             f"The held-out folder {_where(source)} is the probing set of this result (same "
-            "fingerprint): faithfulness must be measured on images the labeler never saw; "
+            f"fingerprint): {evaluator} must be measured on images the labeler never saw; "
             "give a disjoint folder"
         )
     seen = exemplar_paths(result)
@@ -165,8 +169,8 @@ def disjoint_images(
         names = [str(source.paths[i]) for i in dropped[:3]]
         raise NeurolabelError(
             f"{len(dropped)} held-out image(s) in {_where(source)} are exemplars of the result "
-            f"(e.g. {', '.join(names)}): faithfulness must be measured on images the labeler "
-            "never saw; give a disjoint folder or pass faithfulness?overlap=drop"
+            f"(e.g. {', '.join(names)}): {evaluator} must be measured on images the labeler "
+            f"never saw; give a disjoint folder or pass {evaluator}?overlap=drop"
         )
     return kept, [str(source.paths[i]) for i in dropped]
 

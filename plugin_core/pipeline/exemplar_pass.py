@@ -343,14 +343,8 @@ def digest(value: Any) -> str:
 
 
 def model_fingerprint(loaded: LoadedModel) -> str:
-    """Hash of the model's class, parameters and buffers: the same weights, the same key."""
-    hasher = hashlib.sha256(type(loaded.model).__name__.encode())
-    for name, tensor in [*loaded.model.named_parameters(), *loaded.model.named_buffers()]:
-        hasher.update(name.encode())
-        # A numpy array is a buffer (no copy); typeshed's Buffer type predates it on 3.10.
-        data: Any = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
-        hasher.update(data)
-    return hasher.hexdigest()[:20]
+    """Hash of the model's class, parameters and buffers (:meth:`LoadedModel.fingerprint`)."""
+    return loaded.fingerprint()
 
 
 def run_pass(

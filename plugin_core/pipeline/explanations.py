@@ -87,9 +87,9 @@ def explain_layer(
             names = sorted({vocabulary.concepts[int(c)] for c in scores.argmax(dim=1)[overruled]})
             cautions.append(
                 f"{int(overruled.sum())} unit(s) of '{layer.name}' scored highest on a concept "
-                f"the scorer saw nothing of in any patch ({', '.join(names[:5])}"
-                f"{', ...' if len(names) > 5 else ''}); they are labeled with the best "
-                "concept it saw. Such concepts do not suit this scorer."
+                f"the scorer saw nothing of in any patch or image ({', '.join(names[:5])}"
+                f"{', ...' if len(names) > 5 else ''}); such concepts are ranked after every "
+                "concept it saw, as they do not suit this scorer."
             )
     order = ranking.argsort(dim=1, descending=True, stable=True)[:, :num_concepts]
     p_values = q_values = None

@@ -9,6 +9,7 @@ orchestrates.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import platform
 import time
@@ -179,6 +180,10 @@ class NeuronLabeler:
         if self._loaded is None:
             self._loaded = resolve_model(self.model_spec, self.ctx, self.preprocessing)
             self.layers = expand_layer_patterns(self._loaded.model, self.layers)
+            # Evaluators run in this process find the very network it labels (a spec with
+            # random weights would load another one); the last few per name are kept.
+            known = self.ctx.extra.setdefault("loaded_models", {})
+            known[self._loaded.name] = [*known.get(self._loaded.name, [])[-3:], self._loaded]
         return self._loaded
 
     @staticmethod
@@ -480,6 +485,12 @@ class NeuronLabeler:
                 slots,
                 len(source) - len(skipped),
             )
+            if self.aggregation.whole_layer:
+                plan = dataclasses.replace(
+                    plan,
+                    reason="CLIP-Dissect as published scores every probing image whole "
+                    f"({plan.probing_images:,} images; top_k only sets the exemplars shown)",
+                )
             if self.settings.progress and distributed.rank_and_world()[0] == 0:
                 stderr_console.print(f"Scoring {plan.mode}: {plan.reason}", highlight=False)
             requests = self._patch_requests(layers, source, steps, whole=plan.mode == "images")
@@ -642,9 +653,11 @@ class NeuronLabeler:
         if test is not None:
             result.settings["significance_test"] = test.to_dict()
         if chosen.whole_layer:
-            result.settings["clip_dissect"] = clip_dissect.published_settings(
-                chosen.name.split(":", 1)[1]
-            )
+            result.settings["clip_dissect"] = {
+                **clip_dissect.published_settings(chosen.name.split(":", 1)[1]),
+                # soft-WPMI's 100 (WPMI's 28) top images, of these
+                "probing_images": len(evidence.sample_ids),
+            }
         if cautions:
             result.settings["warnings"] = cautions
         result.patch_images = dict(evidence.scores.thumbnails)
@@ -703,6 +716,8 @@ class NeuronLabeler:
             "num_classes": len(loaded.class_names) if loaded.class_names else None,
             "class_names": loaded.class_names,
             "preprocessing": loaded.preprocessing.to_dict(),
+            # So that an evaluator reloading the model can tell it got the same network.
+            "weights": self._model_fingerprint(),
         }
 
     def _settings_record(self, evidence: Evidence, aggregation: Aggregation) -> dict[str, Any]:

@@ -197,8 +197,9 @@ class LabelingSettings:
             compile_source_pattern(self.source_pattern)
         if self.significance is not None and not 0 < self.significance <= 1:
             raise InvalidSettingError(
-                f"significance={self.significance}: give the level of the label test, "
-                "between 0 and 1 (e.g. 0.05), or None for no test"
+                f"significance={self.significance}: give the level of the label test, above 0 "
+                "and at most 1 (e.g. 0.05; 1 keeps every label with its p-value), or None in "
+                "the library for no test"
             )
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise InvalidSettingError(

@@ -43,6 +43,25 @@ class LoadedModel:
     class_names: list[str] | None = None
     prefix_tokens: int | None = None
 
+    def fingerprint(self) -> str:
+        """Hash of the model's class, parameters and buffers: the same weights, the same
+        key (a spec with random weights gives another one at every load)."""
+        import hashlib
+
+        hasher = hashlib.sha256(type(self.model).__name__.encode())
+        for name, tensor in [*self.model.named_parameters(), *self.model.named_buffers()]:
+            hasher.update(name.encode())
+            # A numpy array is a buffer (no copy); typeshed's Buffer type predates it on 3.10.
+            data: Any = tensor.detach().cpu().contiguous().view(-1).view(_uint8()).numpy()
+            hasher.update(data)
+        return hasher.hexdigest()[:20]
+
+
+def _uint8() -> Any:
+    import torch
+
+    return torch.uint8
+
 
 @dataclass(frozen=True)
 class LayerInfo:

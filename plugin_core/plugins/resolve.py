@@ -176,12 +176,27 @@ def load_result_model(
             f"The result's model '{name}' cannot be loaded from its name: it is not a model "
             f"spec (it was given as a module); {hint}"
         )
+    labeled = result.model.get("weights")
+    # A network this process labeled (``explain --metric``) is the one to evaluate.
+    for loaded in ctx.extra.get("loaded_models", {}).get(name, []):
+        if labeled is None or loaded.fingerprint() == labeled:
+            return loaded
     try:
-        return resolve_model(name, ctx, stored)
+        loaded = resolve_model(name, ctx, stored)
     except SpecError as exc:
         raise NeurolabelError(
             f"The result's model '{name}' cannot be loaded from its name ({exc}); {hint}"
         ) from None
+    if labeled is not None and loaded.fingerprint() != labeled:
+        raise NeurolabelError(
+            f"The model '{name}' loaded now is not the network this result labeled: its "
+            "weights differ (a spec with random weights, ?weights=none or "
+            "?pretrained=false, draws new ones at every load; or the weights file changed). "
+            "Figures on another network would say nothing about these labels: evaluate in "
+            "the run that labeled it (neurolabel explain ... --metric SPEC), or label a model "
+            f"whose weights are saved (file:PATH); {hint}"
+        )
+    return loaded
 
 
 def resolve_vocabulary(

@@ -33,7 +33,11 @@ _BAR = 20
 
 
 def result_table(
-    result: LabelingResult, layer: str | None = None, limit: int | None = 20, concepts: int = 3
+    result: LabelingResult,
+    layer: str | None = None,
+    limit: int | None = 20,
+    concepts: int = 3,
+    caption: bool = True,
 ) -> Table:
     """A rich table of neurons: layer, unit, top concepts with scores, top activation.
 
@@ -42,6 +46,8 @@ def result_table(
         layer: Only this layer (default: all).
         limit: Rows per layer at most (None = all).
         concepts: Ranked concepts shown per neuron.
+        caption: Explain the columns under the table (once is enough when several
+            tables are printed in a row).
 
     Returns:
         A :class:`rich.table.Table` to print with a rich console.
@@ -77,7 +83,8 @@ def result_table(
                 runners = "candidates: " + ", ".join(c for c, _ in top)
             else:
                 runners = ", ".join(c for c, _ in top[1:])
-            score = "" if neuron.score is None else f"{neuron.score:.3g}"
+            # An unexplained unit has no label, so no label score: its candidates are listed.
+            score = "" if neuron.score is None or neuron.unexplained else f"{neuron.score:.3g}"
             peak = neuron.stats.get("max")
             if neuron.dead or neuron.unexplained:
                 description = Text(neuron.description, style="dim")
@@ -99,8 +106,9 @@ def result_table(
                 style="dim",
             )
             table.add_row(Text(name), "…", more, *[""] * (len(table.columns) - 3))
-    table.caption = Text(_how_to_read(result, layer), style="dim")
-    table.caption_justify = "left"
+    if caption:
+        table.caption = Text(_how_to_read(result, layer), style="dim")
+        table.caption_justify = "left"
     return table
 
 
@@ -116,11 +124,15 @@ def _how_to_read(result: LabelingResult, layer: str | None) -> str:
     if any(n.dead for n in neurons):
         notes.append("(dead): the unit's activation never varied over the probing images")
     if any(n.p_value is not None for n in neurons):
-        level = (result.settings.get("significance_test") or {}).get("level", "the level")
         notes.append(
             "p: the chance of a label this good if the unit's exemplars were random images "
-            "(corrected across the vocabulary and the layer's units); (unexplained): p above "
-            f"{level}, no concept fits better than chance, the runners-up are not labels"
+            "(corrected across the vocabulary and the layer's units)"
+        )
+    if any(n.unexplained for n in neurons):
+        level = (result.settings.get("significance_test") or {}).get("level", "the level")
+        notes.append(
+            f"(unexplained): p above {level}, no concept fits better than chance; the "
+            "candidates are the best-ranked concepts, not labels"
         )
     return "; ".join(notes) + "."
 
@@ -426,7 +438,14 @@ def neuron_report(
             if neuron.unexplained
             else "the label is significant"
         )
-        parts.append(Text(f"p = {format_p(neuron.p_value)} ({verdict})", style="dim"))
+        parts.append(
+            Text(
+                f"label p = {format_p(neuron.p_value)}, corrected across the vocabulary and the "
+                f"layer's units ({verdict}); the p column below is corrected across the "
+                "vocabulary only",
+                style="dim",
+            )
+        )
     classes = result.model.get("class_names") or []
     info = result.layers.get(layer, {})
     if classes and info.get("kind") == "vector" and info.get("units") == len(classes):
@@ -477,6 +496,36 @@ def _concepts_table(neuron: NeuronExplanation) -> Table:
             Text("█" * filled + "░" * (_BAR - filled), style="blue"),
         )
     return table
+
+
+def significance_summary(result: LabelingResult) -> str | None:
+    """One sentence: how many live units got a significant label (None when untested).
+
+    Examples:
+        >>> from neurolabel.plugin_core.data.result import NeuronExplanation
+        >>> units = [NeuronExplanation("fc", 0, [["dog", 1.0]], p_value=0.01),
+        ...          NeuronExplanation("fc", 1, [["cat", 0.2]], p_value=0.4, unexplained=True)]
+        >>> r = LabelingResult({}, {}, {"fc": units}, settings={"significance": 0.05})
+        >>> significance_summary(r).split(";")[0].split(": ")[1]
+        '1 of 2 live units'
+    """
+    live = [n for ns in result.neurons.values() for n in ns if not n.dead]
+    tested = [n for n in live if n.p_value is not None]
+    if not tested:
+        return None
+    significant = sum(1 for n in tested if not n.unexplained)
+    level = result.settings.get("significance", 0.05)
+    text = (
+        f"Significant labels (p <= {level} after the vocabulary and false-discovery-rate "
+        f"corrections): {significant} of {len(live)} live units"
+    )
+    if significant < len(tested):
+        text += (
+            "; the others are (unexplained), their best-ranked concepts kept as candidates. "
+            "A few hundred probing images, several per concept, give the test evidence to "
+            "work with (docs/significance.md)"
+        )
+    return text + "."
 
 
 def format_p(p: float | None) -> str:
