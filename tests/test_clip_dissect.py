@@ -237,11 +237,14 @@ def test_the_cli_runs_the_published_mode_and_records_it(tmp_path, capsys):
             "--out",
             str(out),
             "--no-html",
+            "--metric",
+            "layer-profile",
         ],
         capsys,
     )
     assert code == 0, err
     assert "Significant labels (p <= 0.05" in " ".join(printed.split())
+    assert "layer-profile" in printed  # the figures of --metric are shown, not only saved
     assert "CLIP-Dissect as published scores every probing image whole" in " ".join(err.split())
     saved = _json.loads((out / "result.json").read_text())
     assert saved["settings"]["activation"] == "mean" and saved["settings"]["sample_size"] == 24

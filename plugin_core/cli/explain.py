@@ -266,7 +266,7 @@ def explain(
     from ..data.result import PATCH_DIR
     from ..pipeline.labeler import NeuronLabeler
     from ..plugins.resolve import build_context
-    from ..reporting.terminal import result_table, significance_summary
+    from ..reporting.terminal import metrics_report, result_table, significance_summary
     from ..runtime import distributed
 
     ctx = build_context(device, trust_pickle=trust_pickle, confirm=_confirmer(yes))
@@ -348,6 +348,8 @@ def explain(
             summary = significance_summary(result)
             if summary:
                 console.print(summary, highlight=False, markup=False)
+            for table in metrics_report(result, names=[e.name for e in evaluators]):
+                console.print(table)
         skipped = result.dataset.get("num_skipped", 0)
         if skipped:
             err_console.print(

@@ -198,8 +198,7 @@ class LabelingSettings:
         if self.significance is not None and not 0 < self.significance <= 1:
             raise InvalidSettingError(
                 f"significance={self.significance}: give the level of the label test, above 0 "
-                "and at most 1 (e.g. 0.05; 1 keeps every label with its p-value), or None in "
-                "the library for no test"
+                "and at most 1 (e.g. 0.05; 1 keeps every label with its p-value)"
             )
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise InvalidSettingError(

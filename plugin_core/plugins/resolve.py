@@ -194,7 +194,7 @@ def load_result_model(
             "?pretrained=false, draws new ones at every load; or the weights file changed). "
             "Figures on another network would say nothing about these labels: evaluate in "
             "the run that labeled it (neurolabel explain ... --metric SPEC), or label a model "
-            f"whose weights are saved (file:PATH); {hint}"
+            "whose weights are saved (file:PATH) and evaluate that one"
         )
     return loaded
 
