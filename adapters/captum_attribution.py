@@ -608,6 +608,12 @@ def _load_model(
 ) -> LoadedModel:
     hint = "give the model (--model SPEC on the command line)"
     if result is not None:
+        units_from = result.settings.get("units_from")
+        if isinstance(units_from, str) and units_from != "channels":
+            raise NeurolabelError(
+                f"Attribution explains channels; this result's units are '{units_from}' "
+                "(attribution of mapped units is not supported yet)"
+            )
         loaded = load_result_model(result, ctx, model, hint=hint)
     elif model is not None:
         loaded = resolve_model(model, ctx)

@@ -236,6 +236,16 @@ def explain(
             metavar="LEVEL",
         ),
     ] = DEFAULTS.significance or 1.0,
+    units_from: Annotated[
+        str,
+        typer.Option(
+            "--units-from",
+            help="What a unit is: channels, sae:FILE (a sparse autoencoder's latents) or "
+            "directions:FILE (projections on a [units, channels] matrix); see "
+            "docs/unit_maps.md",
+            metavar="SPEC",
+        ),
+    ] = DEFAULTS.units_from,
     source_pattern: Annotated[
         str | None,
         typer.Option(
@@ -320,6 +330,7 @@ def explain(
             holdout=holdout,
             source_pattern=source_pattern,
             significance=significance,
+            units_from=units_from,
         )
         labeler = NeuronLabeler(
             model, layers=layer, settings=settings, describer=chosen_describer, context=ctx

@@ -235,6 +235,14 @@ class AblationEvaluator:
         return next(iter(result.neurons))
 
     def evaluate(self, result: LabelingResult, context: ResolveContext) -> dict[str, Any]:
+        units_from = result.settings.get("units_from")
+        if isinstance(units_from, str) and units_from != "channels":
+            # Zeroing a mapped unit (an SAE latent) means subtracting its decoder
+            # contribution, which this evaluator does not do.
+            raise NeurolabelError(
+                f"ablation zeroes channels; this result's units are '{units_from}'. Ablating "
+                "such units is not supported yet: evaluate them with faithfulness or cosy"
+            )
         layer = self._layer(result)
         loaded = load_result_model(result, context, self.model, hint="pass ablation?model=SPEC")
         model = loaded.model

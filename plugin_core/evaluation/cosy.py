@@ -44,6 +44,7 @@ from .faithfulness import (
     disjoint_images,
     labeled_neurons,
     random_concepts,
+    result_extractor,
 )
 from .metrics import mean_activation_difference, separation_auc, top_count
 
@@ -215,7 +216,7 @@ class CosyEvaluator:
             scorer = context.registries.scorers.resolve(self._scorer_spec(result), context)
         loaded = load_result_model(result, context, self.model, hint="pass cosy?model=SPEC")
         units = {layer: [n.unit for n in ns] for layer, ns in neurons.items()}
-        extractor = context.registries.extractors.resolve("hooks", context)
+        extractor = result_extractor(result, context)
         with extractor.open(loaded, list(units)) as read:
             held = collect_held_out(
                 source,

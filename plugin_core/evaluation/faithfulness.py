@@ -30,6 +30,7 @@ from ..data.result_files import ResultFiles
 from ..data.vocabulary import Vocabulary, normalize_concept
 from ..errors import EmptyInputError, LayerNotFoundError, NeurolabelError
 from ..pipeline.topk import per_image_activation
+from ..pipeline.unit_mapping import mapped_extractor
 from ..plugins.context import ResolveContext
 from ..plugins.contracts import ConceptScorer, EmbeddingScorer, LoadedModel
 from ..plugins.resolve import load_result_model
@@ -105,6 +106,21 @@ class HeldOut:
     def column(self, concept: str) -> int:
         """Column of ``concept`` in :attr:`presence`."""
         return self._index[normalize_concept(concept)]
+
+
+def result_extractor(result: LabelingResult, context: ResolveContext) -> Any:
+    """The extractor a result was made with (``hooks`` when it names none this install
+    has), mapping channels to the result's units (``settings.units_from``)."""
+    spec = result.settings.get("extractor")
+    registry = context.registries.extractors
+    if not isinstance(spec, str) or not spec.strip() or Spec.parse(spec).name not in registry:
+        spec = "hooks"
+    units_from = result.settings.get("units_from")
+    return mapped_extractor(
+        registry.resolve(spec, context),
+        units_from if isinstance(units_from, str) else None,
+        context,
+    )
 
 
 def labeled_neurons(result: LabelingResult, layer: str) -> list[NeuronExplanation]:
@@ -426,11 +442,7 @@ class FaithfulnessEvaluator:
         return Vocabulary.build(seen, source="result"), f"concepts of the result ({reason})", True
 
     def _extractor(self, result: LabelingResult, context: ResolveContext) -> Any:
-        spec = result.settings.get("extractor")
-        registry = context.registries.extractors
-        if not isinstance(spec, str) or not spec.strip() or Spec.parse(spec).name not in registry:
-            spec = "hooks"
-        return registry.resolve(spec, context)
+        return result_extractor(result, context)
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, result: LabelingResult, context: ResolveContext) -> dict[str, Any]:

@@ -66,6 +66,7 @@ from .scoring_plan import plan_scoring
 from .settings import PATCH_MODES, LabelingSettings, unknown_settings_message
 from .significance import MIN_SAMPLE, SignificanceSettings
 from .topk import TopKState
+from .unit_mapping import mapped_extractor
 
 _VERSIONED = ("neurolabel", "torch", "torchvision", "timm", "open_clip_torch", "pillow", "numpy")
 
@@ -199,6 +200,14 @@ class NeuronLabeler:
         return layer_names(model.model if isinstance(model, LoadedModel) else model, layers)
 
     def _check_patches(self, patches: str | Patcher) -> None:
+        mapped = self.settings.units_from != "channels"
+        if mapped and not (isinstance(patches, str) and patches in PATCH_MODES):
+            # Patchers attribute a channel of the layer; a mapped unit is not one.
+            raise NeurolabelError(
+                f"patches={patches!r} attributes channels; with units_from="
+                f"'{self.settings.units_from}' cut patches from the units' activation maps "
+                f"(patches={', '.join(PATCH_MODES)})"
+            )
         if not isinstance(patches, str):
             if not isinstance(patches, Patcher):
                 raise NeurolabelError(
@@ -228,11 +237,18 @@ class NeuronLabeler:
 
     def _extractor(self) -> Extractor:
         spec = self.extractor_spec
-        return (
+        extractor = (
             spec
             if not isinstance(spec, str)
             else self.ctx.registries.extractors.resolve(spec, self.ctx)
         )
+        return mapped_extractor(extractor, self.settings.units_from, self.ctx)
+
+    def _unit_map_record(self) -> dict[str, Any] | None:
+        """What the result records of the unit map (None for channels)."""
+        extractor = self._extractor()
+        unit_map = getattr(extractor, "unit_map", None)
+        return None if unit_map is None else unit_map.describe()
 
     def scorer(self) -> EmbeddingScorer | ConceptScorer:
         """The scorer, resolved from its spec (or the object given)."""
@@ -394,6 +410,7 @@ class NeuronLabeler:
             "preprocessing": loaded.preprocessing.to_dict(),
             "images": images,
             "extractor": extractor if isinstance(extractor, str) else extractor.name,
+            "units_from": self._unit_map_record(),
             "stream": vars(settings),
         }
 
@@ -652,6 +669,9 @@ class NeuronLabeler:
             result.settings["aggregation_details"] = details
         if test is not None:
             result.settings["significance_test"] = test.to_dict()
+        unit_map = self._unit_map_record()
+        if unit_map is not None:
+            result.settings["unit_map"] = unit_map
         if chosen.whole_layer:
             result.settings["clip_dissect"] = {
                 **clip_dissect.published_settings(chosen.name.split(":", 1)[1]),

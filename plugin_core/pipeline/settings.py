@@ -119,6 +119,9 @@ class LabelingSettings:
             ``holdout_seed``; the result records them (``dataset["holdout"]``) and the
             ``faithfulness`` evaluator uses them when given no folder.
         holdout_seed: Seed of the holdout split.
+        units_from: What a unit is: ``channels`` (default), ``sae:PATH`` (a sparse
+            autoencoder's latents), ``directions:PATH`` (projections on a ``[U, C]``
+            matrix), or another registered unit map (``register_unit_maps``).
         significance: Level of the label test: a unit whose best concept is not more
             present on its exemplar images than on the probing images at large (p-value
             corrected across the vocabulary and, by false discovery rate, across the
@@ -168,6 +171,7 @@ class LabelingSettings:
     holdout: float | None = None
     holdout_seed: int = 0
     significance: float | None = 0.05
+    units_from: str = "channels"
 
     def __post_init__(self) -> None:
         # Normalize first, so that every stored value is immutable and JSON-friendly.

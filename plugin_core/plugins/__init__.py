@@ -24,6 +24,7 @@ from .contracts import (
     Patcher,
     Scorer,
     Summarizer,
+    UnitMap,
     VocabularyProvider,
     iter_batches,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "Scorer",
     "Spec",
     "Summarizer",
+    "UnitMap",
     "VocabularyProvider",
     "build_context",
     "get_plugins",

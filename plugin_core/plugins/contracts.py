@@ -118,6 +118,32 @@ class Extractor(Protocol):
 
 
 @runtime_checkable
+class UnitMap(Protocol):
+    """Turns a layer's activations into the units to explain (``register_unit_maps``).
+
+    A unit map keeps the spatial layout: ``[B, C, H, W]`` becomes ``[B, U, H, W]`` (and
+    ``[B, C]`` becomes ``[B, U]``), so exemplars, patches, scoring and evaluation work on
+    its units as they do on channels. ``channels`` (the identity) is the default; a sparse
+    autoencoder's latents or a matrix of directions are others.
+    """
+
+    name: str
+
+    def units(self, layer: str, channels: int) -> int:
+        """How many units ``layer`` (with ``channels`` channels) has under this map; raises
+        :class:`~neurolabel.plugin_core.errors.NeurolabelError` when the map does not fit."""
+        ...
+
+    def __call__(self, layer: str, acts: Tensor) -> Tensor:
+        """Map a batch of ``layer``'s activations, channels on dimension 1."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the result records: the spec, a hash of any file, the kind of units."""
+        ...
+
+
+@runtime_checkable
 class Patcher(Protocol):
     """Locates the region of exemplar images that drove a neuron (``register_patchers``).
 

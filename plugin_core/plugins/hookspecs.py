@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         LoadedModel,
         Patcher,
         Summarizer,
+        UnitMap,
         VocabularyProvider,
     )
     from .registry import Register
@@ -40,6 +41,11 @@ def register_model_sources(register: Register[LoadedModel]) -> None:
 @hookspec
 def register_extractors(register: Register[Extractor]) -> None:
     """Ways to read a layer's activations (forward hooks, Captum, ...)."""
+
+
+@hookspec
+def register_unit_maps(register: Register[UnitMap]) -> None:
+    """What a unit is: channels (default), sparse-autoencoder latents, directions, ..."""
 
 
 @hookspec

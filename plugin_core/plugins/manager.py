@@ -22,6 +22,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "neurolabel.adapters.model_sources",
     "neurolabel.adapters.packaged_models",
     "neurolabel.adapters.hook_extractor",
+    "neurolabel.adapters.unit_maps",
     "neurolabel.adapters.captum_extractor",
     "neurolabel.adapters.captum_patchers",
     "neurolabel.adapters.captum_attribution",
@@ -150,6 +151,7 @@ class Plugins:
         regs = Registries()
         self._collect("register_model_sources", regs.model_sources)
         self._collect("register_extractors", regs.extractors)
+        self._collect("register_unit_maps", regs.unit_maps)
         self._collect("register_patchers", regs.patchers)
         self._collect("register_vocabularies", regs.vocabularies)
         self._collect("register_scorers", regs.scorers)

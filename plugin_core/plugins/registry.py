@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         LoadedModel,
         Patcher,
         Summarizer,
+        UnitMap,
         VocabularyProvider,
     )
 
@@ -181,6 +182,7 @@ class Registries:
 
     model_sources: Registry[LoadedModel] = field(default_factory=lambda: Registry("model source"))
     extractors: Registry[Extractor] = field(default_factory=lambda: Registry("extractor"))
+    unit_maps: Registry[UnitMap] = field(default_factory=lambda: Registry("unit map"))
     patchers: Registry[Patcher] = field(default_factory=lambda: Registry("patcher"))
     vocabularies: Registry[VocabularyProvider] = field(
         default_factory=lambda: Registry("vocabulary", "vocabularies")
@@ -198,6 +200,7 @@ class Registries:
             for registry in (
                 self.model_sources,
                 self.extractors,
+                self.unit_maps,
                 self.patchers,
                 self.vocabularies,
                 self.scorers,

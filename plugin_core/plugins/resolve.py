@@ -171,16 +171,17 @@ def load_result_model(
             return resolve_model(model, ctx)
         return resolve_model(model, ctx, stored)
     name = str(result.model.get("name", ""))
+    labeled = result.model.get("weights")
+    # A network labeled with this context (``explain --metric``, or a module given to the
+    # library) is the one to evaluate.
+    for loaded in ctx.extra.get("loaded_models", {}).get(name, []):
+        if labeled is None or loaded.fingerprint() == labeled:
+            return loaded
     if name not in ctx.registries.model_sources and ":" not in name:
         raise NeurolabelError(
             f"The result's model '{name}' cannot be loaded from its name: it is not a model "
             f"spec (it was given as a module); {hint}"
         )
-    labeled = result.model.get("weights")
-    # A network this process labeled (``explain --metric``) is the one to evaluate.
-    for loaded in ctx.extra.get("loaded_models", {}).get(name, []):
-        if labeled is None or loaded.fingerprint() == labeled:
-            return loaded
     try:
         loaded = resolve_model(name, ctx, stored)
     except SpecError as exc:

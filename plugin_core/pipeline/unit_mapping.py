@@ -1,0 +1,101 @@
+"""Explain a unit map's units instead of channels: an extractor that maps what it reads.
+
+:class:`MappedExtractor` wraps any extractor so that every layer's activations pass through
+a :class:`~neurolabel.plugin_core.plugins.contracts.UnitMap` (``[B, C, H, W] -> [B, U, H,
+W]``) batch by batch, including the layers a reader hands over from inside the forward
+pass. The exemplar pass, the patches, the scoring and the evaluators then see units where
+they saw channels; nothing of the whole probing set is ever held in the unit space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from torch import Tensor
+
+from ..plugins.context import ResolveContext
+from ..plugins.contracts import Extractor, LayerInfo, LoadedModel, UnitMap
+
+#: The unit map that leaves channels as they are.
+CHANNELS = "channels"
+
+
+class MappedReader:
+    """An activation reader whose every output goes through a unit map."""
+
+    def __init__(self, read: Any, unit_map: UnitMap) -> None:
+        self.read = read
+        self.unit_map = unit_map
+        self.supports_consume = bool(getattr(read, "supports_consume", False))
+        self.checked: set[str] = set()
+
+    def map(self, layer: str, acts: Tensor) -> Tensor:
+        if layer not in self.checked:  # a map that does not fit the layer says so at once
+            self.unit_map.units(layer, int(acts.shape[1]))
+            self.checked.add(layer)
+        return self.unit_map(layer, acts)
+
+    def __call__(
+        self, batch: Tensor, consume: Callable[[str, Tensor], None] | None = None
+    ) -> dict[str, Tensor]:
+        if consume is not None and self.supports_consume:
+            mapped_consume = lambda layer, acts: consume(layer, self.map(layer, acts))  # noqa: E731
+            outputs = self.read(batch, consume=mapped_consume)
+        else:
+            outputs = self.read(batch)
+        return {layer: self.map(layer, acts) for layer, acts in outputs.items()}
+
+
+class MappedExtractor:
+    """``extractor``, with each layer's channels mapped to ``unit_map``'s units.
+
+    Args:
+        extractor: The extractor that reads the layers.
+        unit_map: What a unit is.
+    """
+
+    def __init__(self, extractor: Extractor, unit_map: UnitMap) -> None:
+        self.extractor = extractor
+        self.unit_map = unit_map
+        self.name = extractor.name
+
+    @contextmanager
+    def open(self, loaded: LoadedModel, layers: Sequence[str]) -> Iterator[MappedReader]:
+        with self.extractor.open(loaded, layers) as read:
+            yield MappedReader(read, self.unit_map)
+
+    def list_layers(self, loaded: LoadedModel) -> list[LayerInfo]:
+        """The layers, with their unit count under the map where it fits them."""
+        out = []
+        for info in self.extractor.list_layers(loaded):
+            try:
+                units = self.unit_map.units(info.name, info.shape[0])
+            except Exception:  # the map fits some layers only (it was trained on one)
+                out.append(info)
+                continue
+            out.append(dataclasses.replace(info, shape=(units, *info.shape[1:])))
+        return out
+
+
+def mapped_extractor(
+    extractor: Extractor, units_from: str | UnitMap | None, ctx: ResolveContext
+) -> Extractor:
+    """``extractor`` itself for channels, else wrapped in a :class:`MappedExtractor`.
+
+    Args:
+        extractor: The extractor that reads the layers.
+        units_from: A unit-map spec (``channels``, ``sae:PATH``, ``directions:PATH``) or
+            object; None means channels.
+        ctx: Resolve context (its unit-map registry).
+    """
+    if units_from is None or units_from == CHANNELS:
+        return extractor
+    unit_map = (
+        ctx.registries.unit_maps.resolve(units_from, ctx)
+        if isinstance(units_from, str)
+        else units_from
+    )
+    return MappedExtractor(extractor, unit_map)

@@ -1,0 +1,226 @@
+"""Units that are not channels: directions and sparse-autoencoder latents, with known truth.
+
+The target's layer ``mix`` has 8 channels, each a blend of a planted red detector and a
+planted blue detector (and a green one), so no channel is about one color; the unmixing
+directions, or the latents of a small SAE trained on the layer, recover the detectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from neurolabel import NeuronLabeler
+from neurolabel.plugin_core.data.preprocessing import Preprocessing
+from neurolabel.plugin_core.errors import NeurolabelError
+from neurolabel.plugin_core.plugins import Register, UnitMap, hookimpl
+from neurolabel.plugin_core.plugins.resolve import build_context
+
+#: Each channel of ``mix`` = MIXING @ (red, blue, green) detector responses.
+MIXING = torch.tensor(
+    [
+        [1.0, 0.9, 0.1],
+        [0.9, 1.0, 0.2],
+        [0.6, 0.7, 0.5],
+        [1.0, 1.0, 0.0],
+        [0.5, 0.6, 0.9],
+        [0.8, 0.8, 0.3],
+        [0.7, 0.9, 0.4],
+        [1.0, 0.8, 0.2],
+    ]
+)
+SMALL = Preprocessing((32, 32), 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+COLORS = {"red": (230, 20, 20), "blue": (20, 20, 230), "green": (20, 200, 20)}
+
+
+class Mixed(nn.Module):
+    """detectors (red, blue, green; 1x1 conv + ReLU) -> mix (8 blended channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.detect = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
+        self.mix = nn.Conv2d(3, 8, 1, bias=False)
+        with torch.no_grad():
+            self.detect[0].weight.copy_(
+                torch.tensor([[1.0, -1, -1], [-1, -1, 1], [-1, 1, -1]]).view(3, 3, 1, 1)
+            )
+            self.detect[0].bias.zero_()
+            self.mix.weight.copy_(MIXING.view(8, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mix(self.detect(x)).mean(dim=(2, 3))
+
+
+def squares(count: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(count):
+        array = rng.integers(90, 140, size=(32, 32, 1), dtype=np.uint8).repeat(3, axis=2)
+        side = int(rng.integers(6, 16))
+        x, y = (int(v) for v in rng.integers(0, 32 - side, 2))
+        array[y : y + side, x : x + side] = list(COLORS.values())[i % 3]
+        images.append(Image.fromarray(array))
+    return images
+
+
+def label(units_from: str, **options) -> dict[int, tuple[str, bool]]:
+    result = NeuronLabeler(
+        Mixed(),
+        ["mix"],
+        scorer="color",
+        vocabulary=list(COLORS) + ["yellow", "gray"],
+        top_k=6,
+        device="cpu",
+        progress=False,
+        cache=False,
+        preprocessing=SMALL,
+        units_from=units_from,
+        **options,
+    ).run(squares(60))
+    return {
+        n.unit: ("(dead)" if n.dead else str(n.concepts[0][0]), n.unexplained)
+        for n in result.neurons["mix"]
+    }
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The unmixing directions, and a small SAE trained on the layer, in every format."""
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("unit_maps")
+    unmix = torch.linalg.pinv(MIXING)[:2]  # rows: red, blue
+    np.savez(root / "directions.npz", directions=unmix.numpy())
+    # Per-position channel vectors of the layer on the probing images.
+    model = Mixed()
+    batch = torch.stack([SMALL(image) for image in squares(60)])
+    with torch.no_grad():
+        acts = model.mix(model.detect(batch)).permute(0, 2, 3, 1).reshape(-1, 8)
+    torch.manual_seed(0)
+    w_enc = nn.Parameter(torch.randn(8, 6) * 0.1)
+    b_enc = nn.Parameter(torch.zeros(6))
+    w_dec = nn.Parameter(torch.randn(6, 8) * 0.1)
+    b_dec = nn.Parameter(acts.mean(dim=0).clone())
+    optimizer = torch.optim.Adam([w_enc, b_enc, w_dec, b_dec], lr=0.02)
+    for _ in range(400):
+        latents = torch.relu((acts - b_dec) @ w_enc + b_enc)
+        loss = ((latents @ w_dec + b_dec - acts) ** 2).mean() + 1e-3 * latents.abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    tensors = {
+        "W_enc": w_enc.detach().contiguous(),
+        "b_enc": b_enc.detach().contiguous(),
+        "W_dec": w_dec.detach().contiguous(),
+        "b_dec": b_dec.detach().contiguous(),
+    }
+    save_file(tensors, str(root / "sae.safetensors"))
+    np.savez(root / "sae.npz", **{k: v.numpy() for k, v in tensors.items()})
+    # nn.Linear layout ([U, C] weights) under a module prefix, as torch.save'd state dicts are
+    torch.save(
+        {
+            "sae.encoder.weight": tensors["W_enc"].T.contiguous(),
+            "sae.encoder.bias": tensors["b_enc"],
+            "sae.decoder.bias": tensors["b_dec"],
+        },
+        root / "sae.pt",
+    )
+    return root
+
+
+def test_directions_recover_the_planted_detectors(files):
+    units = label(f"directions:{files / 'directions.npz'}")
+    assert units[0] == ("red", False) and units[1] == ("blue", False)
+
+
+def test_channels_of_the_mixed_layer_are_not_clean():
+    units = label("channels")
+    # Every channel blends red and blue: its exemplars mix both colors.
+    assert len(units) == 8
+    assert sum(not unexplained for _, unexplained in units.values()) < 8
+
+
+@pytest.mark.parametrize("name", ["sae.safetensors", "sae.npz", "sae.pt"])
+def test_sae_latents_include_red_and_blue_detectors(files, name):
+    units = label(f"sae:{files / name}")
+    assert len(units) == 6
+    found = {concept for concept, unexplained in units.values() if not unexplained}
+    assert {"red", "blue"} <= found, units
+
+
+def test_the_result_records_the_unit_map_and_evaluators_use_it(files, tmp_path):
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    spec = f"sae:{files / 'sae.npz'}"
+    labeler = NeuronLabeler(
+        Mixed(),
+        ["mix"],
+        scorer="color",
+        vocabulary=list(COLORS),
+        top_k=4,
+        device="cpu",
+        progress=False,
+        context=ctx,
+        preprocessing=SMALL,
+        units_from=spec,
+    )
+    result = labeler.run(squares(40))
+    record = result.settings["unit_map"]
+    assert record["kind"] == "sae" and record["units"] == 6 and len(record["file_sha256"]) == 16
+    assert result.layers["mix"]["units"] == 6 and result.settings["units_from"] == spec
+    held = tmp_path / "held"
+    held.mkdir()
+    for i, image in enumerate(squares(90)[60:]):
+        image.save(held / f"{i}.png")
+    figures = ctx.registries.evaluators.resolve(
+        f"faithfulness?images={held}&top=0.2&draws=1", ctx
+    ).evaluate(result, ctx)
+    live = sum(not n.dead for n in result.neurons["mix"])
+    assert figures["layers"]["mix"]["units"] == live  # the live latents, not the 8 channels
+    with pytest.raises(NeurolabelError, match="ablation zeroes channels"):
+        ctx.registries.evaluators.resolve(f"ablation?images={held}", ctx).evaluate(result, ctx)
+
+
+def test_a_map_that_does_not_fit_the_layer_says_so(files, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, directions=np.ones((8, 2)))
+    with pytest.raises(NeurolabelError, match="looks transposed"):
+        label(f"directions:{bad}")
+    with pytest.raises(NeurolabelError, match="unknown file kind"):
+        label(f"sae:{tmp_path / 'sae.txt'}") if (tmp_path / "sae.txt").write_text("x") else None
+    with pytest.raises(NeurolabelError, match="attributes channels"):
+        label(f"directions:{files / 'directions.npz'}", patches="gradcam")
+
+
+class Negated:
+    """A third-party unit map: each channel's negation (units that fire where it is low)."""
+
+    name = "negated"
+
+    def units(self, layer, channels):
+        return channels
+
+    def __call__(self, layer, acts):
+        return -acts
+
+    def describe(self):
+        return {"spec": "negated", "kind": "negated"}
+
+
+class NegatedPlugin:
+    @hookimpl
+    def register_unit_maps(self, register: Register[UnitMap]) -> None:
+        register("negated", lambda spec, ctx: Negated(), description="negated channels")
+
+
+def test_a_plugin_registers_a_unit_map():
+    from neurolabel.plugin_core.plugins.manager import pm
+
+    pm.register(NegatedPlugin(), name="negated-unit-map")
+    try:
+        units = label("negated")
+    finally:
+        pm.unregister(name="negated-unit-map")
+    assert len(units) == 8
