@@ -242,15 +242,107 @@ class SparseAutoencoder:
         }
 
 
+class FittedDirections:
+    """``directions:pca?k=N``: a layer's N principal directions, fitted on the probing set.
+
+    The labeler streams the probing images once more before the exemplar pass to collect
+    each layer's channel mean and covariance over every position (:meth:`fit`); a unit's
+    activation is then the centered projection ``(x - mean) · v`` on a principal direction
+    ``v``, its sign chosen so that the projection's largest magnitude over the fitting
+    positions is positive (a unit fires high on what it is about). The fitted matrices are
+    recorded in the result (``describe``), so evaluators rebuild the same units.
+
+    Examples:
+        >>> import torch
+        >>> pca = FittedDirections(1, "directions:pca?k=1")
+        >>> x = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 0.1]])
+        >>> pca.fit("fc", x.mean(0), x.T @ x / 3 - torch.outer(x.mean(0), x.mean(0)), x)
+        >>> pca.units("fc", 2), [round(v, 2) for v in pca("fc", x).flatten().tolist()]
+        (1, [2.0, -2.0, 0.0])
+    """
+
+    needs_fit = True
+
+    def __init__(self, k: int, spec: str) -> None:
+        self.k = k
+        self.name = spec
+        self.fitted: dict[str, tuple[Tensor, Tensor]] = {}  # layer -> (mean [C], rows [k, C])
+        self.variance: dict[str, list[float]] = {}
+
+    def fit(self, layer: str, mean: Tensor, covariance: Tensor, sample: Tensor) -> None:
+        """Keep the top ``k`` eigenvectors of ``covariance``; ``sample`` ``[n, C]`` (channel
+        vectors of some positions) fixes each direction's sign."""
+        import torch
+
+        values, vectors = torch.linalg.eigh(covariance.double())
+        order = values.argsort(descending=True)[: self.k]
+        rows = vectors[:, order].T.float()  # [k, C]
+        projections = (sample.float() - mean.float()) @ rows.T  # [n, k]
+        peak = projections.gather(0, projections.abs().argmax(dim=0, keepdim=True))[0]
+        rows = rows * torch.where(peak < 0, -1.0, 1.0).unsqueeze(1)
+        self.fitted[layer] = (mean.float(), rows)
+        total = float(values.clamp(min=0).sum()) or 1.0
+        self.variance[layer] = [round(float(v) / total, 5) for v in values[order].clamp(min=0)]
+
+    def units(self, layer: str, channels: int) -> int:
+        if self.k > channels:
+            raise NeurolabelError(
+                f"'{self.name}': {self.k} directions asked of layer '{layer}', which has "
+                f"{channels} channels"
+            )
+        return self.k
+
+    def __call__(self, layer: str, acts: Tensor) -> Tensor:
+        if layer not in self.fitted:
+            raise NeurolabelError(
+                f"'{self.name}' has not been fitted on layer '{layer}' (the labeler fits it on "
+                "the probing images first)"
+            )
+        mean, rows = self.fitted[layer]
+        mean, rows = mean.to(acts.device, acts.dtype), rows.to(acts.device, acts.dtype)
+        return _apply_per_position(acts, lambda x: (x - mean) @ rows.T)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "spec": self.name,
+            "kind": "pca",
+            "units": self.k,
+            "explained_variance": self.variance,
+            # The fitted directions themselves: evaluators rebuild the units from them.
+            "fitted": {
+                layer: {"mean": mean.tolist(), "directions": rows.tolist()}
+                for layer, (mean, rows) in self.fitted.items()
+            },
+        }
+
+    def restore(self, record: dict[str, Any]) -> None:
+        """Take the fitted directions a result recorded (``settings.unit_map``)."""
+        import torch
+
+        for layer, entry in (record.get("fitted") or {}).items():
+            self.fitted[layer] = (
+                torch.tensor(entry["mean"], dtype=torch.float32),
+                torch.tensor(entry["directions"], dtype=torch.float32),
+            )
+        self.variance = dict(record.get("explained_variance") or {})
+
+
 def _path(spec: Spec, kind: str) -> Path:
     if not spec.argument:
         raise SpecError(f"'{spec}': name the file, e.g. {kind}:weights.safetensors")
     return Path(spec.argument).expanduser()
 
 
-def build_directions(spec: Spec, ctx: ResolveContext) -> Directions:
+def build_directions(spec: Spec, ctx: ResolveContext) -> Directions | FittedDirections:
     """``directions:PATH``: the file's ``directions`` (or ``components``, ``weight``, ...)
-    matrix, or its only 2-D array."""
+    matrix, or its only 2-D array; ``directions:pca?k=N``: the layer's N principal
+    directions, fitted on the probing images."""
+    if spec.argument == "pca":
+        spec.check_options({"k"})
+        k = spec.option_int("k", 16) or 0
+        if k < 1:
+            raise SpecError(f"'{spec}': k must be at least 1 (directions to keep)")
+        return FittedDirections(k, str(spec))
     spec.check_options(set())
     path = _path(spec, "directions")
     tensors = read_tensors(path)
@@ -319,7 +411,8 @@ def register_unit_maps(register: Register[UnitMap]) -> None:
     register(
         "directions",
         build_directions,
-        description="projections on a [units, channels] matrix: directions:FILE",
+        description="projections on a [units, channels] matrix: directions:FILE, or a "
+        "layer's principal directions: directions:pca?k=N",
     )
     register(
         "sae",

@@ -224,3 +224,38 @@ def test_a_plugin_registers_a_unit_map():
     finally:
         pm.unregister(name="negated-unit-map")
     assert len(units) == 8
+
+
+def test_principal_directions_are_fitted_on_the_probing_images_and_restored(tmp_path):
+    from neurolabel.plugin_core.evaluation.faithfulness import result_extractor
+
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    labeler = NeuronLabeler(
+        Mixed(),
+        ["mix"],
+        scorer="color",
+        vocabulary=list(COLORS),
+        top_k=4,
+        device="cpu",
+        progress=False,
+        context=ctx,
+        preprocessing=SMALL,
+        units_from="directions:pca?k=3",
+    )
+    result = labeler.run(squares(45))
+    record = result.settings["unit_map"]
+    assert record["kind"] == "pca" and result.layers["mix"]["units"] == 3
+    variance = record["explained_variance"]["mix"]
+    assert len(variance) == 3 and variance == sorted(variance, reverse=True)
+    assert sum(variance) > 0.99  # three detectors span the eight blended channels
+    # An evaluator rebuilds the very same units from the record, in a fresh context.
+    batch = torch.stack([SMALL(image) for image in squares(4)])
+    loaded = labeler.loaded
+    with labeler._extractor().open(loaded, ["mix"]) as read:
+        ours = read(batch)["mix"]
+    fresh = build_context("cpu", cache_dir=tmp_path / "cache")
+    with result_extractor(result, fresh).open(loaded, ["mix"]) as read:
+        theirs = read(batch)["mix"]
+    assert ours.shape[1] == 3 and torch.allclose(ours, theirs, atol=1e-5)
+    # each direction fires high on what it is about: its largest projection is positive
+    assert all(float(ours[:, u].max()) >= -float(ours[:, u].min()) for u in range(3))

@@ -240,9 +240,9 @@ def explain(
         str,
         typer.Option(
             "--units-from",
-            help="What a unit is: channels, sae:FILE (a sparse autoencoder's latents) or "
-            "directions:FILE (projections on a [units, channels] matrix); see "
-            "docs/unit_maps.md",
+            help="What a unit is: channels, sae:FILE (a sparse autoencoder's latents), "
+            "directions:FILE (projections on a [units, channels] matrix) or "
+            "directions:pca?k=N (the layer's N principal directions); see docs/unit_maps.md",
             metavar="SPEC",
         ),
     ] = DEFAULTS.units_from,

@@ -116,10 +116,12 @@ def result_extractor(result: LabelingResult, context: ResolveContext) -> Any:
     if not isinstance(spec, str) or not spec.strip() or Spec.parse(spec).name not in registry:
         spec = "hooks"
     units_from = result.settings.get("units_from")
+    record = result.settings.get("unit_map")
     return mapped_extractor(
         registry.resolve(spec, context),
         units_from if isinstance(units_from, str) else None,
         context,
+        record if isinstance(record, dict) else None,
     )
 
 

@@ -66,7 +66,7 @@ from .scoring_plan import plan_scoring
 from .settings import PATCH_MODES, LabelingSettings, unknown_settings_message
 from .significance import MIN_SAMPLE, SignificanceSettings
 from .topk import TopKState
-from .unit_mapping import mapped_extractor
+from .unit_mapping import MappedExtractor, fit_unit_map, mapped_extractor
 
 _VERSIONED = ("neurolabel", "torch", "torchvision", "timm", "open_clip_torch", "pillow", "numpy")
 
@@ -173,6 +173,7 @@ class NeuronLabeler:
         self._loaded: LoadedModel | None = None
         self._pass_checkpoint: Checkpoint | None = None
         self._fingerprint: str | None = None
+        self._extractor_built: Extractor | None = None
 
     # -- resolution -------------------------------------------------------------------
     @property
@@ -236,13 +237,16 @@ class NeuronLabeler:
         return patcher
 
     def _extractor(self) -> Extractor:
-        spec = self.extractor_spec
-        extractor = (
-            spec
-            if not isinstance(spec, str)
-            else self.ctx.registries.extractors.resolve(spec, self.ctx)
-        )
-        return mapped_extractor(extractor, self.settings.units_from, self.ctx)
+        # Built once: a unit map fitted on the probing images keeps its fit.
+        if self._extractor_built is None:
+            spec = self.extractor_spec
+            extractor = (
+                spec
+                if not isinstance(spec, str)
+                else self.ctx.registries.extractors.resolve(spec, self.ctx)
+            )
+            self._extractor_built = mapped_extractor(extractor, self.settings.units_from, self.ctx)
+        return self._extractor_built
 
     def _unit_map_record(self) -> dict[str, Any] | None:
         """What the result records of the unit map (None for channels)."""
@@ -324,6 +328,21 @@ class NeuronLabeler:
             if with_sample
             else torch.empty(0, dtype=torch.long)
         )
+        extractor = self._extractor()
+        if isinstance(extractor, MappedExtractor) and getattr(
+            extractor.unit_map, "needs_fit", False
+        ):
+            # Fitted on these images before the pass (and before the cache key, which
+            # records the fitted map).
+            fit_unit_map(
+                extractor,
+                loaded,
+                source,
+                self.layers,
+                device=self.ctx.device,
+                batch_size=self.settings.batch_size,
+                steps=steps,
+            )
         cache = self._activation_cache(source, settings)
         entries = {}
         if cache is not None:

@@ -81,7 +81,10 @@ class MappedExtractor:
 
 
 def mapped_extractor(
-    extractor: Extractor, units_from: str | UnitMap | None, ctx: ResolveContext
+    extractor: Extractor,
+    units_from: str | UnitMap | None,
+    ctx: ResolveContext,
+    record: dict[str, Any] | None = None,
 ) -> Extractor:
     """``extractor`` itself for channels, else wrapped in a :class:`MappedExtractor`.
 
@@ -90,6 +93,8 @@ def mapped_extractor(
         units_from: A unit-map spec (``channels``, ``sae:PATH``, ``directions:PATH``) or
             object; None means channels.
         ctx: Resolve context (its unit-map registry).
+        record: What a result recorded of the map (``settings.unit_map``): a map fitted on
+            the probing images (``directions:pca``) is restored from it.
     """
     if units_from is None or units_from == CHANNELS:
         return extractor
@@ -98,4 +103,57 @@ def mapped_extractor(
         if isinstance(units_from, str)
         else units_from
     )
+    restore = getattr(unit_map, "restore", None)
+    if record and callable(restore):
+        restore(record)
     return MappedExtractor(extractor, unit_map)
+
+
+def fit_unit_map(
+    extractor: MappedExtractor,
+    loaded: LoadedModel,
+    source: Any,
+    layers: Sequence[str],
+    *,
+    device: Any,
+    batch_size: int,
+    steps: Any,
+    sign_positions: int = 4096,
+) -> None:
+    """Fit a map that needs the probing images (``needs_fit``, e.g. PCA directions): one
+    pass over ``source`` collecting each layer's channel mean and covariance over every
+    position, then ``unit_map.fit(layer, mean, covariance, sample)`` with the first
+    ``sign_positions`` channel vectors as ``sample``.
+    """
+    import torch
+
+    from ..data.probe_dataset import ProbeDataset
+
+    loader = torch.utils.data.DataLoader(
+        ProbeDataset(source, loaded.preprocessing), batch_size=batch_size
+    )
+    totals: dict[str, Any] = {}
+    task = steps.task("Fitting the unit map", len(source))
+    with extractor.extractor.open(loaded, layers) as read, torch.inference_mode():
+        for batch, _, errors in loader:
+            ok = torch.tensor([not e for e in errors], dtype=torch.bool)
+            if ok.any():
+                for layer, acts in read(batch[ok].to(device)).items():
+                    flat = acts.double()
+                    if flat.ndim == 4:
+                        flat = flat.permute(0, 2, 3, 1).reshape(-1, flat.shape[1])
+                    count, total, outer, sample = totals.get(layer, (0, 0.0, 0.0, []))
+                    kept = sum(len(part) for part in sample)
+                    if kept < sign_positions:
+                        sample.append(flat[: sign_positions - kept].cpu())
+                    totals[layer] = (
+                        count + len(flat),
+                        total + flat.sum(dim=0),
+                        outer + flat.T @ flat,
+                        sample,
+                    )
+            task.advance(len(errors))
+    for layer, (count, total, outer, sample) in totals.items():
+        mean = (total / count).cpu()
+        covariance = (outer / count).cpu() - torch.outer(mean, mean)
+        extractor.unit_map.fit(layer, mean, covariance, torch.cat(sample))  # type: ignore[attr-defined]
