@@ -151,10 +151,9 @@ def test_sae_latents_include_red_and_blue_detectors(files, name):
     assert {"red", "blue"} <= found, units
 
 
-def test_the_result_records_the_unit_map_and_evaluators_use_it(files, tmp_path):
-    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
-    spec = f"sae:{files / 'sae.npz'}"
-    labeler = NeuronLabeler(
+def small_labeler(ctx, units_from: str) -> NeuronLabeler:
+    """A labeler of ``mix`` in the context ``ctx`` (evaluators then find its network)."""
+    return NeuronLabeler(
         Mixed(),
         ["mix"],
         scorer="color",
@@ -164,8 +163,14 @@ def test_the_result_records_the_unit_map_and_evaluators_use_it(files, tmp_path):
         progress=False,
         context=ctx,
         preprocessing=SMALL,
-        units_from=spec,
+        units_from=units_from,
     )
+
+
+def test_the_result_records_the_unit_map_and_evaluators_use_it(files, tmp_path):
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    spec = f"sae:{files / 'sae.npz'}"
+    labeler = small_labeler(ctx, spec)
     result = labeler.run(squares(40))
     record = result.settings["unit_map"]
     assert record["kind"] == "sae" and record["units"] == 6 and len(record["file_sha256"]) == 16
@@ -230,18 +235,7 @@ def test_principal_directions_are_fitted_on_the_probing_images_and_restored(tmp_
     from neurolabel.plugin_core.evaluation.faithfulness import result_extractor
 
     ctx = build_context("cpu", cache_dir=tmp_path / "cache")
-    labeler = NeuronLabeler(
-        Mixed(),
-        ["mix"],
-        scorer="color",
-        vocabulary=list(COLORS),
-        top_k=4,
-        device="cpu",
-        progress=False,
-        context=ctx,
-        preprocessing=SMALL,
-        units_from="directions:pca?k=3",
-    )
+    labeler = small_labeler(ctx, "directions:pca?k=3")
     result = labeler.run(squares(45))
     record = result.settings["unit_map"]
     assert record["kind"] == "pca" and result.layers["mix"]["units"] == 3
