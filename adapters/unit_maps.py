@@ -7,6 +7,8 @@
 * ``sae:PATH[?activation=relu|jumprelu|topk&k=N]``: the latents of a sparse autoencoder
   trained on the layer's channel vectors, encoded at every position:
   ``act((x - b_dec) @ W_enc + b_enc)``.
+* ``heads``: a unit per attention head of a timm vision transformer (layer
+  ``blocks.N.attn.norm``), its activation the norm of the head's output at each token.
 
 Files are read as safetensors (``.safetensors``), NumPy (``.npz``/``.npy``) or a
 ``torch.save`` file of tensors (``.pt``/``.pth``/``.bin``, loaded with
@@ -327,6 +329,83 @@ class FittedDirections:
         self.variance = dict(record.get("explained_variance") or {})
 
 
+class Heads:
+    """``heads``: a unit per attention head of a timm vision-transformer block.
+
+    Its activation at a token is the L2 norm of that head's output there, before the
+    output projection: read from the block's ``attn.norm`` layer (an identity in timm's
+    ``Attention`` unless the model normalizes the heads' outputs, which would mix them),
+    whose output is the heads' outputs side by side, reshaped to the patch grid like any
+    token layer. Other attention modules (torchvision's ``nn.MultiheadAttention`` computes
+    its heads inside one function, with no layer to read them from) are refused.
+
+    Examples:
+        >>> import torch
+        >>> heads = Heads("heads")
+        >>> heads.layout["blocks.0.attn.norm"] = (2, 3)
+        >>> heads("blocks.0.attn.norm", torch.ones(1, 6, 2, 2)).shape
+        torch.Size([1, 2, 2, 2])
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.name = spec
+        self.layout: dict[str, tuple[int, int]] = {}  # layer -> (heads, head_dim)
+        self.model: Any = None
+
+    def bind(self, loaded: Any) -> None:
+        """Read the attention modules' head counts from the model about to run."""
+        self.model = loaded.model
+
+    def units(self, layer: str, channels: int) -> int:
+        if layer not in self.layout:
+            self.layout[layer] = self._heads_of(layer, channels)
+        return self.layout[layer][0]
+
+    def _heads_of(self, layer: str, channels: int) -> tuple[int, int]:
+        import torch.nn as nn
+
+        modules = dict(self.model.named_modules()) if self.model is not None else {}
+        parent_name, _, leaf = layer.rpartition(".")
+        parent = modules.get(parent_name)
+        heads = getattr(parent, "num_heads", None)
+        if leaf != "norm" or parent is None or heads is None:
+            attention = layer if hasattr(modules.get(layer), "num_heads") else None
+            hint = (
+                f" (read the heads before the output projection: --layer {attention}.norm)"
+                if attention and hasattr(modules[attention], "norm")
+                else ""
+            )
+            raise NeurolabelError(
+                f"'heads' reads a timm attention block's 'attn.norm' layer (e.g. "
+                f"blocks.0.attn.norm); '{layer}' is not one{hint}. torchvision's "
+                "nn.MultiheadAttention keeps its heads inside one function and is not supported"
+            )
+        if not isinstance(modules[layer], nn.Identity):
+            raise NeurolabelError(
+                f"'{layer}' normalizes the heads' outputs together "
+                f"({type(modules[layer]).__name__}), which mixes the heads: per-head units "
+                "cannot be read from it"
+            )
+        if channels % int(heads):
+            raise NeurolabelError(
+                f"'{layer}' has {channels} channels, not a multiple of its {heads} heads"
+            )
+        return int(heads), channels // int(heads)
+
+    def __call__(self, layer: str, acts: Tensor) -> Tensor:
+        heads, dim = self.layout.get(layer) or self._heads_of(layer, int(acts.shape[1]))
+        shape = acts.shape
+        split = acts.reshape(shape[0], heads, dim, *shape[2:])
+        return split.norm(dim=2)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "spec": self.name,
+            "kind": "heads",
+            "heads": {layer: heads for layer, (heads, _) in self.layout.items()},
+        }
+
+
 def _path(spec: Spec, kind: str) -> Path:
     if not spec.argument:
         raise SpecError(f"'{spec}': name the file, e.g. {kind}:weights.safetensors")
@@ -405,6 +484,12 @@ def build_sae(spec: Spec, ctx: ResolveContext) -> SparseAutoencoder:
     )
 
 
+def build_heads(spec: Spec, ctx: ResolveContext) -> Heads:
+    """``heads``: a unit per attention head (no options)."""
+    spec.check_options(set())
+    return Heads(str(spec))
+
+
 @hookimpl
 def register_unit_maps(register: Register[UnitMap]) -> None:
     register("channels", lambda spec, ctx: Channels(), description="a unit is a channel (default)")
@@ -413,6 +498,11 @@ def register_unit_maps(register: Register[UnitMap]) -> None:
         build_directions,
         description="projections on a [units, channels] matrix: directions:FILE, or a "
         "layer's principal directions: directions:pca?k=N",
+    )
+    register(
+        "heads",
+        build_heads,
+        description="a unit per attention head of a timm ViT block (layer blocks.N.attn.norm)",
     )
     register(
         "sae",

@@ -253,3 +253,47 @@ def test_principal_directions_are_fitted_on_the_probing_images_and_restored(tmp_
     assert ours.shape[1] == 3 and torch.allclose(ours, theirs, atol=1e-5)
     # each direction fires high on what it is about: its largest projection is positive
     assert all(float(ours[:, u].max()) >= -float(ours[:, u].min()) for u in range(3))
+
+
+def test_attention_heads_of_a_timm_vit_are_units(tmp_path):
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(6)]
+    common = dict(
+        scorer="color",
+        vocabulary=["red", "blue"],
+        top_k=2,
+        device="cpu",
+        progress=False,
+        cache=False,
+        units_from="heads",
+    )
+    labeler = NeuronLabeler(
+        "timm:vit_tiny_patch16_224?pretrained=false", ["blocks.0.attn.norm"], **common
+    )
+    result = labeler.run(images)
+    assert result.layers["blocks.0.attn.norm"]["shape"] == [3, 14, 14]  # 3 heads, patch grid
+    assert result.settings["unit_map"]["heads"] == {"blocks.0.attn.norm": 3}
+    # A head's activation at a patch is the norm of its 64-d output there, before the
+    # output projection: computed here by hand from the block.
+    loaded = labeler.loaded
+    batch = torch.stack([loaded.preprocessing(image) for image in images[:2]])
+    captured = {}
+    handle = loaded.model.blocks[0].attn.norm.register_forward_hook(
+        lambda module, args, output: captured.setdefault("x", output.detach())
+    )
+    with torch.no_grad():
+        loaded.model(batch)
+    handle.remove()
+    tokens = captured["x"][:, 1:]  # the class token is not a patch
+    by_hand = tokens.reshape(2, 196, 3, 64).norm(dim=-1).permute(0, 2, 1).reshape(2, 3, 14, 14)
+    with labeler._extractor().open(loaded, ["blocks.0.attn.norm"]) as read:
+        mapped = read(batch)["blocks.0.attn.norm"]
+    assert torch.allclose(mapped, by_hand, atol=1e-4)
+    with pytest.raises(NeurolabelError, match="--layer blocks.0.attn.norm"):
+        NeuronLabeler(
+            "timm:vit_tiny_patch16_224?pretrained=false", ["blocks.0.attn"], **common
+        ).run(images)
+    with pytest.raises(NeurolabelError, match="nn.MultiheadAttention"):
+        NeuronLabeler(
+            "torchvision:vit_b_16?weights=none", ["encoder.layers.encoder_layer_0"], **common
+        ).run(images[:2])

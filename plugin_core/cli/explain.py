@@ -242,7 +242,8 @@ def explain(
             "--units-from",
             help="What a unit is: channels, sae:FILE (a sparse autoencoder's latents), "
             "directions:FILE (projections on a [units, channels] matrix) or "
-            "directions:pca?k=N (the layer's N principal directions); see docs/unit_maps.md",
+            "directions:pca?k=N (the layer's N principal directions) or heads (a timm ViT's "
+            "attention heads, layer blocks.N.attn.norm); see docs/unit_maps.md",
             metavar="SPEC",
         ),
     ] = DEFAULTS.units_from,

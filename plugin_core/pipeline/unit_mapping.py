@@ -62,13 +62,21 @@ class MappedExtractor:
         self.unit_map = unit_map
         self.name = extractor.name
 
+    def _bind(self, loaded: LoadedModel) -> None:
+        """Let a map that depends on the model (attention heads) read it first."""
+        bind = getattr(self.unit_map, "bind", None)
+        if callable(bind):
+            bind(loaded)
+
     @contextmanager
     def open(self, loaded: LoadedModel, layers: Sequence[str]) -> Iterator[MappedReader]:
+        self._bind(loaded)
         with self.extractor.open(loaded, layers) as read:
             yield MappedReader(read, self.unit_map)
 
     def list_layers(self, loaded: LoadedModel) -> list[LayerInfo]:
         """The layers, with their unit count under the map where it fits them."""
+        self._bind(loaded)
         out = []
         for info in self.extractor.list_layers(loaded):
             try:
