@@ -6,10 +6,11 @@ Target EfficientNet-Lite0 (packaged weights), layer ``blocks.6`` (320 channels),
 ImageNet sample split by row into 250 probing and 250 held-out images (as in
 ``evaluate.py``), the offline eye ``classifier:packaged:efficientnet_lite1``, vocabulary
 ``imagenet``, top_k 10. The same labeler settings explain the layer's first ``--units``
-channels and its ``--units`` principal directions (``directions:pca?k=N``, fitted on the
-probing half); reported for each: how many labels pass the label test, and the held-out
-faithfulness (correlation of the top concept and of the explanation set, random-label
-baseline).
+channels, its ``--units`` principal directions (``directions:pca?k=N``, fitted on the
+probing half) and, with ``--sae FILE``, the first ``--units`` latents of a sparse
+autoencoder (``train_sae.py`` on the probing half); reported for each: how many labels
+pass the label test, and the held-out faithfulness (correlation of the top concept and of
+the explanation set, random-label baseline).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--json", dest="json_path", type=Path)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--sae", type=Path, help="also label the first --units latents of this SAE file"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -45,10 +49,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         probe, heldout = split_folder(args.images, Path(tmp))
         spec = f"faithfulness?images={heldout}&model={args.target}&scorer={args.eye}"
-        for name, units_from, units in (
+        runs = [
             ("channels", "channels", range(args.units)),
             ("pca", f"directions:pca?k={args.units}", None),
-        ):
+        ]
+        if args.sae:  # e.g. from train_sae.py on the probing half
+            runs.append(("sae", f"sae:{args.sae}", range(args.units)))
+        for name, units_from, units in runs:
             started = time.perf_counter()
             result = NeuronLabeler(
                 args.target,
