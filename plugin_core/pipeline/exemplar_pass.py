@@ -342,11 +342,6 @@ def digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def model_fingerprint(loaded: LoadedModel) -> str:
-    """Hash of the model's class, parameters and buffers (:meth:`LoadedModel.fingerprint`)."""
-    return loaded.fingerprint()
-
-
 def run_pass(
     loaded: LoadedModel,
     extractor: Extractor,

@@ -57,7 +57,7 @@ from .activation_cache import ActivationCache, restore
 from .aggregation import Aggregation, get_aggregation
 from .describe import describe_neurons, summarize_neurons
 from .evidence import Evidence, ExplainedLayer, PatchRequests
-from .exemplar_pass import Checkpoint, PassOutput, StreamSettings, model_fingerprint, run_pass
+from .exemplar_pass import Checkpoint, PassOutput, StreamSettings, run_pass
 from .explanations import exemplar_images, explain_layer
 from .patch_requests import activation_requests, attribution_requests
 from .patch_scoring import score_patches
@@ -399,7 +399,7 @@ class NeuronLabeler:
     def _model_fingerprint(self) -> str:
         """The weights' hash, computed once per pass (hashing a large model takes a while)."""
         if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.loaded)
+            self._fingerprint = self.loaded.fingerprint()
         return self._fingerprint
 
     def _check_ranks_agree(self, source: ImageSource) -> None:

@@ -30,6 +30,7 @@ The draws depend only on ``k`` and the sample, so one null serves every unit of 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -109,9 +110,11 @@ def percentiles(values: Tensor, sorted_sample: Tensor, in_sample: Tensor) -> Ten
     return ((below + 0.5 * (ties - mine)) / others.clamp(min=1)).float()
 
 
-def _sorted_blocks(sample: ImageSample) -> list[tuple[slice, Tensor]]:
-    """Each concept's sampled scores, ascending, in blocks of concepts ``[v, S]``."""
-    return [(columns, part.T.contiguous().sort(dim=1).values) for columns, part in sample.chunks()]
+def _sorted_blocks(sample: ImageSample) -> Iterator[tuple[slice, Tensor]]:
+    """Each concept's sampled scores, ascending, a block of concepts ``[v, S]`` at a time
+    (never the whole ``[V, S]`` matrix: 20,000 words x 2,000 images)."""
+    for columns, part in sample.chunks():
+        yield columns, part.T.contiguous().sort(dim=1).values
 
 
 def prefix_sizes(k: int) -> list[int]:
@@ -213,9 +216,8 @@ def unit_p_values(
     out = torch.full((units, n), math.nan)
     if sample.num_images < MIN_SAMPLE or units == 0:
         return out
-    blocks = _sorted_blocks(sample)
     stats = torch.zeros(units, n)
-    for columns, sorted_block in blocks:
+    for columns, sorted_block in _sorted_blocks(sample):
         start, stop = columns.start, min(columns.stop, sample.num_concepts)
         inside = (concepts >= start) & (concepts < stop)
         if not inside.any():

@@ -48,19 +48,15 @@ class LoadedModel:
         key (a spec with random weights gives another one at every load)."""
         import hashlib
 
+        import torch
+
         hasher = hashlib.sha256(type(self.model).__name__.encode())
         for name, tensor in [*self.model.named_parameters(), *self.model.named_buffers()]:
             hasher.update(name.encode())
             # A numpy array is a buffer (no copy); typeshed's Buffer type predates it on 3.10.
-            data: Any = tensor.detach().cpu().contiguous().view(-1).view(_uint8()).numpy()
+            data: Any = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
             hasher.update(data)
         return hasher.hexdigest()[:20]
-
-
-def _uint8() -> Any:
-    import torch
-
-    return torch.uint8
 
 
 @dataclass(frozen=True)
