@@ -39,8 +39,14 @@ from neurolabel.plugin_core.errors import NeurolabelError, SpecError
 from neurolabel.plugin_core.plugins.context import ResolveContext
 from neurolabel.plugin_core.plugins.contracts import LoadedModel
 from neurolabel.plugin_core.plugins.hookspecs import hookimpl
-from neurolabel.plugin_core.plugins.resolve import as_loaded, load_result_model, resolve_model
+from neurolabel.plugin_core.plugins.resolve import (
+    as_loaded,
+    load_result_model,
+    resolve_model,
+    result_unit_map,
+)
 from neurolabel.plugin_core.plugins.spec import Spec
+from neurolabel.plugin_core.plugins.unit_writes import check_writes_back, unit_writes
 
 if TYPE_CHECKING:
     import torch
@@ -112,6 +118,7 @@ class PredictionAttribution:
     _inputs: Tensor | None = field(default=None, repr=False)
     _loaded: LoadedModel | None = field(default=None, repr=False)
     _n_steps: int = field(default=DEFAULT_STEPS, repr=False)
+    _unit_map: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (no tensors but the top units' figures)."""
@@ -163,6 +170,11 @@ class PredictionAttribution:
         if self.maps is not None:
             unit_map = self.maps[unit][None, None].float()
             return attr.LayerAttribution.interpolate(unit_map, size, "bilinear")[0, 0]
+        if self._unit_map is not None:
+            raise NeurolabelError(
+                f"Per-unit heatmaps of '{self._unit_map.name}' units on a vector layer are not "
+                "drawn: NeuronConductance flows through one neuron of the layer"
+            )
         net = self._loaded.model
         _, module = resolve_module(net, self.layer)
         with torch.inference_mode(False), torch.enable_grad():
@@ -347,8 +359,43 @@ def attribute_prediction(
     output = float(logits[position])
 
     attr = captum_attr()
-    algo = getattr(attr, METHODS[method])(net, module)
+    input_hw = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    unit_map = result_unit_map(result, ctx, loaded) if result is not None else None
+    writes = None
+    if unit_map is not None:
+        check_writes_back(unit_map, layer_name)
+        writes = "groups" if callable(getattr(unit_map, "channel_groups", None)) else "decoder"
+    # What the explanation records besides the figures.
+    labeled = dict(
+        target=target,
+        target_name=target_name,
+        layer=layer_name,
+        method=method,
+        output=output,
+        attribute_to_layer_input=attribute_to_layer_input,
+        _inputs=inputs.detach(),
+        _loaded=loaded,
+        _n_steps=n_steps,
+        _unit_map=unit_map,
+    )
     delta: float | None = None
+    if writes == "decoder":
+        contributions, maps = _decoded_unit_contributions(
+            attr,
+            loaded,
+            module,
+            layer_name,
+            unit_map,
+            inputs,
+            target,
+            method,
+            baselines,
+            n_steps,
+            internal_batch_size,
+            attribute_to_layer_input,
+        )
+        return _explained(result, labeled, contributions, maps, top, None)
+    algo = getattr(attr, METHODS[method])(net, module)
     with torch.inference_mode(False), torch.enable_grad():
         x = inputs.clone().requires_grad_()
         if method == "gradient-x-activation":
@@ -369,11 +416,26 @@ def attribute_prediction(
     raw_tensor = first_tensor(raw)
     if raw_tensor is None:
         raise NeurolabelError(f"Captum returned no tensor for layer '{layer_name}'")
-    input_hw = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     contributions, maps = unit_contributions(
         loaded, raw_tensor.detach().float(), input_hw, layer_name
     )
-    labels = _labels(result, layer_name, contributions.shape[0])
+    if writes == "groups":  # a head's attribution is its channels' attributions summed
+        _, groups = unit_writes(unit_map, layer_name, int(contributions.shape[0]))  # type: ignore[arg-type]
+        contributions = groups @ contributions
+        maps = None if maps is None else torch.einsum("uc,chw->uhw", groups, maps)
+    return _explained(result, labeled, contributions, maps, top, delta)
+
+
+def _explained(
+    result: LabelingResult | None,
+    labeled: dict[str, Any],
+    contributions: Tensor,
+    maps: Tensor | None,
+    top: int,
+    delta: float | None,
+) -> PredictionAttribution:
+    """Rank the units by contribution, name them and say it in one sentence."""
+    labels = _labels(result, labeled["layer"], contributions.shape[0])
     positive = float(contributions.clamp(min=0).sum())
     scale = positive if positive > 0 else 1.0
     order = contributions.argsort(descending=True)[: min(top, contributions.shape[0])]
@@ -390,23 +452,94 @@ def attribute_prediction(
             )
         )
     unit_labels = {unit: n.description for unit, n in labels.items()}
-    sentence = contribution_sentence(target_name, contributions, unit_labels)
+    sentence = contribution_sentence(labeled["target_name"], contributions, unit_labels)
     return PredictionAttribution(
-        target=target,
-        target_name=target_name,
-        layer=layer_name,
-        method=method,
-        output=output,
         contributions=contributions,
         neurons=neurons,
         sentence=sentence,
         delta=delta,
         maps=maps,
-        attribute_to_layer_input=attribute_to_layer_input,
-        _inputs=inputs.detach(),
-        _loaded=loaded,
-        _n_steps=n_steps,
+        **labeled,
     )
+
+
+def _decoded_unit_contributions(
+    attr: Any,
+    loaded: LoadedModel,
+    module: nn.Module,
+    layer: str,
+    unit_map: Any,
+    inputs: Tensor,
+    target: Any,
+    method: str,
+    baselines: Tensor | float | None,
+    n_steps: int,
+    internal_batch_size: int | None,
+    layer_input: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Contributions of units that write ``u * decoder[u]`` into the layer (SAE latents,
+    directions): the layer gradient ``g`` of the target (plain, or averaged along the
+    integration path with Captum's ``multiply_by_inputs=False``) taken along each unit's
+    decoder row, times the unit's change from the baseline: ``(g . d_u)(u - u_0)`` at every
+    position. For orthonormal directions (PCA) the units' sum is the layer's integrated
+    gradients restricted to their span; what the decoder does not reconstruct (an SAE's
+    error) is attributed to no unit."""
+    import torch
+
+    from neurolabel.adapters.hook_extractor import first_tensor, standard_layout
+
+    if method == "conductance":
+        raise NeurolabelError(
+            f"Conductance flows through the layer's neurons; '{unit_map.name}' units are "
+            "linear read-outs of many: use --method integrated-gradients or "
+            "gradient-x-activation"
+        )
+    net = loaded.model
+    input_hw = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+
+    def unit_layout(value: Any) -> Tensor:
+        tensor = first_tensor(value)
+        if tensor is None:
+            raise NeurolabelError(f"Layer '{layer}' gave no tensor")
+        return standard_layout(loaded, tensor.detach().float(), input_hw, 1, layer)
+
+    with torch.inference_mode(False), torch.enable_grad():
+        x = inputs.clone().requires_grad_()
+        if method == "gradient-x-activation":
+            grads = attr.LayerGradientXActivation(net, module, multiply_by_inputs=False)
+            gradient = grads.attribute(x, target=target, attribute_to_layer_input=layer_input)
+            start = None
+        else:
+            path = attr.LayerIntegratedGradients(net, module, multiply_by_inputs=False)
+            gradient = path.attribute(
+                x,
+                baselines=baselines,
+                target=target,
+                n_steps=n_steps,
+                internal_batch_size=internal_batch_size,
+                attribute_to_layer_input=layer_input,
+            )
+            if isinstance(baselines, torch.Tensor):
+                start = baselines.to(inputs.device, inputs.dtype).expand_as(inputs)
+            else:
+                start = torch.full_like(inputs, float(baselines or 0.0))
+        reader = attr.LayerActivation(net, module)
+        here = unit_layout(reader.attribute(inputs, attribute_to_layer_input=layer_input))
+        there = (
+            None
+            if start is None
+            else unit_layout(reader.attribute(start, attribute_to_layer_input=layer_input))
+        )
+    g = unit_layout(gradient)[0]  # [C, ...]
+    _, decoder = unit_writes(unit_map, layer, int(g.shape[0]))
+    along = torch.einsum("uc,c...->u...", decoder.to(g), g)  # d target / d unit
+    units = unit_map(layer, here)[0]
+    if there is not None:
+        units = units - unit_map(layer, there)[0]
+    maps = along * units
+    if maps.dim() == 1:
+        return maps, None
+    return maps.sum(dim=(1, 2)), maps
 
 
 def unit_contributions(
@@ -608,12 +741,6 @@ def _load_model(
 ) -> LoadedModel:
     hint = "give the model (--model SPEC on the command line)"
     if result is not None:
-        units_from = result.settings.get("units_from")
-        if isinstance(units_from, str) and units_from != "channels":
-            raise NeurolabelError(
-                f"Attribution explains channels; this result's units are '{units_from}' "
-                "(attribution of mapped units is not supported yet)"
-            )
         loaded = load_result_model(result, ctx, model, hint=hint)
     elif model is not None:
         loaded = resolve_model(model, ctx)

@@ -119,9 +119,11 @@ class ChannelSelector:
 
     Args:
         loaded: The model (for the token grid and output format).
-        unit: The channel.
+        unit: The channel (or the unit of ``unit_map``).
         input_hw: Height and width of the model input.
         layer: Layer name for error messages.
+        unit_map: A :class:`~neurolabel.plugin_core.plugins.contracts.UnitMap` applied to
+            the layer in unit layout first (SAE latents, directions, heads); None: channels.
 
     Examples:
         >>> import torch
@@ -133,18 +135,26 @@ class ChannelSelector:
     """
 
     def __init__(
-        self, loaded: LoadedModel, unit: int, input_hw: tuple[int, int], layer: str = ""
+        self,
+        loaded: LoadedModel,
+        unit: int,
+        input_hw: tuple[int, int],
+        layer: str = "",
+        unit_map: Any = None,
     ) -> None:
         self.loaded = loaded
         self.unit = int(unit)
         self.input_hw = input_hw
         self.layer = layer
+        self.unit_map = unit_map
 
     def __call__(self, layer_value: Any) -> Tensor:
         tensor = first_tensor(layer_value)
         if tensor is None:
             raise NeurolabelError(f"Layer '{self.layer}' gave no tensor to select unit from")
         units = standard_layout(self.loaded, tensor, self.input_hw, None, self.layer)
+        if self.unit_map is not None:  # a unit map's units are differentiable in the layer
+            units = self.unit_map(self.layer, units)
         if not 0 <= self.unit < units.shape[1]:
             raise NeurolabelError(
                 f"Layer '{self.layer}' has units 0..{units.shape[1] - 1}; {self.unit} is out "
@@ -158,9 +168,14 @@ class ChannelSelector:
 
 
 def unit_selector(
-    loaded: LoadedModel, layer: str, selector: NeuronSelector, input_hw: tuple[int, int]
+    loaded: LoadedModel,
+    layer: str,
+    selector: NeuronSelector,
+    input_hw: tuple[int, int],
+    unit_map: Any = None,
 ) -> NeuronSelector:
-    """An int becomes a :class:`ChannelSelector`; tuples and callables pass as Captum has them."""
+    """An int becomes a :class:`ChannelSelector` (of ``unit_map``'s units when given);
+    tuples and callables pass as Captum has them."""
     if (
         isinstance(selector, bool)
         or not isinstance(selector, (int, tuple))
@@ -171,7 +186,9 @@ def unit_selector(
             "or a callable, as Captum accepts"
         )
     if isinstance(selector, int):
-        return ChannelSelector(loaded, selector, input_hw, layer)
+        return ChannelSelector(loaded, selector, input_hw, layer, unit_map)
+    if unit_map is not None:
+        raise NeurolabelError("With a unit map, select the unit by its index (an int)")
     return selector
 
 

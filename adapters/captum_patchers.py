@@ -189,6 +189,27 @@ class CaptumPatcher:
         self.n_steps = n_steps
         self.smooth = smooth
         self.internal_batch_size = internal_batch_size
+        self.unit_map: Any = None
+
+    def for_unit_map(self, unit_map: Any) -> CaptumPatcher:
+        """This patcher, attributing ``unit_map``'s units (SAE latents, directions, heads)
+        instead of channels: a unit is a differentiable function of the layer's output.
+
+        Raises:
+            NeurolabelError: For ``conductance``, whose flow through a neuron needs a
+                neuron of the layer (use ``integrated-gradients``, equal to it for one).
+        """
+        import copy
+
+        if self.method == "conductance":
+            raise NeurolabelError(
+                f"conductance flows through a neuron of the layer; '{unit_map.name}' units "
+                "are functions of many: use patches=integrated-gradients (conductance of a "
+                "channel to itself equals it) or gradient / gradcam"
+            )
+        mapped = copy.copy(self)
+        mapped.unit_map = unit_map
+        return mapped
 
     def locate(self, loaded: LoadedModel, layer: str, unit: int, images: Tensor) -> Tensor:
         """``[N, H, W]`` attribution maps of ``unit`` of ``layer`` on ``images``."""
@@ -203,6 +224,7 @@ class CaptumPatcher:
             n_steps=self.n_steps,
             internal_batch_size=self.internal_batch_size,
             smooth=self.smooth,
+            unit_map=self.unit_map,
         )
 
     def __repr__(self) -> str:
@@ -222,6 +244,7 @@ def neuron_attribution_maps(
     internal_batch_size: int | None = None,
     attribute_to_neuron_input: bool = False,
     smooth: float = 0.0,
+    unit_map: Any = None,
 ) -> Tensor:
     """Where each input image drove a neuron: one non-negative map per image.
 
@@ -246,6 +269,9 @@ def neuron_attribution_maps(
             ``attribute_to_neuron_input``; for ``gradcam`` at the neuron's own layer, its
             ``attribute_to_layer_input``).
         smooth: Box-blur side as a fraction of the shorter input side (0: none).
+        unit_map: Attribute a unit of this
+            :class:`~neurolabel.plugin_core.plugins.contracts.UnitMap` (an int selector
+            indexes its units) instead of a channel; not with ``conductance``.
 
     Returns:
         ``[N, H, W]`` maps at input resolution, higher where the image drove the neuron
@@ -278,7 +304,12 @@ def neuron_attribution_maps(
     net = loaded.model
     name, module = resolve_module(net, layer)
     height, width = int(inputs.shape[-2]), int(inputs.shape[-1])
-    selector = unit_selector(loaded, name, neuron_selector, (height, width))
+    if unit_map is not None and method == "conductance":
+        raise NeurolabelError(
+            "conductance flows through a neuron of the layer, not a unit map's unit: use "
+            "integrated-gradients"
+        )
+    selector = unit_selector(loaded, name, neuron_selector, (height, width), unit_map)
     forward = NeuronForward(net, module, selector, attribute_to_neuron_input, name)
     with torch.inference_mode(False), torch.enable_grad():
         # A fresh copy: the caller's batch may be an inference tensor. Requiring gradients

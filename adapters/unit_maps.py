@@ -172,6 +172,13 @@ class Directions:
         matrix = self.matrix.to(acts.device, acts.dtype)
         return _apply_per_position(acts, lambda x: x @ matrix.T)
 
+    def decoder(self, layer: str) -> Tensor:
+        """``d / |d|^2`` per direction ``d``: taking ``u * decoder[u]`` out of a channel
+        vector removes its component along ``d`` (directional ablation); for orthogonal
+        directions it also splits the vector exactly."""
+        norms = (self.matrix**2).sum(dim=1, keepdim=True).clamp(min=1e-12)
+        return self.matrix / norms
+
     def describe(self) -> dict[str, Any]:
         return {
             "spec": self.name,
@@ -203,8 +210,10 @@ class SparseAutoencoder:
         k: int,
         spec: str,
         digest: str,
+        w_dec: Tensor | None = None,
     ) -> None:
         self.w_enc, self.b_enc, self.b_dec, self.threshold = w_enc, b_enc, b_dec, threshold
+        self.w_dec = w_dec  # [U, C], or None when the file holds no decoder
         self.activation, self.k = activation, k
         self.name, self.digest = spec, digest
 
@@ -232,12 +241,17 @@ class SparseAutoencoder:
     def __call__(self, layer: str, acts: Tensor) -> Tensor:
         return _apply_per_position(acts, self._encode)
 
+    def decoder(self, layer: str) -> Tensor | None:
+        """The decoder weight ``[U, C]``: a latent writes ``u * W_dec[u]`` into the layer."""
+        return self.w_dec
+
     def describe(self) -> dict[str, Any]:
         return {
             "spec": self.name,
             "kind": "sae",
             "units": int(self.w_enc.shape[1]),
             "channels": int(self.w_enc.shape[0]),
+            "decoder": self.w_dec is not None,
             "activation": self.activation,
             **({"k": self.k} if self.activation == "topk" else {}),
             "file_sha256": self.digest,
@@ -303,6 +317,12 @@ class FittedDirections:
         mean, rows = self.fitted[layer]
         mean, rows = mean.to(acts.device, acts.dtype), rows.to(acts.device, acts.dtype)
         return _apply_per_position(acts, lambda x: (x - mean) @ rows.T)
+
+    def decoder(self, layer: str) -> Tensor:
+        """The orthonormal directions: ``x - u * v`` moves a vector to the mean along ``v``."""
+        if layer not in self.fitted:
+            raise NeurolabelError(f"'{self.name}' has not been fitted on layer '{layer}'")
+        return self.fitted[layer][1]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -398,6 +418,14 @@ class Heads:
         split = acts.reshape(shape[0], heads, dim, *shape[2:])
         return split.norm(dim=2)
 
+    def channel_groups(self, layer: str) -> Tensor:
+        """``[heads, C]`` membership: head ``h`` owns channels ``h*dim .. (h+1)*dim - 1``
+        (zeroing them removes the head's output; its attribution is theirs summed)."""
+        import torch
+
+        heads, dim = self.layout[layer]
+        return torch.eye(heads).repeat_interleave(dim, dim=1)
+
     def describe(self) -> dict[str, Any]:
         return {
             "spec": self.name,
@@ -479,8 +507,18 @@ def build_sae(spec: Spec, ctx: ResolveContext) -> SparseAutoencoder:
         raise NeurolabelError(
             f"{path}: the decoder bias has shape {tuple(b_dec.shape)}, expected ({w_enc.shape[0]},)"
         )
+    w_dec = None
+    if parts["W_dec"] is not None:
+        key, w_dec = parts["W_dec"]
+        if key.endswith("weight"):  # nn.Linear layout [C, U]
+            w_dec = w_dec.T
+        if tuple(w_dec.shape) != (units, w_enc.shape[0]):
+            raise NeurolabelError(
+                f"{path}: the decoder weight has shape {tuple(w_dec.shape)}, expected "
+                f"({units}, {w_enc.shape[0]}) (or its transpose under an nn.Linear name)"
+            )
     return SparseAutoencoder(
-        w_enc, b_enc, b_dec, threshold, activation, k, str(spec), file_digest(path)
+        w_enc, b_enc, b_dec, threshold, activation, k, str(spec), file_digest(path), w_dec
     )
 
 

@@ -169,7 +169,7 @@ def small_labeler(ctx, units_from: str) -> NeuronLabeler:
 
 def test_the_result_records_the_unit_map_and_evaluators_use_it(files, tmp_path):
     ctx = build_context("cpu", cache_dir=tmp_path / "cache")
-    spec = f"sae:{files / 'sae.npz'}"
+    spec = f"sae:{files / 'sae.pt'}"  # this file holds no decoder
     labeler = small_labeler(ctx, spec)
     result = labeler.run(squares(40))
     record = result.settings["unit_map"]
@@ -184,7 +184,7 @@ def test_the_result_records_the_unit_map_and_evaluators_use_it(files, tmp_path):
     ).evaluate(result, ctx)
     live = sum(not n.dead for n in result.neurons["mix"])
     assert figures["layers"]["mix"]["units"] == live  # the live latents, not the 8 channels
-    with pytest.raises(NeurolabelError, match="ablation zeroes channels"):
+    with pytest.raises(NeurolabelError, match="without its decoder weight W_dec"):
         ctx.registries.evaluators.resolve(f"ablation?images={held}", ctx).evaluate(result, ctx)
 
 
@@ -195,8 +195,8 @@ def test_a_map_that_does_not_fit_the_layer_says_so(files, tmp_path):
         label(f"directions:{bad}")
     with pytest.raises(NeurolabelError, match="unknown file kind"):
         label(f"sae:{tmp_path / 'sae.txt'}") if (tmp_path / "sae.txt").write_text("x") else None
-    with pytest.raises(NeurolabelError, match="attributes channels"):
-        label(f"directions:{files / 'directions.npz'}", patches="gradcam")
+    with pytest.raises(NeurolabelError, match="conductance flows through a neuron"):
+        label(f"directions:{files / 'directions.npz'}", patches="conductance")
 
 
 class Negated:
@@ -253,6 +253,16 @@ def test_principal_directions_are_fitted_on_the_probing_images_and_restored(tmp_
     assert ours.shape[1] == 3 and torch.allclose(ours, theirs, atol=1e-5)
     # each direction fires high on what it is about: its largest projection is positive
     assert all(float(ours[:, u].max()) >= -float(ours[:, u].min()) for u in range(3))
+    # Both reports say what the units are; the HTML leaves the fitted matrices out.
+    from neurolabel import write_html_report
+    from neurolabel.plugin_core.reporting.terminal import run_line
+
+    assert "units directions:pca?k=3 (3 principal directions; 100 % of the variance of mix)" in (
+        run_line(result)
+    )
+    page = write_html_report(result, tmp_path / "report.html").read_text()
+    assert "3 principal directions" in page
+    assert str(record["fitted"]["mix"]["mean"][0]) not in page
 
 
 def test_attention_heads_of_a_timm_vit_are_units(tmp_path):
@@ -297,3 +307,134 @@ def test_attention_heads_of_a_timm_vit_are_units(tmp_path):
         NeuronLabeler(
             "torchvision:vit_b_16?weights=none", ["encoder.layers.encoder_layer_0"], **common
         ).run(images[:2])
+
+
+def layer_output(images: list[Image.Image]) -> torch.Tensor:
+    """The ``mix`` layer's output on ``images``."""
+    model = Mixed()
+    with torch.no_grad():
+        return model.mix(model.detect(torch.stack([SMALL(image) for image in images])))
+
+
+def test_ablating_a_mapped_unit_takes_out_what_it_writes(files):
+    from neurolabel.plugin_core.evaluation.ablation import units_zeroed
+    from neurolabel.plugin_core.plugins.unit_writes import remove_units
+
+    ctx = build_context("cpu")
+    acts = layer_output(squares(6))  # [6, 8, 32, 32]
+    sae = ctx.registries.unit_maps.resolve(f"sae:{files / 'sae.npz'}", ctx)
+    latents = sae("mix", acts)
+    mask = torch.zeros(6, 6, dtype=torch.bool)
+    mask[:3, 2] = True  # latent 2 out of the first three images only
+    out = remove_units(sae, "mix", acts, mask)
+    written = latents[:, 2:3] * sae.decoder("mix")[2].view(1, 8, 1, 1)
+    assert torch.allclose(out[:3], acts[:3] - written[:3], atol=1e-5)
+    assert torch.equal(out[3:], acts[3:])
+    # A direction's component is gone: the projection on it is zero everywhere after.
+    directions = ctx.registries.unit_maps.resolve(f"directions:{files / 'directions.npz'}", ctx)
+    model = Mixed()
+    batch = torch.stack([SMALL(image) for image in squares(6)])
+    captured = {}
+    with units_zeroed(model, "mix", [0], directions), torch.no_grad():
+        # registered after the ablation's hook, so it sees the ablated output
+        handle = model.mix.register_forward_hook(lambda m, a, o: captured.setdefault("mix", o))
+        model(batch)
+    handle.remove()
+    after = directions("mix", captured["mix"])
+    assert after[:, 0].abs().max() < 1e-4 and after[:, 1].abs().max() > 0.1
+    # A map that cannot write back is refused with the reason.
+    no_decoder = ctx.registries.unit_maps.resolve(f"sae:{files / 'sae.pt'}", ctx)
+    with pytest.raises(NeurolabelError, match="no decoder"):
+        remove_units(no_decoder, "mix", acts, mask)
+
+
+def red_image() -> Image.Image:
+    image = Image.new("RGB", (32, 32), (110, 110, 110))
+    image.paste(COLORS["red"], (4, 4, 20, 20))
+    return image
+
+
+@pytest.mark.parametrize("method", ["gradient-x-activation", "integrated-gradients"])
+def test_attribution_names_the_mapped_units_that_carried_a_prediction(files, tmp_path, method):
+    from neurolabel.adapters.captum_attribution import attribute_prediction
+
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    labeler = small_labeler(ctx, f"directions:{files / 'directions.npz'}")
+    result = labeler.run(squares(30))
+    explained = attribute_prediction(
+        result, labeler.loaded, red_image(), target=0, layer="mix", method=method, device="cpu"
+    )
+    top = explained.neurons[0]
+    assert (top.unit, top.label) == (0, "red") and top.share > 0.95, explained.sentence
+    assert explained.maps is not None and explained.maps.shape == (2, 32, 32)
+    with pytest.raises(NeurolabelError, match="Conductance flows through"):
+        attribute_prediction(result, labeler.loaded, red_image(), target=0, method="conductance")
+
+
+def test_attribution_to_principal_directions_is_complete_on_their_span(tmp_path):
+    from neurolabel.adapters.captum_attribution import attribute_prediction
+
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    labeler = small_labeler(ctx, "directions:pca?k=3")
+    result = labeler.run(squares(30))
+    explained = attribute_prediction(
+        result, labeler.loaded, red_image(), target=3, method="integrated-gradients"
+    )
+    # The three directions span the layer's activations here, so the units' integrated
+    # gradients add up to the target's change from the zero input.
+    model = labeler.loaded.model
+    with torch.no_grad():
+        zero = float(model(torch.zeros(1, 3, 32, 32))[0, 3])
+    total = float(explained.contributions.sum())
+    assert total == pytest.approx(explained.output - zero, rel=1e-3, abs=1e-4)
+
+
+def test_attribution_patches_of_mapped_units(files):
+    from neurolabel.adapters.captum_patchers import neuron_attribution_maps
+
+    units = label(f"directions:{files / 'directions.npz'}", patches="gradient")
+    assert units[0][0] == "red" and units[1][0] == "blue"
+    # The map of a mapped unit is the attribution of the unit as a function of the layer.
+    ctx = build_context("cpu")
+    directions = ctx.registries.unit_maps.resolve(f"directions:{files / 'directions.npz'}", ctx)
+    model, batch = Mixed(), torch.stack([SMALL(red_image())])
+    red = torch.linalg.pinv(MIXING)[0]
+    by_hand = lambda out: (out.permute(0, 2, 3, 1) @ red).sum(dim=(1, 2))  # noqa: E731
+    for method in ("gradient", "integrated-gradients"):
+        ours = neuron_attribution_maps(model, "mix", batch, 0, method, unit_map=directions)
+        theirs = neuron_attribution_maps(model, "mix", batch, by_hand, method)
+        assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_heads_are_ablated_and_attributed_as_their_channels(tmp_path):
+    from neurolabel.adapters.captum_attribution import attribute_prediction
+    from neurolabel.plugin_core.plugins.unit_writes import remove_units
+
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(4)]
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    layer = "blocks.1.attn.norm"
+    labeler = NeuronLabeler(
+        "timm:vit_tiny_patch16_224?pretrained=false",
+        [layer],
+        scorer="color",
+        vocabulary=["red", "blue"],
+        top_k=2,
+        device="cpu",
+        progress=False,
+        context=ctx,
+        units_from="heads",
+    )
+    result = labeler.run(images)
+    heads = labeler._extractor().unit_map
+    tokens = torch.randn(2, 197, 192)
+    mask = torch.tensor([[False, True, False], [False, False, False]])
+    out = remove_units(heads, layer, tokens, mask)
+    assert out[0, :, 64:128].abs().max() == 0 and torch.equal(out[0, :, :64], tokens[0, :, :64])
+    assert torch.equal(out[1], tokens[1])
+    common = dict(target=3, layer=layer, method="gradient-x-activation", device="cpu")
+    per_head = attribute_prediction(result, labeler.loaded, images[0], **common)
+    per_channel = attribute_prediction(None, labeler.loaded, images[0], **common)
+    expected = per_channel.contributions.view(3, 64).sum(dim=1)
+    assert torch.allclose(per_head.contributions, expected, atol=1e-5)
+    assert per_head.maps is not None and per_head.maps.shape == (3, 14, 14)

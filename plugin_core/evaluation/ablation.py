@@ -20,19 +20,29 @@ from ..data.images import open_image
 from ..data.result import LabelingResult
 from ..errors import EmptyInputError, LayerNotFoundError, NeurolabelError
 from ..plugins.context import ResolveContext
-from ..plugins.resolve import load_result_model
+from ..plugins.contracts import UnitMap
+from ..plugins.resolve import load_result_model, result_unit_map
 from ..plugins.spec import Spec
+from ..plugins.unit_writes import check_writes_back, remove_units
 
 
 @contextmanager
-def units_zeroed(model: nn.Module, layer: str, units: Sequence[int] | Tensor) -> Iterator[None]:
-    """Zero channels of ``layer``'s output while the context is open.
+def units_zeroed(
+    model: nn.Module,
+    layer: str,
+    units: Sequence[int] | Tensor,
+    unit_map: UnitMap | None = None,
+) -> Iterator[None]:
+    """Zero channels of ``layer``'s output (or take out a unit map's units) while the
+    context is open.
 
     Args:
         model: The network.
         layer: Dotted module name; its output is ``[B, C, ...]`` (channels in dim 1).
-        units: Channel indices to zero in every sample, or a ``[B, C]`` boolean mask giving
-            each sample of the batch its own channels to zero (many ablations, one pass).
+        units: Unit indices to ablate in every sample, or a ``[B, U]`` boolean mask giving
+            each sample of the batch its own units (many ablations, one pass).
+        unit_map: The units, when they are not channels: an SAE latent loses its decoder
+            contribution, a head its output (:func:`remove_units`).
 
     Examples:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.Identity())
@@ -50,6 +60,15 @@ def units_zeroed(model: nn.Module, layer: str, units: Sequence[int] | Tensor) ->
     index = None if per_sample else torch.as_tensor(list(units), dtype=torch.long)
 
     def zero(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor:
+        if unit_map is not None:
+            if per_sample:
+                mask = units
+            else:
+                channels = int(output.shape[-1] if output.ndim == 3 else output.shape[1])
+                count = unit_map.units(layer, channels)
+                mask = torch.zeros(output.shape[0], count, dtype=torch.bool)
+                mask[:, index] = True
+            return remove_units(unit_map, layer, output, mask)  # type: ignore[arg-type]
         output = output.clone()
         if index is not None:
             output[:, index.to(output.device)] = 0
@@ -235,17 +254,14 @@ class AblationEvaluator:
         return next(iter(result.neurons))
 
     def evaluate(self, result: LabelingResult, context: ResolveContext) -> dict[str, Any]:
-        units_from = result.settings.get("units_from")
-        if isinstance(units_from, str) and units_from != "channels":
-            # Zeroing a mapped unit (an SAE latent) means subtracting its decoder
-            # contribution, which this evaluator does not do.
-            raise NeurolabelError(
-                f"ablation zeroes channels; this result's units are '{units_from}'. Ablating "
-                "such units is not supported yet: evaluate them with faithfulness or cosy"
-            )
         layer = self._layer(result)
         loaded = load_result_model(result, context, self.model, hint="pass ablation?model=SPEC")
         model = loaded.model
+        # Units that are not channels are taken out through their decoder (or zeroed as
+        # channel groups); a map without either is refused here, before any work.
+        unit_map = result_unit_map(result, context, loaded)
+        if unit_map is not None:
+            check_writes_back(unit_map, layer)
         text_spec = self.text or result.settings.get("scorer")
         if not text_spec:
             raise NeurolabelError("The result names no scorer: pass ablation?text=SCORER")
@@ -286,6 +302,7 @@ class AblationEvaluator:
             m_eff = min(m, len(neurons))
             rows_m = [
                 self._one_class(
+                    unit_map,
                     model,
                     layer,
                     images,
@@ -327,6 +344,7 @@ class AblationEvaluator:
 
     def _one_class(
         self,
+        unit_map: UnitMap | None,
         model: nn.Module,
         layer: str,
         images: Tensor,
@@ -357,7 +375,7 @@ class AblationEvaluator:
         for position, unit_set in enumerate(unit_sets):
             masks[position * len(own) : (position + 1) * len(own), unit_set] = True
         masks[len(own) * len(unit_sets) :, picked] = True
-        with units_zeroed(model, layer, masks):
+        with units_zeroed(model, layer, masks, unit_map):
             correct, prob = true_class_outcomes(model, images[index], labels[index], len(index))
         n = len(own)
         base_p, base_c = base_prob[own].mean(), base_correct[own].mean()

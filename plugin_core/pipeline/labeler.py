@@ -174,6 +174,8 @@ class NeuronLabeler:
         self._pass_checkpoint: Checkpoint | None = None
         self._fingerprint: str | None = None
         self._extractor_built: Extractor | None = None
+        if self.settings.units_from != "channels":
+            self._patcher()  # a patcher that cannot attribute the units is refused now
 
     # -- resolution -------------------------------------------------------------------
     @property
@@ -201,14 +203,6 @@ class NeuronLabeler:
         return layer_names(model.model if isinstance(model, LoadedModel) else model, layers)
 
     def _check_patches(self, patches: str | Patcher) -> None:
-        mapped = self.settings.units_from != "channels"
-        if mapped and not (isinstance(patches, str) and patches in PATCH_MODES):
-            # Patchers attribute a channel of the layer; a mapped unit is not one.
-            raise NeurolabelError(
-                f"patches={patches!r} attributes channels; with units_from="
-                f"'{self.settings.units_from}' cut patches from the units' activation maps "
-                f"(patches={', '.join(PATCH_MODES)})"
-            )
         if not isinstance(patches, str):
             if not isinstance(patches, Patcher):
                 raise NeurolabelError(
@@ -234,6 +228,17 @@ class NeuronLabeler:
             patcher = spec
         if not isinstance(patcher, Patcher):
             raise NeurolabelError(f"Patcher {patcher!r} has no locate(loaded, layer, unit, images)")
+        unit_map = getattr(self._extractor(), "unit_map", None)
+        if unit_map is not None:
+            for_unit_map = getattr(patcher, "for_unit_map", None)
+            if not callable(for_unit_map):
+                # A patcher attributes a channel unless it says how to attribute a unit.
+                raise NeurolabelError(
+                    f"The patcher '{patcher.name}' attributes channels; with units_from="
+                    f"'{self.settings.units_from}' use a patcher with for_unit_map (gradcam, "
+                    f"gradient, integrated-gradients) or patches={', '.join(PATCH_MODES)}"
+                )
+            patcher = for_unit_map(unit_map)
         return patcher
 
     def _extractor(self) -> Extractor:

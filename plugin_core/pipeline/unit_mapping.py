@@ -18,9 +18,7 @@ from torch import Tensor
 
 from ..plugins.context import ResolveContext
 from ..plugins.contracts import Extractor, LayerInfo, LoadedModel, UnitMap
-
-#: The unit map that leaves channels as they are.
-CHANNELS = "channels"
+from ..plugins.resolve import CHANNELS, build_unit_map
 
 
 class MappedReader:
@@ -106,15 +104,7 @@ def mapped_extractor(
     """
     if units_from is None or units_from == CHANNELS:
         return extractor
-    unit_map = (
-        ctx.registries.unit_maps.resolve(units_from, ctx)
-        if isinstance(units_from, str)
-        else units_from
-    )
-    restore = getattr(unit_map, "restore", None)
-    if record and callable(restore):
-        restore(record)
-    return MappedExtractor(extractor, unit_map)
+    return MappedExtractor(extractor, build_unit_map(units_from, ctx, record))
 
 
 def fit_unit_map(

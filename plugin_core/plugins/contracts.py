@@ -121,6 +121,14 @@ class UnitMap(Protocol):
     ``[B, C]`` becomes ``[B, U]``), so exemplars, patches, scoring and evaluation work on
     its units as they do on channels. ``channels`` (the identity) is the default; a sparse
     autoencoder's latents or a matrix of directions are others.
+
+    Optional methods say how units write back into the layer, which ablation and
+    prediction attribution need (a map with neither is refused there, with the reason):
+    ``decoder(layer) -> Tensor | None``, ``[U, C]``: unit ``u`` contributes
+    ``u * decoder[u]`` to a channel vector (an SAE's decoder weight); or
+    ``channel_groups(layer) -> Tensor``, ``[U, C]`` 0/1: each unit is a group of channels
+    (attention heads). Also optional: ``bind(loaded)`` (read the model before use),
+    ``needs_fit`` with ``fit``/``restore`` (fitted on the probing images and recorded).
     """
 
     name: str
@@ -146,6 +154,9 @@ class Patcher(Protocol):
     The labeler's built-in modes cut patches from the activation maps the exemplar search
     kept; a patcher instead computes, for each exemplar, a map at input resolution (an
     attribution such as Grad-CAM or integrated gradients), from which the patch is cut.
+
+    Optional: ``for_unit_map(unit_map) -> Patcher``, the patcher attributing a unit map's
+    units instead of channels (``units_from``); a patcher without it is refused there.
     """
 
     name: str

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..data.vocabulary import Vocabulary
 from ..errors import NeurolabelError, SpecError
 from .context import ResolveContext, default_cache_dir, resolve_device
-from .contracts import Describer, LoadedModel, Summarizer
+from .contracts import Describer, LoadedModel, Summarizer, UnitMap
 from .manager import get_plugins
 from .spec import Spec
 
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
     from ..data.preprocessing import Preprocessing
     from ..data.result import LabelingResult
+
+
+#: The unit map that leaves channels as they are.
+CHANNELS = "channels"
 
 
 def build_context(
@@ -287,3 +291,36 @@ def resolve_summarizer(spec: str | Summarizer, ctx: ResolveContext) -> Summarize
     if not isinstance(summarizer, Summarizer):
         raise NeurolabelError(f"{summarizer!r} is not a summarizer: it has no summarize()")
     return summarizer
+
+
+def build_unit_map(
+    units_from: str | UnitMap,
+    ctx: ResolveContext,
+    record: dict[str, Any] | None = None,
+    loaded: LoadedModel | None = None,
+) -> UnitMap:
+    """Resolve a unit-map spec (or take the object), restore what a result recorded of it
+    (a fitted map) and let it read ``loaded`` (attention heads)."""
+    unit_map = (
+        ctx.registries.unit_maps.resolve(units_from, ctx)
+        if isinstance(units_from, str)
+        else units_from
+    )
+    restore = getattr(unit_map, "restore", None)
+    if record and callable(restore):
+        restore(record)
+    bind = getattr(unit_map, "bind", None)
+    if loaded is not None and callable(bind):
+        bind(loaded)
+    return unit_map
+
+
+def result_unit_map(
+    result: Any, ctx: ResolveContext, loaded: LoadedModel | None = None
+) -> UnitMap | None:
+    """The unit map a :class:`~neurolabel.plugin_core.data.result.LabelingResult` was
+    labeled with (fitted maps restored from the result), or None for channels."""
+    units_from = result.settings.get("units_from")
+    if not isinstance(units_from, str) or units_from == CHANNELS:
+        return None
+    return build_unit_map(units_from, ctx, result.settings.get("unit_map"), loaded)

@@ -34,6 +34,7 @@ from .tables import (
 )
 from .tables import tabulate as tabulate_figures
 from .thumbnails import THUMBNAIL_SIZE, ExemplarImages, ImageTable, SourceImages
+from .unit_map_text import shown_settings, unit_map_line
 
 #: Sent with the page: nothing may be fetched (images are data URIs, script and style inline).
 CONTENT_SECURITY_POLICY = (
@@ -213,6 +214,9 @@ class _Builder:
             parts.append(f"vocabulary {settings['vocabulary']}" + (f" ({size})" if size else ""))
         if settings.get("aggregation"):
             parts.append(f"aggregation {settings['aggregation']}")
+        units = unit_map_line(result)
+        if units:
+            parts.append(units)
         if dataset.get("num_used") is not None:
             parts.append(f"{dataset['num_used']} probing images")
         version = result.versions.get("neurolabel")
@@ -232,7 +236,7 @@ class _Builder:
         model = {k: v for k, v in result.model.items() if k not in ("class_names", "preprocessing")}
         out.append(self._panel("Model", _kv_table(model)))
         if result.settings:
-            out.append(self._panel("Run settings", _kv_table(result.settings)))
+            out.append(self._panel("Run settings", _kv_table(shown_settings(result.settings))))
         out.append(self._panel("Probing images", self._dataset_html()))
         evaluation = self._evaluation_html()
         if evaluation:

@@ -27,6 +27,7 @@ from .tables import (
     scoped_figures,
 )
 from .tables import tabulate as tabulate_figures
+from .unit_map_text import unit_map_line
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 _BAR = 20
@@ -335,6 +336,9 @@ def run_line(result: LabelingResult) -> str:
     for key in ("scorer", "vocabulary", "aggregation"):
         if settings.get(key):
             parts.append(f"{key} {settings[key]}")
+    units = unit_map_line(result)
+    if units:
+        parts.append(units)
     if dataset.get("num_used") is not None:
         skipped = dataset.get("num_skipped") or 0
         parts.append(f"{dataset['num_used']} images" + (f" ({skipped} skipped)" if skipped else ""))
