@@ -8,7 +8,9 @@
   trained on the layer's channel vectors, encoded at every position:
   ``act((x - b_dec) @ W_enc + b_enc)``.
 * ``heads``: a unit per attention head of a timm vision transformer (layer
-  ``blocks.N.attn.norm``), its activation the norm of the head's output at each token.
+  ``blocks.N.attn.norm``) or a torchvision one (layer
+  ``encoder.layers.encoder_layer_N.self_attention``), its activation the norm of the
+  head's output at each token, before the output projection.
 
 Files are read as safetensors (``.safetensors``), NumPy (``.npz``/``.npy``) or a
 ``torch.save`` file of tensors (``.pt``/``.pth``/``.bin``, loaded with
@@ -356,8 +358,11 @@ class Heads:
     output projection: read from the block's ``attn.norm`` layer (an identity in timm's
     ``Attention`` unless the model normalizes the heads' outputs, which would mix them),
     whose output is the heads' outputs side by side, reshaped to the patch grid like any
-    token layer. Other attention modules (torchvision's ``nn.MultiheadAttention`` computes
-    its heads inside one function, with no layer to read them from) are refused.
+    token layer. torchvision's ``nn.MultiheadAttention`` (layer
+    ``encoder.layers.encoder_layer_N.self_attention``) computes its heads inside one
+    function and returns them already projected, ``out = z W_o^T + b``; the heads' outputs
+    ``z`` are read back through the inverse of the square output projection, solved in
+    double precision at every token. Other attention modules are refused.
 
     Examples:
         >>> import torch
@@ -370,6 +375,8 @@ class Heads:
     def __init__(self, spec: str) -> None:
         self.name = spec
         self.layout: dict[str, tuple[int, int]] = {}  # layer -> (heads, head_dim)
+        # torchvision layers: (W_o, b) of the output projection the heads are read back from
+        self.projected: dict[str, tuple[Tensor, Tensor | None]] = {}
         self.model: Any = None
 
     def bind(self, loaded: Any) -> None:
@@ -385,6 +392,8 @@ class Heads:
         import torch.nn as nn
 
         modules = dict(self.model.named_modules()) if self.model is not None else {}
+        if isinstance(modules.get(layer), nn.MultiheadAttention):
+            return self._projected_heads(layer, modules[layer], channels)
         parent_name, _, leaf = layer.rpartition(".")
         parent = modules.get(parent_name)
         heads = getattr(parent, "num_heads", None)
@@ -397,8 +406,8 @@ class Heads:
             )
             raise NeurolabelError(
                 f"'heads' reads a timm attention block's 'attn.norm' layer (e.g. "
-                f"blocks.0.attn.norm); '{layer}' is not one{hint}. torchvision's "
-                "nn.MultiheadAttention keeps its heads inside one function and is not supported"
+                f"blocks.0.attn.norm) or a torchvision nn.MultiheadAttention (e.g. "
+                f"encoder.layers.encoder_layer_0.self_attention); '{layer}' is neither{hint}"
             )
         if not isinstance(modules[layer], nn.Identity):
             raise NeurolabelError(
@@ -412,17 +421,48 @@ class Heads:
             )
         return int(heads), channels // int(heads)
 
+    def _projected_heads(self, layer: str, attention: Any, channels: int) -> tuple[int, int]:
+        weight = attention.out_proj.weight.detach().double().cpu()
+        if tuple(weight.shape) != (channels, channels):
+            raise NeurolabelError(
+                f"'{layer}' gives {channels} channels but its output projection is "
+                f"{tuple(weight.shape)}: the heads cannot be read back"
+            )
+        bias = attention.out_proj.bias
+        self.projected[layer] = (weight, None if bias is None else bias.detach().double().cpu())
+        return int(attention.num_heads), channels // int(attention.num_heads)
+
     def __call__(self, layer: str, acts: Tensor) -> Tensor:
         heads, dim = self.layout.get(layer) or self._heads_of(layer, int(acts.shape[1]))
+        if layer in self.projected:
+            acts = self._unproject(layer, acts)
         shape = acts.shape
         split = acts.reshape(shape[0], heads, dim, *shape[2:])
         return split.norm(dim=2)
+
+    def _unproject(self, layer: str, acts: Tensor) -> Tensor:
+        """The heads' outputs ``z`` from ``out = z W_o^T + b``, channels on dimension 1."""
+        import torch
+
+        weight, bias = self.projected[layer]
+        x = acts.movedim(1, -1).double()
+        if bias is not None:
+            x = x - bias.to(x.device)
+        flat = x.reshape(-1, x.shape[-1])
+        z = torch.linalg.solve(weight.to(x.device), flat.T).T  # W_o z = out - b
+        return z.reshape(x.shape).to(acts.dtype).movedim(-1, 1)
 
     def channel_groups(self, layer: str) -> Tensor:
         """``[heads, C]`` membership: head ``h`` owns channels ``h*dim .. (h+1)*dim - 1``
         (zeroing them removes the head's output; its attribution is theirs summed)."""
         import torch
 
+        if layer in self.projected:
+            raise NeurolabelError(
+                f"The heads of '{layer}' (torchvision) are read back through the output "
+                "projection, whose output mixes them: they are labeled and evaluated for "
+                "faithfulness, but not ablated or attributed to (use a timm model for that)"
+            )
         heads, dim = self.layout[layer]
         return torch.eye(heads).repeat_interleave(dim, dim=1)
 
@@ -540,7 +580,8 @@ def register_unit_maps(register: Register[UnitMap]) -> None:
     register(
         "heads",
         build_heads,
-        description="a unit per attention head of a timm ViT block (layer blocks.N.attn.norm)",
+        description="a unit per attention head of a ViT block (timm: layer blocks.N.attn.norm; "
+        "torchvision: encoder.layers.encoder_layer_N.self_attention)",
     )
     register(
         "sae",

@@ -9,8 +9,10 @@ ImageNet sample split by row into 250 probing and 250 held-out images (as in
 channels, its ``--units`` principal directions (``directions:pca?k=N``, fitted on the
 probing half) and, with ``--sae FILE``, the first ``--units`` latents of a sparse
 autoencoder (``train_sae.py`` on the probing half); reported for each: how many labels
-pass the label test, and the held-out faithfulness (correlation of the top concept and of
-the explanation set, random-label baseline).
+pass the label test, the held-out faithfulness (correlation of the top concept and of
+the explanation set, random-label baseline) and the ablation study on the held-out half
+(``--m`` units whose labels match each of ``--classes`` classes taken out, against as many
+random labeled units: the class's probability drop).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def main() -> None:
     parser.add_argument(
         "--sae", type=Path, help="also label the first --units latents of this SAE file"
     )
+    parser.add_argument("--m", type=int, default=10, help="units ablated per class")
+    parser.add_argument("--classes", type=int, default=100, help="classes in the ablation")
+    parser.add_argument("--text", default="classifier", help="text embedder of the ablation")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -73,6 +78,14 @@ def main() -> None:
             live = [n for n in neurons if not n.dead]
             figures = ctx.registries.evaluators.resolve(spec, ctx).evaluate(result, ctx)
             layer = figures["layers"][args.layer]
+            # The causal test: take out the m units whose labels match a class (channels
+            # zeroed, directions' components and SAE latents' decoder contributions
+            # subtracted) and compare the class's probability drop with m random units'.
+            ablation = ctx.registries.evaluators.resolve(
+                f"ablation?images={heldout}&m={args.m}&classes={args.classes}&text={args.text}"
+                f"&model={args.target}",
+                ctx,
+            ).evaluate(result, ctx)["by_m"][str(args.m)]
             report[name] = {
                 "units": len(neurons),
                 "live": len(live),
@@ -80,6 +93,10 @@ def main() -> None:
                 "correlation": layer["correlation"],
                 "set_correlation": layer["set_correlation"],
                 "baseline_correlation": layer["baseline_correlation"],
+                "ablation_matched_drop": ablation["matched_drop"],
+                "ablation_random_drop": ablation["random_drop"],
+                "ablation_other_classes_drop": ablation["other_classes_drop"],
+                "ablation_ratio": ablation["ratio"],
                 "seconds": round(time.perf_counter() - started, 1),
             }
             if name == "pca":

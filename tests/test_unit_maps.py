@@ -303,10 +303,63 @@ def test_attention_heads_of_a_timm_vit_are_units(tmp_path):
         NeuronLabeler(
             "timm:vit_tiny_patch16_224?pretrained=false", ["blocks.0.attn"], **common
         ).run(images)
-    with pytest.raises(NeurolabelError, match="nn.MultiheadAttention"):
+    with pytest.raises(NeurolabelError, match="is neither"):
         NeuronLabeler(
             "torchvision:vit_b_16?weights=none", ["encoder.layers.encoder_layer_0"], **common
         ).run(images[:2])
+
+
+def noise_images(count: int, seed: int) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(count)
+    ]
+
+
+def heads_labeler(model: str, layer: str, **options) -> NeuronLabeler:
+    """A labeler of ``layer``'s attention heads, scored by color."""
+    return NeuronLabeler(
+        model,
+        [layer],
+        scorer="color",
+        vocabulary=["red", "blue"],
+        top_k=2,
+        device="cpu",
+        progress=False,
+        units_from="heads",
+        **options,
+    )
+
+
+def test_attention_heads_of_a_torchvision_vit_are_read_back_through_the_projection():
+    import torch.nn.functional as F
+
+    images = noise_images(3, seed=0)
+    layer = "encoder.layers.encoder_layer_1.self_attention"
+    torch.manual_seed(0)
+    labeler = heads_labeler("torchvision:vit_b_16?weights=none", layer, cache=False)
+    result = labeler.run(images)
+    assert result.layers[layer]["shape"] == [12, 14, 14]
+    # By hand: the heads' outputs from the block's attention input, as nn.MultiheadAttention
+    # computes them before its output projection.
+    loaded = labeler.loaded
+    block = loaded.model.encoder.layers[1]
+    batch = torch.stack([loaded.preprocessing(image) for image in images[:2]])
+    captured = {}
+    handle = block.ln_1.register_forward_hook(lambda m, a, o: captured.setdefault("x", o))
+    with torch.no_grad():
+        loaded.model(batch)
+        handle.remove()
+        attention = block.self_attention
+        q, k, v = F.linear(captured["x"], attention.in_proj_weight, attention.in_proj_bias).chunk(
+            3, -1
+        )
+        split = lambda t: t.view(2, 197, 12, 64).transpose(1, 2)  # noqa: E731
+        z = F.scaled_dot_product_attention(split(q), split(k), split(v))  # [2, 12, 197, 64]
+    by_hand = z[:, :, 1:].norm(dim=-1).reshape(2, 12, 14, 14)
+    with labeler._extractor().open(loaded, [layer]) as read:
+        mapped = read(batch)[layer]
+    assert torch.allclose(mapped, by_hand, rtol=1e-3, atol=1e-4)
 
 
 def layer_output(images: list[Image.Image]) -> torch.Tensor:
@@ -410,21 +463,10 @@ def test_heads_are_ablated_and_attributed_as_their_channels(tmp_path):
     from neurolabel.adapters.captum_attribution import attribute_prediction
     from neurolabel.plugin_core.plugins.unit_writes import remove_units
 
-    rng = np.random.default_rng(1)
-    images = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(4)]
+    images = noise_images(4, seed=1)
     ctx = build_context("cpu", cache_dir=tmp_path / "cache")
     layer = "blocks.1.attn.norm"
-    labeler = NeuronLabeler(
-        "timm:vit_tiny_patch16_224?pretrained=false",
-        [layer],
-        scorer="color",
-        vocabulary=["red", "blue"],
-        top_k=2,
-        device="cpu",
-        progress=False,
-        context=ctx,
-        units_from="heads",
-    )
+    labeler = heads_labeler("timm:vit_tiny_patch16_224?pretrained=false", layer, context=ctx)
     result = labeler.run(images)
     heads = labeler._extractor().unit_map
     tokens = torch.randn(2, 197, 192)

@@ -242,8 +242,9 @@ def explain(
             "--units-from",
             help="What a unit is: channels, sae:FILE (a sparse autoencoder's latents), "
             "directions:FILE (projections on a [units, channels] matrix) or "
-            "directions:pca?k=N (the layer's N principal directions) or heads (a timm ViT's "
-            "attention heads, layer blocks.N.attn.norm); see docs/unit_maps.md",
+            "directions:pca?k=N (the layer's N principal directions) or heads (a ViT's "
+            "attention heads: timm layer blocks.N.attn.norm, torchvision "
+            "encoder.layers.encoder_layer_N.self_attention); see docs/unit_maps.md",
             metavar="SPEC",
         ),
     ] = DEFAULTS.units_from,

@@ -121,7 +121,8 @@ class LabelingSettings:
         holdout_seed: Seed of the holdout split.
         units_from: What a unit is: ``channels`` (default), ``sae:PATH`` (a sparse
             autoencoder's latents), ``directions:PATH`` (projections on a ``[U, C]``
-            matrix), or another registered unit map (``register_unit_maps``).
+            matrix), ``directions:pca?k=N`` (the layer's principal directions), ``heads``
+            (attention heads), or another registered unit map (``register_unit_maps``).
         significance: Level of the label test: a unit whose best concept is not more
             present on its exemplar images than on the probing images at large (p-value
             corrected across the vocabulary and, by false discovery rate, across the
