@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neurolabel.plugin_core.errors import NeurolabelError, missing_extra
+from neurolabel.plugin_core.plugins.hookspecs import hookimpl
+from neurolabel.plugin_core.plugins.registry import Register
+from neurolabel.plugin_core.plugins.spec import Spec
 
 if TYPE_CHECKING:
     import torch
@@ -311,3 +314,51 @@ def text_similarity(left: Sequence[str], right: Sequence[str], spec: str | None 
     """
     embedder = load_text_embedder(spec)
     return embedder.encode(left) @ embedder.encode(right).T
+
+
+class TextScorer:
+    """The ``text[:MODEL]`` scorer: a sentence embedder's text side, for the commands that
+    compare texts only (``find``, ``compare``, ``ablation?text=``); it embeds no image.
+
+    Args:
+        embedder: The sentence embedder.
+        name: The spec.
+
+    Examples:
+        >>> scorer = TextScorer(load_text_embedder(), "text")
+        >>> red, crimson, blue = scorer.encode_texts(["red", "crimson", "blue"])
+        >>> float(red @ crimson) > float(blue @ crimson)
+        True
+    """
+
+    def __init__(self, embedder: TextEmbedder, name: str) -> None:
+        self.embedder = embedder
+        self.name = name
+
+    def encode_texts(self, texts: Sequence[str]) -> Tensor:
+        return self.embedder.encode(list(texts))
+
+    def encode_images(self, images: Sequence[Any]) -> Tensor:
+        raise NeurolabelError(
+            f"'{self.name}' embeds texts only (for find, compare and ablation's text=): "
+            "label with an image scorer such as classifier or open_clip:MODEL"
+        )
+
+
+@hookimpl
+def register_scorers(register: Register[Any]) -> None:
+    """Register ``text[:MODEL]``: sentence embeddings of texts only."""
+
+    def build(spec: Spec, ctx: Any) -> TextScorer:
+        spec.check_options(set())
+        device = getattr(ctx, "device", "cpu")
+        cache = getattr(ctx, "cache_dir", None)
+        embedder = load_text_embedder(spec.argument or None, device, cache)
+        return TextScorer(embedder, str(spec))
+
+    register(
+        "text",
+        build,
+        description="texts only (find, compare, ablation text=): sentence embeddings, "
+        "default the packaged all-MiniLM-L6-v2; text:FOLDER for another",
+    )

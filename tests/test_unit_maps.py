@@ -232,7 +232,7 @@ def test_a_plugin_registers_a_unit_map():
 
 
 def test_principal_directions_are_fitted_on_the_probing_images_and_restored(tmp_path):
-    from neurolabel.plugin_core.evaluation.faithfulness import result_extractor
+    from neurolabel.plugin_core.pipeline.unit_mapping import result_extractor
 
     ctx = build_context("cpu", cache_dir=tmp_path / "cache")
     labeler = small_labeler(ctx, "directions:pca?k=3")

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from ..errors import NeurolabelError, NeurolabelWarning
-from . import demo, discovery, explain, results
+from . import demo, discovery, explain, queries, results
 from .console import err_console
 
 
@@ -52,6 +52,8 @@ app.command(cls=_Command)(discovery.layers)
 app.command(cls=_Command)(discovery.plugins)
 app.command(cls=_Command)(results.report)
 app.command(cls=_Command)(results.evaluate)
+app.command(cls=_Command)(queries.find)
+app.command(cls=_Command)(queries.compare)
 app.command(cls=_Command)(demo.demo)
 
 

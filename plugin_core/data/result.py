@@ -21,7 +21,7 @@ from .result_files import ROOT_KEY, loaded_root, stored_root
 if TYPE_CHECKING:
     from PIL import Image
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 RESULT_FILE = "result.json"
 CSV_FILE = "descriptions.csv"
 #: The description of a unit whose best concept is not significant.
@@ -78,6 +78,12 @@ class NeuronExplanation:
             (parallel to ``concepts``); None when untested.
         unexplained: True when ``p_value`` is above the run's significance level: no
             concept fits better than chance, and the unit gets no label.
+        clarity: How alike its exemplars are in the scorer's space: the mean pairwise cosine
+            of their centered concept profiles, -1 to 1 (None: fewer than two exemplars).
+        groups: Its exemplars' groups, each with its own label: ``[[concept, exemplars,
+            similarity], ...]``, largest first (see
+            :mod:`~neurolabel.plugin_core.pipeline.unit_character`).
+        redundancy: How many other labeled units of the layer share its top concept.
     """
 
     layer: str
@@ -92,6 +98,15 @@ class NeuronExplanation:
     p_value: float | None = None
     p_values: list[float | None] | None = None
     unexplained: bool = False
+    clarity: float | None = None
+    groups: list[list[Any]] | None = None
+    redundancy: int | None = None
+
+    @property
+    def polysemanticity(self) -> int | None:
+        """How many distinct exemplar groups the unit has (each with its own label); None
+        when not measured."""
+        return None if self.groups is None else len(self.groups)
 
     @property
     def description(self) -> str:
@@ -166,6 +181,31 @@ class LabelingResult:
     patch_images: dict[tuple[str, int, int], Image.Image] = field(
         default_factory=dict, repr=False, compare=False
     )
+
+    def find(
+        self,
+        query: str,
+        encode_texts: Any,
+        *,
+        layer: str | None = None,
+        top: int = 10,
+    ) -> list[Any]:
+        """Units whose explanation best matches a free-text query
+        (:func:`~neurolabel.plugin_core.data.unit_search.find_units`).
+
+        Args:
+            query: Free text, in the vocabulary or not ("striped animal").
+            encode_texts: A text embedder, ``texts -> [N, D]`` L2-normalized (a scorer's
+                ``encode_texts``).
+            layer: Search one layer (default: all).
+            top: Units returned.
+
+        Returns:
+            :class:`~neurolabel.plugin_core.data.unit_search.UnitMatch` rows, best first.
+        """
+        from .unit_search import find_units
+
+        return find_units(self, query, encode_texts, layer=layer, top=top)
 
     def explanation(self, layer: str, unit: int) -> NeuronExplanation:
         """The explanation of ``unit`` in ``layer``.
@@ -678,6 +718,11 @@ def _read_neuron(value: Any, where: _Where, layer: str | None) -> NeuronExplanat
     if p_values is not None:
         listed = _list(p_values, _at(where, "p_values"), "a list of numbers or null")
         p_values = [_number(v, _at(_at(where, "p_values"), i)) for i, v in enumerate(listed)]
+    groups = data.get("groups")
+    if groups is not None:
+        listed = _list(groups, _at(where, "groups"), "a list of [concept, size, score]")
+        groups = [_group(g, _at(_at(where, "groups"), i)) for i, g in enumerate(listed)]
+    redundant = data.get("redundancy")
     return NeuronExplanation(
         layer=_text(data.get("layer", layer), _at(where, "layer")),
         unit=_index(data["unit"], _at(where, "unit")),
@@ -691,7 +736,21 @@ def _read_neuron(value: Any, where: _Where, layer: str | None) -> NeuronExplanat
         p_value=_number(data.get("p_value"), _at(where, "p_value")),
         p_values=p_values,
         unexplained=unexplained,
+        clarity=_number(data.get("clarity"), _at(where, "clarity")),
+        groups=groups,
+        redundancy=None if redundant is None else _index(redundant, _at(where, "redundancy")),
     )
+
+
+def _group(value: Any, where: _Where) -> list[Any]:
+    """One exemplar group ``[concept, size, score]``."""
+    if not isinstance(value, list) or len(value) != 3:
+        raise _wrong(where, "[concept, size, score]", value)
+    return [
+        _text(value[0], _at(where, 0)),
+        _index(value[1], _at(where, 1)),
+        _number(value[2], _at(where, 2)),
+    ]
 
 
 def _free_form(value: Any, where: _Where) -> dict[str, Any]:

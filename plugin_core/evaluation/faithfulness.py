@@ -30,7 +30,7 @@ from ..data.result_files import ResultFiles
 from ..data.vocabulary import Vocabulary, normalize_concept
 from ..errors import EmptyInputError, LayerNotFoundError, NeurolabelError
 from ..pipeline.topk import per_image_activation
-from ..pipeline.unit_mapping import mapped_extractor
+from ..pipeline.unit_mapping import result_extractor
 from ..plugins.context import ResolveContext
 from ..plugins.contracts import ConceptScorer, EmbeddingScorer, LoadedModel
 from ..plugins.resolve import load_result_model
@@ -106,23 +106,6 @@ class HeldOut:
     def column(self, concept: str) -> int:
         """Column of ``concept`` in :attr:`presence`."""
         return self._index[normalize_concept(concept)]
-
-
-def result_extractor(result: LabelingResult, context: ResolveContext) -> Any:
-    """The extractor a result was made with (``hooks`` when it names none this install
-    has), mapping channels to the result's units (``settings.units_from``)."""
-    spec = result.settings.get("extractor")
-    registry = context.registries.extractors
-    if not isinstance(spec, str) or not spec.strip() or Spec.parse(spec).name not in registry:
-        spec = "hooks"
-    units_from = result.settings.get("units_from")
-    record = result.settings.get("unit_map")
-    return mapped_extractor(
-        registry.resolve(spec, context),
-        units_from if isinstance(units_from, str) else None,
-        context,
-        record if isinstance(record, dict) else None,
-    )
 
 
 def labeled_neurons(result: LabelingResult, layer: str) -> list[NeuronExplanation]:

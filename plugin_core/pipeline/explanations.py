@@ -21,6 +21,7 @@ from .image_sample import ImageSample
 from .patches import Box
 from .significance import SignificanceSettings, benjamini_hochberg, unit_p_values
 from .topk import TopKState
+from .unit_character import redundancy, unit_character
 
 #: Report heatmaps need only the coarse shape of the map; this bounds result.json's size.
 REPORT_MAP_SIDE = 16
@@ -97,6 +98,7 @@ def explain_layer(
         p_values = label_p_values(layer, evidence, sample, order, significance)
         labels = p_values[:, 0].masked_fill(dead.cpu(), float("nan"))
         q_values = benjamini_hochberg(labels)
+    character = unit_character(exemplar_sims, values, list(vocabulary.concepts), dead.cpu())
     neurons = []
     for row, unit in enumerate(layer.units):
         exemplars = [
@@ -142,8 +144,17 @@ def explain_layer(
                 stats=stats,
                 similarity=similarity,
                 **tested,
+                **character[row],
             )
         )
+    shared = redundancy(
+        [
+            None if n.dead or n.unexplained or not n.concepts else str(n.concepts[0][0])
+            for n in neurons
+        ]
+    )
+    for neuron, count in zip(neurons, shared, strict=True):
+        neuron.redundancy = count
     return neurons
 
 

@@ -696,6 +696,17 @@ class NeuronLabeler:
         unit_map = self._unit_map_record()
         if unit_map is not None:
             result.settings["unit_map"] = unit_map
+        # The categories of the concepts the units were given (compare's coverage).
+        vocabulary = evidence.vocabulary
+        categories = {
+            str(concept): category
+            for neurons in result.neurons.values()
+            for neuron in neurons
+            for concept, _ in neuron.concepts
+            if (category := vocabulary.category(str(concept)))
+        }
+        if categories:
+            result.settings["concept_categories"] = dict(sorted(categories.items()))
         if chosen.whole_layer:
             result.settings["clip_dissect"] = {
                 **clip_dissect.published_settings(chosen.name.split(":", 1)[1]),

@@ -19,6 +19,7 @@ from torch import Tensor
 from ..plugins.context import ResolveContext
 from ..plugins.contracts import Extractor, LayerInfo, LoadedModel, UnitMap
 from ..plugins.resolve import CHANNELS, build_unit_map
+from ..plugins.spec import Spec
 
 
 class MappedReader:
@@ -155,3 +156,20 @@ def fit_unit_map(
         mean = (total / count).cpu()
         covariance = (outer / count).cpu() - torch.outer(mean, mean)
         extractor.unit_map.fit(layer, mean, covariance, torch.cat(sample))  # type: ignore[attr-defined]
+
+
+def result_extractor(result: Any, context: ResolveContext) -> Any:
+    """The extractor a result was made with (``hooks`` when it names none this install
+    has), mapping channels to the result's units (``settings.units_from``)."""
+    spec = result.settings.get("extractor")
+    registry = context.registries.extractors
+    if not isinstance(spec, str) or not spec.strip() or Spec.parse(spec).name not in registry:
+        spec = "hooks"
+    units_from = result.settings.get("units_from")
+    record = result.settings.get("unit_map")
+    return mapped_extractor(
+        registry.resolve(spec, context),
+        units_from if isinstance(units_from, str) else None,
+        context,
+        record if isinstance(record, dict) else None,
+    )

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "neurolabel.backends.open_clip_scorer",
     "neurolabel.backends.classifier_scorer",
     "neurolabel.backends.color_scorer",
+    "neurolabel.backends.text_embedding",
     "neurolabel.backends.composite_scorer",
     "neurolabel.backends.llm_vocabulary",
     "neurolabel.backends.vlm_describer",

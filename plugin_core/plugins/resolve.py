@@ -324,3 +324,37 @@ def result_unit_map(
     if not isinstance(units_from, str) or units_from == CHANNELS:
         return None
     return build_unit_map(units_from, ctx, result.settings.get("unit_map"), loaded)
+
+
+#: The text side used when a result's scorer embeds no text (``find``, ``compare``).
+DEFAULT_TEXT = "text"
+
+
+def resolve_text_side(
+    result: LabelingResult | None, ctx: ResolveContext, text: str | None = None
+) -> tuple[Any, str]:
+    """The text embedder that compares a result's concepts with other texts.
+
+    Args:
+        result: The result whose scorer's text side is wanted (None: ``text`` only).
+        ctx: Resolve context.
+        text: A scorer spec to use instead (``--text``).
+
+    Returns:
+        ``(encode_texts, spec)``: the embedder and the spec it came from, which the
+        commands print (the result's scorer when it embeds texts, else ``text``, the
+        packaged sentence embedder).
+    """
+    spec = text or (result.settings.get("scorer") if result is not None else None)
+    if isinstance(spec, str) and spec.strip():
+        scorer = ctx.registries.scorers.resolve(spec, ctx)
+        encode = getattr(scorer, "encode_texts", None)
+        if callable(encode):
+            return encode, spec
+        if text:
+            raise NeurolabelError(
+                f"--text {text}: this scorer embeds no text; use an embedding scorer "
+                f"(classifier, open_clip:MODEL) or {DEFAULT_TEXT}"
+            )
+    scorer = ctx.registries.scorers.resolve(DEFAULT_TEXT, ctx)
+    return scorer.encode_texts, DEFAULT_TEXT  # type: ignore[union-attr]

@@ -365,6 +365,11 @@ class _Builder:
             figures.append((sorted(s.similarities)[len(s.similarities) // 2], "median similarity"))
         if s.summaries:
             figures.append((s.summaries, "with a summary"))
+        if s.measured:
+            if s.clarities:
+                figures.append((sorted(s.clarities)[len(s.clarities) // 2], "median clarity"))
+            figures.append((s.polysemantic, "polysemantic (2+ exemplar groups)"))
+            figures.append((s.redundant, "redundant (share a top concept)"))
         out = [
             f"<div class='panel'><h2>Layer <code>{_e(s.name)}</code> "
             f"<span class='note'>{_e(kind)}</span></h2><div class='layerhead'><div>",
@@ -454,6 +459,9 @@ class _Builder:
             "s": neuron.summary or None,
             "vlm": [str(label) for label, _ in neuron.described] if neuron.described else None,
             "sim": _num(neuron.similarity),
+            "cl": _num(neuron.clarity),
+            "g": [[str(c), int(n)] for c, n, _ in neuron.groups] if neuron.groups else None,
+            "r": neuron.redundancy,
             "max": _num(neuron.stats.get("max")) if neuron.stats else None,
             "ex": items,
             "ev": [

@@ -27,6 +27,10 @@ class LayerSummary:
         scores: Top-concept scores of the labeled units, in unit order.
         similarities: ``similarity`` of the labeled units that have one.
         summaries: Units with a summary sentence.
+        clarities: ``clarity`` of the live units that have one.
+        polysemantic: Live units whose exemplars form two or more labeled groups.
+        redundant: Labeled units sharing their top concept with another unit.
+        measured: Live units with exemplar groups measured (results before 1.4 have none).
     """
 
     name: str
@@ -41,6 +45,10 @@ class LayerSummary:
     similarities: list[float] = field(default_factory=list)
     summaries: int = 0
     unexplained: int = 0
+    clarities: list[float] = field(default_factory=list)
+    polysemantic: int = 0
+    redundant: int = 0
+    measured: int = 0
 
     @property
     def labeled(self) -> int:
@@ -83,6 +91,10 @@ def summarize_layer(result: LabelingResult, layer: str, top: int = 10) -> LayerS
         if n.similarity is not None and math.isfinite(float(n.similarity))
     ]
     shape = info.get("shape")
+    live = [n for n in neurons if not n.dead]
+    clarities = [
+        float(n.clarity) for n in live if n.clarity is not None and math.isfinite(n.clarity)
+    ]
     return LayerSummary(
         name=layer,
         kind=info.get("kind"),
@@ -96,6 +108,10 @@ def summarize_layer(result: LabelingResult, layer: str, top: int = 10) -> LayerS
         scores=scores,
         similarities=similarities,
         summaries=sum(1 for n in neurons if n.summary),
+        clarities=clarities,
+        polysemantic=sum(1 for n in live if (n.polysemanticity or 0) >= 2),
+        redundant=sum(1 for n in labeled if (n.redundancy or 0) >= 1),
+        measured=sum(1 for n in live if n.groups is not None),
     )
 
 

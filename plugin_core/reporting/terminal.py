@@ -17,7 +17,7 @@ from rich.text import Text
 from ..data.result import LabelingResult, NeuronExplanation
 from ..data.result_files import ResultFiles
 from ..errors import NeurolabelError
-from .layer_summary import LayerSummary, histogram, summarize_layer
+from .layer_summary import LayerSummary, histogram, quantiles, summarize_layer
 from .tables import (
     MAX_NEURON_ROWS,
     FigureTable,
@@ -175,7 +175,57 @@ def layer_summary_table(summary: LayerSummary) -> Table:
         else "—"
     )
     table.add_row("median similarity", similarity)
+    if summary.measured:
+        table.add_row("character", Text(character_line(summary)))
     return table
+
+
+def character_phrase(neuron: NeuronExplanation) -> str:
+    """A unit's clarity, exemplar groups and redundancy in words ('' when not measured).
+
+    Examples:
+        >>> n = NeuronExplanation("fc", 0, [["red", 1.0]], clarity=0.2, redundancy=1,
+        ...                       groups=[["red", 6, 0.9], ["green", 4, 0.8]])
+        >>> print(character_phrase(n).replace(" · ", "\n"))
+        clarity 0.2
+        polysemantic, 2 exemplar groups: 'red' (6), 'green' (4)
+        1 other unit shares its label
+    """
+    parts = []
+    if neuron.clarity is not None:
+        parts.append(f"clarity {format_value(neuron.clarity)}")
+    if neuron.groups:
+        groups = ", ".join(f"'{concept}' ({size})" for concept, size, _ in neuron.groups)
+        many = len(neuron.groups) > 1
+        parts.append(
+            ("polysemantic, " if many else "")
+            + f"{len(neuron.groups)} exemplar group{'s' if many else ''}: {groups}"
+        )
+    if neuron.redundancy:
+        other = "other unit shares" if neuron.redundancy == 1 else "other units share"
+        parts.append(f"{neuron.redundancy} {other} its label")
+    return " · ".join(parts)
+
+
+def character_line(summary: LayerSummary) -> str:
+    """Clarity spread, polysemantic and redundant units of a layer, in one line.
+
+    Examples:
+        >>> s = LayerSummary("fc", "vector", [3], 3, 3, 0, clarities=[0.1, 0.5, 0.9],
+        ...                  polysemantic=1, redundant=2, measured=3)
+        >>> character_line(s)
+        'clarity median 0.5 (p25 0.3, p75 0.7) · 1 of 3 polysemantic · 2 redundant'
+    """
+    parts = []
+    spread = quantiles(summary.clarities)
+    if spread:
+        parts.append(
+            f"clarity median {format_value(spread['median'])} (p25 "
+            f"{format_value(spread['p25'])}, p75 {format_value(spread['p75'])})"
+        )
+    parts.append(f"{summary.polysemantic} of {summary.measured} polysemantic")
+    parts.append(f"{summary.redundant} redundant")
+    return " · ".join(parts)
 
 
 def sparkline(values: list[float], bins: int = 24) -> str:
@@ -465,6 +515,9 @@ def neuron_report(
     if neuron.similarity is not None:
         similarity = format_value(neuron.similarity)
         parts.append(Text(f"similarity of the description with the exemplar patches: {similarity}"))
+    character = character_phrase(neuron)
+    if character:
+        parts.append(Text(character))
     facts = [f"{k} {format_value(v)}" for k, v in neuron.stats.items()]
     if facts:
         parts.append(Text("activation over the probing images: " + ", ".join(facts), style="dim"))
