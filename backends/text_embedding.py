@@ -316,6 +316,10 @@ def text_similarity(left: Sequence[str], right: Sequence[str], spec: str | None 
     return embedder.encode(left) @ embedder.encode(right).T
 
 
+#: The packaged model's word table (``backends/data``), built by tools/build_word_table.py.
+WORD_TABLE = "minilm_words.npz"
+
+
 class TextScorer:
     """The ``text[:MODEL]`` scorer: a sentence embedder's text side, for the commands that
     compare texts only (``find``, ``compare``, ``ablation?text=``); it embeds no image.
@@ -337,6 +341,25 @@ class TextScorer:
 
     def encode_texts(self, texts: Sequence[str]) -> Tensor:
         return self.embedder.encode(list(texts))
+
+    def word_table(self) -> dict[str, Any] | None:
+        """The shipped table of 20,000 frequent words for the HTML report's Ask tab, for
+        the packaged model (``tools/build_word_table.py``); None for another model."""
+        import numpy as np
+        import torch
+
+        if Path(self.embedder.name).resolve() != default_model_path().resolve():
+            return None
+        path = Path(__file__).parent / "data" / WORD_TABLE
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {
+                "words": [str(w) for w in data["words"]],
+                "vectors": torch.from_numpy(data["vectors"].copy()),
+                "basis": torch.from_numpy(data["basis"].copy()),
+                "mean": torch.from_numpy(data["mean"].copy()),
+            }
 
     def encode_images(self, images: Sequence[Any]) -> Tensor:
         raise NeurolabelError(

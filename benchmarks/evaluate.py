@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
+
+from common import emit
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 #: The exact settings of the CLIP-Dissect baseline, filled by the run.
@@ -216,10 +217,7 @@ def main() -> None:
     report["settings"]["seconds"] = seconds
     if CLIP_DISSECT_SETTINGS:
         report["settings"]["clip_dissect"] = CLIP_DISSECT_SETTINGS
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json_path:
-        args.json_path.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.json_path)
 
 
 if __name__ == "__main__":

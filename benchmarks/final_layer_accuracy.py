@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
+from common import emit
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 #: Two classifiers the target is not, as one eye; temperature 1 and top-1 because the
@@ -265,10 +265,7 @@ def main() -> None:
         "device": str(ctx.device),
         "torch_threads": torch.get_num_threads(),
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json_path:
-        args.json_path.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.json_path)
 
 
 if __name__ == "__main__":

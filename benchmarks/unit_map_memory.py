@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import emit
 from PIL import Image
 
 
@@ -132,10 +133,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
         },
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json_path:
-        args.json_path.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.json_path)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ random labeled units: the class's probability drop).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from common import emit, imagenet_labeler
 from evaluate import DEFAULT_IMAGES, split_folder
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from neurolabel import NeuronLabeler, build_context
+    from neurolabel import build_context
 
     ctx = build_context("cpu")
     report: dict = {}
@@ -62,17 +62,8 @@ def main() -> None:
             runs.append(("sae", f"sae:{args.sae}", range(args.units)))
         for name, units_from, units in runs:
             started = time.perf_counter()
-            result = NeuronLabeler(
-                args.target,
-                layers=[args.layer],
-                scorer=args.eye,
-                vocabulary="imagenet",
-                top_k=args.top_k,
-                context=ctx,
-                units=units,
-                batch_size=args.batch_size,
-                units_from=units_from,
-                progress=not args.quiet,
+            result = imagenet_labeler(
+                args.target, args.layer, args, ctx, units=units, units_from=units_from
             ).run(probe)
             neurons = result.neurons[args.layer]
             live = [n for n in neurons if not n.dead]
@@ -103,10 +94,7 @@ def main() -> None:
                 variance = result.settings["unit_map"]["explained_variance"][args.layer]
                 report[name]["explained_variance"] = round(sum(variance), 4)
     report["settings"] = {k: str(v) for k, v in vars(args).items() if k != "json_path"}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json_path:
-        args.json_path.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.json_path)
 
 
 if __name__ == "__main__":

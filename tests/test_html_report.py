@@ -460,3 +460,52 @@ def test_a_label_with_a_control_character_plots_without_a_warning():
         figure = report_plots.concept_bars([("\x1b[31mgreen\x1b[0m", 3), ("red", 2)])
     assert figure is not None and figure.startswith("data:image/png")
     assert not [w for w in caught if "\x1b" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_the_ask_tab_and_the_character_filters_in_a_browser(browser, tmp_path):
+    from neurolabel.plugin_core.data.result import NeuronExplanation
+    from neurolabel.plugin_core.plugins.resolve import build_context, resolve_text_side
+    from neurolabel.plugin_core.reporting.query_table import query_table
+
+    units = [
+        NeuronExplanation("fc", 0, [["blue", 2.0]], clarity=0.9, groups=[["blue", 8, 0.9]]),
+        NeuronExplanation(
+            "fc", 1, [["green", 1.5]], clarity=0.1, groups=[["green", 5, 0.8], ["red", 4, 0.7]]
+        ),
+        NeuronExplanation("fc", 2, [["red", 1.8]], clarity=0.8, groups=[["red", 9, 0.9]]),
+    ]
+    result = LabelingResult({"name": "m"}, {"fc": {"units": 3}}, {"fc": units})
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    text_side, _ = resolve_text_side(None, ctx)
+    table = query_table(result, text_side)
+    assert len(table["texts"]) >= 20000 and "crimson" in table["texts"]  # the shipped words
+    path = write_html_report(result, tmp_path / "report.html", query=table)
+    _open(browser, path, "#ask")
+    run_js = browser.execute_script
+    assert run_js("return !document.getElementById('ask').hidden")
+    browser.find_element("css selector", "#ask input.ask").send_keys("crimson")
+    time.sleep(0.5)
+    rows = run_js(
+        "return Array.from(document.querySelectorAll('#ask table.answers tr')).slice(1)"
+        ".map(function (r) { return [r.cells[2].textContent, r.cells[4].textContent]; })"
+    )
+    # red's unit first; the green unit is found through its red exemplar group
+    assert rows[0] == ["red", "red"] and ["green", "red"] in rows[:2], rows
+    run_js(
+        "var s = document.querySelector('#ask select.poly'); s.value = 'poly';"
+        "s.dispatchEvent(new Event('change'));"
+    )
+    assert run_js("return document.querySelectorAll('#ask table.answers tr').length") == 2
+    _screenshot(browser, tmp_path, "html_report_ask.png")
+    # a layer's filters: clarity at least 0.5 hides the polysemantic unit
+    run_js("location.hash = '#layer-0'")
+    time.sleep(0.3)
+    browser.find_element("css selector", "#layer-0 input.clarity").send_keys("0.5")
+    time.sleep(0.5)
+    shown = run_js(
+        "return Array.from(document.querySelectorAll('#layer-0 .card')).map(function (c) "
+        "{ return c.id; })"
+    )
+    assert shown == ["n-0-0", "n-0-2"]
+    assert "clarity 0.9" in run_js("return document.querySelector('#n-0-0').textContent")
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

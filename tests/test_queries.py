@@ -116,3 +116,18 @@ def test_find_and_compare_from_the_command_line(labeled, capsys):
     assert data["figures"]["shared_share_a"] == 1.0 and not data["only_a"]
     code, _, err = run(["find", str(folder)], capsys)
     assert code == 2 and "Give a QUERY or --image PATH" in err
+
+
+def test_report_compares_and_asks(labeled, tmp_path, capsys):
+    _, _, folder = labeled
+    code, out, _ = run(["report", str(folder), "--compare", str(folder)], capsys)
+    assert code == 0 and "concepts in both" in out
+    page = tmp_path / "r.html"
+    code, _, err = run(
+        ["report", str(folder), "--html", str(page), "--compare", str(folder), "--ask"], capsys
+    )
+    assert code == 0, err
+    text = page.read_text(encoding="utf-8")
+    assert "id='compare'" in text and "id='ask'" in text and '"query":' in text
+    code, _, _ = run(["report", str(folder), "--html", str(page)], capsys)
+    assert "id='ask'" not in page.read_text(encoding="utf-8")

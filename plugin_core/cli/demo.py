@@ -88,6 +88,7 @@ def run_demo(
     from ..pipeline.labeler import NeuronLabeler
     from ..plugins.resolve import build_context, resolve_model
     from ..reporting.html_report import REPORT_FILE, write_html_report
+    from ..reporting.query_table import ask_table
 
     images = out / "images"
     write_probe_images(images)
@@ -117,7 +118,7 @@ def run_demo(
     labeler = NeuronLabeler(loaded, layers=list(DEMO_LAYERS), settings=settings, context=ctx)
     result = labeler.run(images)
     result.save(out)
-    write_html_report(result, out / REPORT_FILE, folder=out)
+    write_html_report(result, out / REPORT_FILE, folder=out, query=ask_table(result, ctx))
     return result
 
 

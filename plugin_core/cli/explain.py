@@ -350,12 +350,16 @@ def explain(
             written.append(f"{out / PATCH_DIR}/")
         if not no_html:
             from ..reporting.html_report import REPORT_FILE, write_html_report
+            from ..reporting.query_table import ask_table
 
             # Seconds for thousands of neurons: say what is going on.
             status = nullcontext() if quiet else console.status("Writing the HTML report")
             with status:
                 # From the in-memory result: its patches are still decoded, no need to re-read them.
-                written.append(str(write_html_report(result, out / REPORT_FILE, folder=out)))
+                page = write_html_report(
+                    result, out / REPORT_FILE, folder=out, query=ask_table(result, ctx)
+                )
+                written.append(str(page))
         if not quiet:
             console.print(result_table(result))
             summary = significance_summary(result)

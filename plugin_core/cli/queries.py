@@ -90,9 +90,11 @@ def find(
 
 
 def _text_side(result: Any, ctx: Any, text: str | None) -> tuple[Any, str]:
+    """The text embedder (``encode_texts``) and the spec it came from."""
     from ..plugins.resolve import resolve_text_side
 
-    return resolve_text_side(result, ctx, text)
+    scorer, spec = resolve_text_side(result, ctx, text)
+    return scorer.encode_texts, spec
 
 
 def _print_matches(rows: list[dict[str, Any]], query: str, spec: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,6 +44,24 @@ def report(
             help="The probing images' folder, when it moved since the result was made",
         ),
     ] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare",
+            metavar="OTHER",
+            help="Compare with another result (a Compare tab with --html, tables without)",
+        ),
+    ] = None,
+    ask: Annotated[
+        bool,
+        typer.Option(
+            "--ask",
+            help="With --html: an Ask tab ranking units by a free-text query (loads the "
+            "result's text embedder: seconds; explain and demo add it themselves)",
+            metavar="",
+        ),
+    ] = False,
+    device: Device = "auto",
 ) -> None:
     """Show a saved result: per-layer tables, one neuron, JSON, or an HTML report."""
     from ..data.result import LabelingResult
@@ -60,6 +78,10 @@ def report(
     chosen = parse_neuron(neuron) if neuron is not None else None
     if chosen is not None:
         result.explanation(*chosen)  # a clear error before any output
+    other = LabelingResult.load(compare) if compare is not None else None
+    if other is not None and html is None:
+        _print_comparison(result, other, result_path, compare, device, as_json)  # type: ignore[arg-type]
+        return
     if html is not None:
         from ..errors import NeurolabelError
         from ..reporting.html_report import write_html_report
@@ -70,7 +92,8 @@ def report(
             raise NeurolabelError(
                 f"--html {html} is a folder: name the file to write, e.g. {html / 'report.html'}"
             )
-        written = write_html_report(result, html, folder=folder, image_root=images)
+        extras = _html_extras(result, other, compare, ask, device)
+        written = write_html_report(result, html, folder=folder, image_root=images, **extras)
         # With --json, stdout carries only the JSON.
         (err_console if as_json else console).print(
             f"Wrote {written} ({written.stat().st_size / 1e6:.1f} MB)",
@@ -93,6 +116,48 @@ def report(
         print(json.dumps(data, indent=1))
         return
     console.print(layer_report(result, layer=layer, limit=limit or None))
+
+
+def _html_extras(
+    result: Any, other: Any, other_path: Path | None, ask: bool, device: str
+) -> dict[str, Any]:
+    """The Ask tab's word table and the Compare tab, for write_html_report."""
+    if other is None and not ask:
+        return {}
+    from ..data.unit_search import compare_results
+    from ..plugins.resolve import build_context, resolve_text_side
+    from ..reporting.query_table import ask_table
+
+    ctx = build_context(device)
+    extras: dict[str, Any] = {}
+    with err_console.status("Embedding the concepts for the Ask tab"):
+        scorer, spec = resolve_text_side(result, ctx)
+        if ask:
+            extras["query"] = ask_table(result, ctx)
+        if other is not None:
+            comparison = compare_results(result, other, scorer.encode_texts)
+            comparison["text"] = spec
+            extras["comparison"] = (comparison, str(other_path))
+    return extras
+
+
+def _print_comparison(
+    result: Any, other: Any, path: Path, other_path: Path, device: str, as_json: bool
+) -> None:
+    from ..data.unit_search import compare_results
+    from ..plugins.resolve import build_context, resolve_text_side
+    from ..reporting.comparison import comparison_tables
+
+    ctx = build_context(device)
+    with err_console.status("Comparing"):
+        scorer, spec = resolve_text_side(result, ctx)
+        comparison = compare_results(result, other, scorer.encode_texts)
+    comparison["text"] = spec
+    if as_json:
+        print(json.dumps(comparison, indent=1))
+        return
+    for table in comparison_tables(comparison, str(path), str(other_path)):
+        console.print(table)
 
 
 def evaluate(

@@ -23,7 +23,11 @@ from ..errors import NeurolabelError
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from .result import LabelingResult, NeuronExplanation
+#: A :class:`~neurolabel.plugin_core.data.result.LabelingResult` and a
+#: :class:`~neurolabel.plugin_core.data.result.NeuronExplanation` (not imported: the result
+#: module imports this one for ``LabelingResult.find``).
+LabelingResult = Any
+NeuronExplanation = Any
 
 #: ``texts -> [N, D]`` L2-normalized embeddings.
 EncodeTexts = Callable[[Sequence[str]], "Tensor"]

@@ -277,6 +277,8 @@ class NeuronLabeler:
             raise NeurolabelError(
                 f"Scorer {scorer!r} has neither encode_images/encode_texts nor score_images{hint}"
             )
+        if isinstance(spec, str):  # reports and queries in this process reuse it
+            self.ctx.extra.setdefault("scorers", {})[spec] = scorer
         return scorer
 
     def describer(self) -> Describer | None:

@@ -93,6 +93,7 @@ def exemplar_groups(
         [['red', 3, 1.0], ['green', 2, 1.0]]
     """
     from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
 
     n = profiles.shape[0]
     if n < min_size:
@@ -100,8 +101,16 @@ def exemplar_groups(
     if n == 1:
         labels = [1]
     else:
-        tree = linkage(profiles.double().numpy(), method="average", metric="cosine")
-        labels = fcluster(tree, t=GROUP_DISTANCE, criterion="distance").tolist()
+        # Profiles are unit length, or zero for an exemplar exactly at the layer's mean
+        # (cosine 0 with every other: distance 1).
+        unit = profiles.double()
+        distance = (1 - unit @ unit.T).clamp(0, 2)
+        distance.fill_diagonal_(0)
+        condensed = squareform(distance.numpy(), checks=False)
+        # strictly closer than orthogonal: an exact tie (two disjoint one-hot profiles)
+        # stays apart
+        tree = linkage(condensed, method="average")
+        labels = fcluster(tree, t=GROUP_DISTANCE - 1e-9, criterion="distance").tolist()
     groups: list[list[Any]] = []
     for cluster in sorted(set(labels)):
         members = [i for i, c in enumerate(labels) if c == cluster]

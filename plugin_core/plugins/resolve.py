@@ -341,20 +341,20 @@ def resolve_text_side(
         text: A scorer spec to use instead (``--text``).
 
     Returns:
-        ``(encode_texts, spec)``: the embedder and the spec it came from, which the
-        commands print (the result's scorer when it embeds texts, else ``text``, the
-        packaged sentence embedder).
+        ``(scorer, spec)``: an object with ``encode_texts`` and the spec it came from,
+        which the commands print (the result's scorer when it embeds texts, else ``text``,
+        the packaged sentence embedder).
     """
     spec = text or (result.settings.get("scorer") if result is not None else None)
     if isinstance(spec, str) and spec.strip():
-        scorer = ctx.registries.scorers.resolve(spec, ctx)
-        encode = getattr(scorer, "encode_texts", None)
-        if callable(encode):
-            return encode, spec
+        # A scorer this process already built (the labeler's) is reused, not loaded again.
+        built = ctx.extra.get("scorers", {}).get(spec)
+        scorer = built if built is not None else ctx.registries.scorers.resolve(spec, ctx)
+        if callable(getattr(scorer, "encode_texts", None)):
+            return scorer, spec
         if text:
             raise NeurolabelError(
                 f"--text {text}: this scorer embeds no text; use an embedding scorer "
                 f"(classifier, open_clip:MODEL) or {DEFAULT_TEXT}"
             )
-    scorer = ctx.registries.scorers.resolve(DEFAULT_TEXT, ctx)
-    return scorer.encode_texts, DEFAULT_TEXT  # type: ignore[union-attr]
+    return ctx.registries.scorers.resolve(DEFAULT_TEXT, ctx), DEFAULT_TEXT

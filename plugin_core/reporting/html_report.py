@@ -22,6 +22,7 @@ from ..data.atomic import atomic_write
 from ..data.result import LabelingResult, NeuronExplanation
 from ..errors import NeurolabelError
 from . import plots as report_plots
+from .comparison import comparison_html
 from .heatmaps import encode_map, exemplar_map, map_region, percent_box
 from .layer_summary import LayerSummary, summarize_layer
 from .tables import (
@@ -60,6 +61,8 @@ def build_html_report(
     thumbnail_size: int = THUMBNAIL_SIZE,
     title: str | None = None,
     image_root: str | Path | None = None,
+    query: dict[str, Any] | None = None,
+    comparison: tuple[dict[str, Any], str] | None = None,
 ) -> str:
     """Build the HTML report of a result as one self-contained document.
 
@@ -73,6 +76,10 @@ def build_html_report(
         exemplars: Exemplars per neuron card.
         thumbnail_size: Longest side of embedded thumbnails, in pixels.
         title: Page title (default: from the model name).
+        query: The word table of :func:`~neurolabel.plugin_core.reporting.query_table.query_table`:
+            the page gains an "Ask" tab that ranks units by a free-text query, offline.
+        comparison: ``(compare_results(result, other, ...), name of other)``: the page
+            gains a "Compare" tab.
 
     Returns:
         The HTML text.
@@ -84,7 +91,9 @@ def build_html_report(
         >>> "<script>" in page.split("id='nl-data'")[1].split("</script>")[0]
         False
     """
-    return _Builder(result, folder, images, exemplars, thumbnail_size, image_root).page(title)
+    builder = _Builder(result, folder, images, exemplars, thumbnail_size, image_root)
+    builder.query, builder.comparison = query, comparison
+    return builder.page(title)
 
 
 def write_html_report(
@@ -168,21 +177,34 @@ class _Builder:
         self.plots_left = MAX_METRIC_PLOTS
         self.maps = 0  # heatmaps drawn
         self.carried_maps = 0  # exemplars whose result entry has a map
+        self.query: dict[str, Any] | None = None
+        self.comparison: tuple[dict[str, Any], str] | None = None
 
     # -- page -------------------------------------------------------------------------
     def page(self, title: str | None) -> str:
         result = self.result
         layers = [self._layer_payload(i, n) for i, n in enumerate(self.layer_names)]
-        payload = {"images": self.table.uris, "layers": layers}
+        payload: dict[str, Any] = {"images": self.table.uris, "layers": layers}
         model = str(result.model.get("name") or "model")
         title = title or f"neurolabel report: {model}"
         default = "overview"  # what was run, on what, and how to read it: then the layers
         nav = [_tab_link("overview", "Overview", None, default)]
+        sections = [self._overview(default)]
+        if self.query is not None:
+            payload["query"] = self.query
+            nav.append(_tab_link("ask", "Ask", None, default))
+            sections.append(_ask_section(default))
+        if self.comparison is not None:
+            nav.append(_tab_link("compare", "Compare", None, default))
+            sections.append(
+                f"<section id='compare'{_hidden('compare', default)}><div class='panel'>"
+                f"<h2>Compared with another result</h2>{comparison_html(*self.comparison)}"
+                "</div></section>"
+            )
         nav += [
             _tab_link(f"layer-{i}", name, len(result.neurons[name]), default)
             for i, name in enumerate(self.layer_names)
         ]
-        sections = [self._overview(default)]
         sections += [
             self._layer_section(i, name, default) for i, name in enumerate(self.layer_names)
         ]
@@ -331,9 +353,11 @@ class _Builder:
             "<option value='score'>sort: score, high first</option>"
             "<option value='low'>sort: score, low first</option>"
             "<option value='sim'>sort: similarity</option>"
-            "<option value='act'>sort: max activation</option></select>"
-            "<label><input type='checkbox'> hide dead and unexplained</label>"
-            "<span class='count'></span></div>"
+            "<option value='act'>sort: max activation</option>"
+            "<option value='clarity'>sort: clarity</option></select>"
+            "<label><input type='checkbox' class='hide'> hide dead and unexplained</label>"
+            + _character_filters()
+            + "<span class='count'></span></div>"
         )
         return "".join(
             [
@@ -561,6 +585,33 @@ def _figures(items: list[tuple[Any, str]]) -> str:
         f"<div><b>{_e(format_value(v))}</b><span>{_e(k)}</span></div>" for v, k in items
     )
     return f"<div class='figures'>{cells}</div>"
+
+
+def _character_filters() -> str:
+    """Filters by clarity and polysemanticity (a layer's toolbar and the Ask tab)."""
+    return (
+        "<label>clarity ≥ <input type='number' class='clarity' step='0.05' min='-1' max='1' "
+        "placeholder='any' aria-label='Minimum clarity'></label>"
+        "<select class='poly' aria-label='Exemplar groups'>"
+        "<option value=''>any groups</option>"
+        "<option value='mono'>one exemplar group</option>"
+        "<option value='poly'>polysemantic (2+ groups)</option></select>"
+    )
+
+
+def _ask_section(default: str) -> str:
+    return (
+        f"<section id='ask'{_hidden('ask', default)}><div class='panel'><h2>Ask the labels</h2>"
+        "<p class='note'>Ranks every labeled unit by how well its explanation (ranked "
+        "concepts and exemplar-group labels) matches your words, with the embeddings stored "
+        "in this page (no network): words outside its table are ignored. Approximate; "
+        '<code>neurolabel find RESULT "QUERY"</code> is exact.</p>'
+        "<div class='toolbar'><input type='search' class='ask' placeholder='e.g. striped "
+        "animal' aria-label='Query' autocomplete='off'>"
+        + _character_filters()
+        + "<span class='count'></span></div>"
+        "<div class='tablewrap'><table class='answers'></table></div></div></section>"
+    )
 
 
 def _kv_table(values: dict[str, Any]) -> str:

@@ -186,7 +186,7 @@ def character_phrase(neuron: NeuronExplanation) -> str:
     Examples:
         >>> n = NeuronExplanation("fc", 0, [["red", 1.0]], clarity=0.2, redundancy=1,
         ...                       groups=[["red", 6, 0.9], ["green", 4, 0.8]])
-        >>> print(character_phrase(n).replace(" · ", "\n"))
+        >>> print(character_phrase(n).replace(" · ", "\\n"))
         clarity 0.2
         polysemantic, 2 exemplar groups: 'red' (6), 'green' (4)
         1 other unit shares its label

@@ -102,6 +102,12 @@
                 "ranking is not a label)" : ""));
     }
     if (n.sim !== null && n.sim !== undefined) meta.push("similarity " + fmt(n.sim));
+    if (n.cl !== null && n.cl !== undefined) meta.push("clarity " + fmt(n.cl));
+    if (n.g && n.g.length > 1) {
+      meta.push("polysemantic: " + n.g.map(function (g) { return g[0] + " (" + g[1] + ")"; })
+        .join(", "));
+    }
+    if (n.r) meta.push(n.r + " other unit" + (n.r > 1 ? "s share" : " shares") + " its label");
     if (n.vlm && n.vlm.length) meta.push("describer: " + n.vlm.join(", "));
     if (n.max !== null && n.max !== undefined) meta.push("max activation " + fmt(n.max));
     if (meta.length) c.appendChild(el("div", "note", meta.join(" \u00b7 ")));
@@ -155,15 +161,29 @@
     score: function (a, b) { return b.key - a.key || a.n.u - b.n.u; },
     low: function (a, b) { return a.key - b.key || a.n.u - b.n.u; },
     sim: function (a, b) { return b.sim - a.sim || a.n.u - b.n.u; },
-    act: function (a, b) { return b.act - a.act || a.n.u - b.n.u; }
+    act: function (a, b) { return b.act - a.act || a.n.u - b.n.u; },
+    clarity: function (a, b) { return b.cl - a.cl || a.n.u - b.n.u; }
   };
   function num(x, dflt) { return x === null || x === undefined ? dflt : x; }
+  // the clarity and exemplar-group filters of a toolbar: true when n passes them
+  function character(bar) {
+    var min = parseFloat(bar.querySelector(".clarity").value), poly = bar.querySelector(".poly").value;
+    return function (n) {
+      if (!isNaN(min) && !(n.cl !== null && n.cl !== undefined && n.cl >= min)) return false;
+      var groups = n.g ? n.g.length : 0;
+      if (poly === "poly" && groups < 2) return false;
+      if (poly === "mono" && groups !== 1) return false;
+      return true;
+    };
+  }
   function apply(st) {
     var q = st.search.value.trim().toLowerCase();
     var unit = /^#?\d+$/.test(q) ? +q.replace("#", "") : -1;
     var hide = st.hide.checked, order = st.sort.value, list = [];
+    var passes = character(st.section.querySelector(".toolbar"));
     st.L.neurons.forEach(function (n) {
       if (hide && (n.dead || n.un)) return;
+      if (!passes(n)) return;
       var top = n.c.length && !n.dead && !n.un ? n.c[0][1] : null, key = top;
       if (q) {
         key = n.u === unit ? top : matchScore(n, q);
@@ -171,7 +191,8 @@
       }
       var low = order === "low";
       list.push({ n: n, key: num(key, low ? Infinity : -Infinity),
-                  sim: num(n.sim, -Infinity), act: num(n.max, -Infinity) });
+                  sim: num(n.sim, -Infinity), act: num(n.max, -Infinity),
+                  cl: num(n.cl, -Infinity) });
     });
     list.sort(SORTS[order] || SORTS.unit);
     st.list = list; st.shown = 0; st.q = q; st.grid.textContent = "";
@@ -202,7 +223,7 @@
     var section = document.getElementById("layer-" + L.i);
     var st = { L: L, section: section, list: [], shown: 0,
       search: section.querySelector("input[type=search]"), sort: section.querySelector("select"),
-      hide: section.querySelector("input[type=checkbox]"), grid: section.querySelector(".grid"),
+      hide: section.querySelector("input.hide"), grid: section.querySelector(".grid"),
       count: section.querySelector(".count"), empty: section.querySelector(".empty"),
       sentinel: section.querySelector(".sentinel"), ready: false };
     var timer = null;
@@ -212,6 +233,8 @@
     });
     st.sort.addEventListener("change", update);
     st.hide.addEventListener("change", update);
+    section.querySelector(".clarity").addEventListener("input", update);
+    section.querySelector(".poly").addEventListener("change", update);
     section.addEventListener("click", function (event) {
       var chip = event.target.closest("[data-q]");
       if (!chip) return;
@@ -248,6 +271,9 @@
     if (/^layer-\d+$/.test(hash) && states[+hash.slice(6)]) {
       show(hash); ensure(+hash.slice(6)); return;
     }
+    if ((hash === "ask" || hash === "compare") && document.getElementById(hash)) {
+      show(hash); return;
+    }
     show("overview");
   }
   function reveal(i, unit) {
@@ -272,7 +298,93 @@
     document.documentElement.style.setProperty("--header", h + "px");
   }
 
+  // -- the Ask tab: a free-text query ranked with the page's word table ---------------
+  function askSetup(table) {
+    var section = document.getElementById("ask");
+    if (!section || !table) return;
+    var dim = table.dim, bytes = atob(table.vectors), index = {}, skip = {};
+    var vectors = new Float32Array(bytes.length);
+    for (var i = 0; i < bytes.length; i++) {
+      var b = bytes.charCodeAt(i);
+      vectors[i] = (b > 127 ? b - 256 : b) / 127;
+    }
+    table.texts.forEach(function (t, k) { index[t.toLowerCase()] = k; });
+    table.skip.forEach(function (w) { skip[w] = true; });
+    var input = section.querySelector("input.ask"), bar = section.querySelector(".toolbar");
+    var out = section.querySelector("table.answers"), count = section.querySelector(".count");
+    function embed(q) {
+      var rows = [], unknown = [];
+      if (index.hasOwnProperty(q)) rows.push(index[q]);
+      else (q.match(/[a-z][a-z'-]*/g) || []).forEach(function (w) {
+        if (index.hasOwnProperty(w)) { if (!skip[w] || q.indexOf(" ") < 0) rows.push(index[w]); }
+        else unknown.push(w);
+      });
+      if (!rows.length) return { v: null, unknown: unknown };
+      var v = new Float32Array(dim), norm = 0;
+      rows.forEach(function (r) { for (var d = 0; d < dim; d++) v[d] += vectors[r * dim + d]; });
+      for (var d = 0; d < dim; d++) norm += v[d] * v[d];
+      norm = Math.sqrt(norm) || 1;
+      for (var e = 0; e < dim; e++) v[e] /= norm;
+      return { v: v, unknown: unknown };
+    }
+    function cosine(v, k) {
+      var dot = 0, norm = 0;
+      for (var d = 0; d < dim; d++) { var x = vectors[k * dim + d]; dot += v[d] * x; norm += x * x; }
+      return dot / (Math.sqrt(norm) || 1);
+    }
+    function run() {
+      var q = input.value.trim().toLowerCase();
+      out.textContent = "";
+      if (!q) { count.textContent = ""; return; }
+      var e = embed(q);
+      if (!e.v) { count.textContent = "no known word in the query"; return; }
+      var cache = {}, passes = character(bar), found = [];
+      function sim(concept) {
+        var k = index[String(concept).toLowerCase()];
+        if (k === undefined) return null;
+        if (!(k in cache)) cache[k] = cosine(e.v, k);
+        return cache[k];
+      }
+      data.layers.forEach(function (L) {
+        L.neurons.forEach(function (n) {
+          if (n.dead || !n.c.length || !passes(n)) return;
+          var best = -Infinity, via = null;
+          var consider = function (concept, weight) {
+            var c = sim(concept);
+            if (c !== null && c * weight > best) { best = c * weight; via = concept; }
+          };
+          n.c.forEach(function (p, r) { consider(p[0], Math.pow(0.9, r)); });
+          (n.g || []).forEach(function (g) { consider(g[0], 0.9); });
+          if (via !== null) found.push({ L: L, n: n, s: best, via: via });
+        });
+      });
+      found.sort(function (a, b) { return b.s - a.s; });
+      var head = el("tr");
+      ["layer", "unit", "label", "match", "via", "clarity", "groups"].forEach(function (h) {
+        head.appendChild(el("th", null, h));
+      });
+      out.appendChild(head);
+      found.slice(0, 50).forEach(function (f) {
+        var tr = el("tr"), link = el("a", null, "#" + f.n.u);
+        link.href = "#n-" + f.L.i + "-" + f.n.u;
+        var label = f.n.un ? "(unexplained)" : f.n.c[0][0];
+        tr.appendChild(el("td", null, f.L.name));
+        var cell = el("td"); cell.appendChild(link); tr.appendChild(cell);
+        [label, fmt(f.s), f.via, fmt(f.n.cl), f.n.g ? String(f.n.g.length) : "\u2014"]
+          .forEach(function (v) { tr.appendChild(el("td", null, v)); });
+        out.appendChild(tr);
+      });
+      count.textContent = Math.min(50, found.length) + " of " + found.length + " units" +
+        (e.unknown.length ? " (ignored, not in the table: " + e.unknown.join(", ") + ")" : "");
+    }
+    var timer = null;
+    input.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(run, 150); });
+    bar.querySelector(".clarity").addEventListener("input", run);
+    bar.querySelector(".poly").addEventListener("change", run);
+  }
+
   data.layers.forEach(setup);
+  askSetup(data.query);
   headerHeight();
   window.addEventListener("resize", headerHeight);
   window.addEventListener("hashchange", route);
