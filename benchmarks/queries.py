@@ -7,6 +7,7 @@
    and -Lite2, ConSE; vocabulary: the ImageNet class names; top_k 100): for 50 classes
    drawn at random (seed 0) among the 500 the sample holds, the class name is the query;
    reported is how often the class's own unit ranks in the top 5 (and top 1).
+   Pairs are also counted by whether they join the same class unit in both models.
 2. ``compare`` of those logits with EfficientNet-Lite1's logits (labeled the same way:
    mostly shared concepts expected) and with Lite0's ``blocks.2`` (an early block, 40
    channels, labeled with the same eye and vocabulary: mostly disjoint expected).
@@ -106,13 +107,16 @@ def main() -> None:
     lite1, seconds1 = label("packaged:efficientnet_lite1", "classifier", args, ctx)
     early, seconds_early = label("packaged:efficientnet_lite0", "blocks.2", args, ctx)
     for name, other in (("lite0_vs_lite1_logits", lite1), ("lite0_logits_vs_blocks2", early)):
-        comparison = compare_results(lite0, other, encode)
-        report[name] = {
-            **comparison["figures"],
-            "shared_examples": comparison["shared"][:5],
-            "only_b_examples": comparison["only_b"][:5],
-            "pairs_examples": comparison["pairs"][:5],
-        }
+        for counted in (False, True):  # significant labels only, then every live unit
+            comparison = compare_results(lite0, other, encode, unexplained=counted)
+            same_unit = sum(1 for pair in comparison["pairs"] if pair["a"][1] == pair["b"][1])
+            report[name + ("_all_units" if counted else "")] = {
+                **comparison["figures"],
+                "pairs": len(comparison["pairs"]),
+                "pairs_on_the_same_unit": same_unit,
+                "shared_examples": [r["concept"] for r in comparison["shared"][:8]],
+                "only_b_examples": [r["concept"] for r in comparison["only_b"][:8]],
+            }
     report["labeling_seconds"] = {"lite1": seconds1, "blocks2": seconds_early}
 
     big = synthetic(26000, sorted(set(c for c in classes.values())), seed=0)

@@ -153,6 +153,14 @@ def compare(
         float,
         typer.Option(help="Text cosine above which two labels count as one", metavar="COS"),
     ] = 0.85,
+    unexplained: Annotated[
+        bool,
+        typer.Option(
+            "--unexplained",
+            help="Also count units whose label is not significant, by their best candidate",
+            metavar="",
+        ),
+    ] = False,
     top: Top = 15,
     text: Text = None,
     device: Device = "auto",
@@ -168,7 +176,14 @@ def compare(
     with err_console.status("Comparing"):
         encode, spec = _text_side(a, ctx, text)
         comparison = compare_results(
-            a, b, encode, layer_a=layer_a, layer_b=layer_b, synonym=synonym, pairs=top
+            a,
+            b,
+            encode,
+            layer_a=layer_a,
+            layer_b=layer_b,
+            synonym=synonym,
+            pairs=top,
+            unexplained=unexplained,
         )
     comparison["text"] = spec
     if as_json:

@@ -100,11 +100,11 @@ def _candidate_table(
     concepts = list(dict.fromkeys(c for pairs in listed for c, _ in pairs))
     index = {c: i for i, c in enumerate(concepts)}
     width = max((len(p) for p in listed), default=1)
-    ids = torch.zeros(len(neurons), width, dtype=torch.long)
-    weights = torch.zeros(len(neurons), width)
-    for row, pairs in enumerate(listed):
-        for col, (concept, weight) in enumerate(pairs):
-            ids[row, col], weights[row, col] = index[concept], weight
+    # padded Python rows, one tensor each: per-element tensor writes cost seconds at 26k units
+    id_rows = [[index[c] for c, _ in pairs] + [0] * (width - len(pairs)) for pairs in listed]
+    weight_rows = [[w for _, w in pairs] + [0.0] * (width - len(pairs)) for pairs in listed]
+    ids = torch.tensor(id_rows, dtype=torch.long).view(len(neurons), width)
+    weights = torch.tensor(weight_rows, dtype=torch.float32).view(len(neurons), width)
     return concepts, ids, weights
 
 
@@ -209,12 +209,14 @@ def compare_results(
     synonym: float = 0.85,
     pairs: int = 20,
     decay: float = DECAY,
+    unexplained: bool = False,
 ) -> dict[str, Any]:
     """What two results' units see in common and apart.
 
-    The concepts of a result are its labeled units' top concepts (dead and unexplained
-    units left out). A concept of one result is *shared* when the other has it or a synonym
-    of it (text cosine at least ``synonym``), else it is present in that result only. For
+    The concepts of a result are its labeled units' top concepts (dead units left out, and
+    unexplained ones unless ``unexplained``: then their best-ranked candidate counts). A
+    concept of one result is *shared* when the other has it or a synonym of it (text
+    cosine at least ``synonym``), else it is present in that result only. For
     each shared concept the best-matching unit pair (the highest cosine between the units'
     explanation embeddings, :func:`unit_embeddings`) is listed. Coverage counts each
     result's labeled units per concept category (``settings.concept_categories``).
@@ -228,6 +230,8 @@ def compare_results(
         synonym: Text cosine above which two concepts count as one.
         pairs: Unit pairs listed.
         decay: Weight lost per rank (unit embeddings).
+        unexplained: Also count units whose label did not pass the label test, by their
+            best-ranked concept.
 
     Returns:
         ``{"a", "b", "shared", "only_a", "only_b", "pairs", "coverage", "figures"}``:
@@ -238,10 +242,10 @@ def compare_results(
     """
     import torch
 
-    units_a = [n for n in _live(a, layer_a) if not n.unexplained]
-    units_b = [n for n in _live(b, layer_b) if not n.unexplained]
-    count_a = Counter(n.description for n in units_a)
-    count_b = Counter(n.description for n in units_b)
+    units_a = [n for n in _live(a, layer_a) if unexplained or not n.unexplained]
+    units_b = [n for n in _live(b, layer_b) if unexplained or not n.unexplained]
+    count_a = Counter(_top(n) for n in units_a)
+    count_b = Counter(_top(n) for n in units_b)
     names_a, names_b = list(count_a), list(count_b)
     shared: list[dict[str, Any]] = []
     only_a: list[dict[str, Any]] = []
@@ -279,7 +283,7 @@ def compare_results(
     coverage: dict[str, dict[str, int]] = {}
     for side, units, categories in (("a", units_a, categories_a), ("b", units_b, categories_b)):
         for neuron in units:
-            category = str(categories.get(neuron.description) or "uncategorized")
+            category = str(categories.get(_top(neuron)) or "uncategorized")
             coverage.setdefault(category, {"a": 0, "b": 0})[side] += 1
     shared_b = {row["in_b"] for row in shared}
     figures = {
@@ -292,6 +296,7 @@ def compare_results(
         "labeled_units_a": len(units_a),
         "labeled_units_b": len(units_b),
         "synonym": synonym,
+        "unexplained_counted": unexplained,
     }
     return {
         "a": _describe(a, layer_a),
@@ -303,6 +308,11 @@ def compare_results(
         "pairs": matched_pairs,
         "coverage": dict(sorted(coverage.items())),
     }
+
+
+def _top(neuron: NeuronExplanation) -> str:
+    """A unit's top concept (an unexplained unit's best-ranked candidate)."""
+    return str(neuron.concepts[0][0])
 
 
 def _describe(result: LabelingResult, layer: str | None) -> dict[str, Any]:
@@ -327,9 +337,9 @@ def _best_pairs(
     by_a: dict[str, list[int]] = {}
     by_b: dict[str, list[int]] = {}
     for i, n in enumerate(units_a):
-        by_a.setdefault(n.description, []).append(i)
+        by_a.setdefault(_top(n), []).append(i)
     for j, n in enumerate(units_b):
-        by_b.setdefault(n.description, []).append(j)
+        by_b.setdefault(_top(n), []).append(j)
     wanted_a = sorted({i for row in shared for i in by_a[row["concept"]]})
     wanted_b = sorted({j for row in shared for j in by_b[row["in_b"]]})
     import torch

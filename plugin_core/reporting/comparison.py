@@ -22,6 +22,7 @@ def _summary_line(comparison: dict[str, Any]) -> str:
         f"{share(f['shared_share_a'])} shared · B: {f['concepts_b']} concepts on "
         f"{f['labeled_units_b']} labeled units, {share(f['shared_share_b'])} shared · "
         f"synonyms: text cosine ≥ {f['synonym']} ({comparison.get('text', '?')})"
+        + (" · unexplained units counted" if f.get("unexplained_counted") else "")
     )
 
 
