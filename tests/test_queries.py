@@ -76,6 +76,24 @@ def test_an_image_finds_the_units_firing_on_it_and_where(labeled, tmp_path):
     assert x0 >= 24 and y1 <= 44 and x1 > 50 and y0 < 16  # around the square
 
 
+def test_find_by_image_saves_the_patches(labeled, tmp_path, capsys):
+    _, _, folder = labeled
+    image = Image.new("RGB", (64, 64), (120, 120, 120))
+    image.paste((40, 40, 235), (32, 8, 60, 36))
+    image.save(tmp_path / "blue.png")
+    # a fresh process would reload the network from a spec: the planted one is importable
+    code, out, err = run(
+        ["find", str(folder), "--image", str(tmp_path / "blue.png"), "--layer", "units",
+         "-k", "2", "--save", str(tmp_path / "patches"), "--json",
+         "--model", "python:test_unit_character:Planted"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    rows = json.loads(out)["units"]
+    patch = Image.open(rows[0]["patch"])
+    assert rows[0]["unit"] == 3 and patch.size[0] < 64
+
+
 def test_compare_merges_synonyms_and_pairs_units():
     table = {
         "dog": [1.0, 0.0, 0.0],

@@ -51,6 +51,14 @@ def find(
             help="With --image: the model, when the result's spec cannot be reloaded",
         ),
     ] = None,  # fmt: skip
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            "--save",
+            metavar="DIR",
+            help="With --image: save the patch each unit fired on (LAYER_unitN.png)",
+        ),
+    ] = None,
     device: Device = "auto",
     as_json: AsJson = False,
 ) -> None:
@@ -70,6 +78,9 @@ def find(
         with err_console.status("Running the model on the image"):
             firing = units_on_image(result, image, ctx, model=model, layer=layer, top=top)
         rows = [unit.to_dict() for unit in firing]
+        if save is not None:
+            for row, path in zip(rows, _save_patches(image, firing, save), strict=True):
+                row["patch"] = str(path)
         if as_json:
             print(json.dumps({"image": str(image), "units": rows}, indent=1))
             return
@@ -87,6 +98,25 @@ def find(
         )
         return
     _print_matches(rows, query, spec)
+
+
+def _save_patches(image: Path, firing: list[Any], folder: Path) -> list[Path]:
+    """Each unit's patch of ``image`` (the whole image on vector layers), atomically."""
+    from ..data.atomic import atomic_write
+    from ..data.images import open_image
+    from ..pipeline.patches import cut
+
+    picture = open_image(image)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for unit in firing:
+        # layer names come from the result file: keep them from leaving the folder
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in unit.layer)
+        path = folder / f"{safe}_unit{unit.unit}.png"
+        with atomic_write(path, "wb") as handle:
+            cut(picture, tuple(unit.box) if unit.box else None).save(handle, format="PNG")
+        paths.append(path)
+    return paths
 
 
 def _text_side(result: Any, ctx: Any, text: str | None) -> tuple[Any, str]:
@@ -138,6 +168,8 @@ def _print_firing(rows: list[dict[str, Any]], image: Path) -> None:
             "whole image" if box is None else ", ".join(map(str, box)),
         )
     console.print(table if rows else "No labeled unit in this result.")
+    if rows and "patch" in rows[0]:
+        console.print(f"Patches in {Path(rows[0]['patch']).parent}", highlight=False, markup=False)
 
 
 def compare(
