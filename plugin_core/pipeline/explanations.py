@@ -21,7 +21,7 @@ from .image_sample import ImageSample
 from .patches import Box
 from .significance import SignificanceSettings, benjamini_hochberg, unit_p_values
 from .topk import TopKState
-from .unit_character import redundancy, unit_character
+from .unit_character import mark_redundancy, unit_character
 
 #: Report heatmaps need only the coarse shape of the map; this bounds result.json's size.
 REPORT_MAP_SIDE = 16
@@ -147,14 +147,7 @@ def explain_layer(
                 **character[row],
             )
         )
-    shared = redundancy(
-        [
-            None if n.dead or n.unexplained or not n.concepts else str(n.concepts[0][0])
-            for n in neurons
-        ]
-    )
-    for neuron, count in zip(neurons, shared, strict=True):
-        neuron.redundancy = count
+    mark_redundancy(neurons)
     return neurons
 
 

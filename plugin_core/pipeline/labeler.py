@@ -66,6 +66,7 @@ from .scoring_plan import plan_scoring
 from .settings import PATCH_MODES, LabelingSettings, unknown_settings_message
 from .significance import MIN_SAMPLE, SignificanceSettings
 from .topk import TopKState
+from .unit_character import mark_redundancy
 from .unit_mapping import MappedExtractor, fit_unit_map, mapped_extractor
 
 _VERSIONED = ("neurolabel", "torch", "torchvision", "timm", "open_clip_torch", "pillow", "numpy")
@@ -662,6 +663,8 @@ class NeuronLabeler:
         first = distributed.rank_and_world()[0] == 0
         if describer is not None and first:
             describe_neurons(neurons, evidence, describer, self.settings.num_concepts)
+            for layer_neurons in neurons.values():  # the describer may change top labels
+                mark_redundancy(layer_neurons)
         summarizer = self.summarizer()
         if summarizer is not None and first:
             summarize_neurons(neurons, summarizer)

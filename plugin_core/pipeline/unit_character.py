@@ -40,23 +40,32 @@ def min_group_size(exemplars: int) -> int:
     return max(2, math.ceil(exemplars / 5))
 
 
-def centered_profiles(sims: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-    """``[U, k, V]`` exemplar-concept similarities to unit-length centered profiles.
+def mean_profile(sims: Tensor, values: Tensor, block: int = 256) -> Tensor:
+    """``[V]`` mean similarity profile of a layer's valid exemplars (NaN-free rows with a
+    finite activation), summed in blocks of units so no copy of ``sims`` is made."""
+    import torch
 
-    Args:
-        sims: Similarities (NaN for missing exemplars).
-        values: ``[U, k]`` activations (-inf for missing exemplars).
+    total = torch.zeros(sims.shape[2], dtype=torch.float64)
+    count = 0
+    for start in range(0, sims.shape[0], block):
+        part, valid = (
+            sims[start : start + block],
+            _valid(sims[start : start + block], values[start : start + block]),
+        )
+        total += part[valid].double().sum(dim=0)
+        count += int(valid.sum())
+    return (total / max(count, 1)).float()
 
-    Returns:
-        ``(profiles [U, k, V], valid [U, k])``; invalid rows are zero.
-    """
-    valid = torch.isfinite(values) & torch.isfinite(sims).all(dim=2)
-    filled = torch.where(valid[..., None], sims.float(), torch.zeros(()))
-    count = valid.sum().clamp(min=1)
-    mean = filled.sum(dim=(0, 1)) / count
-    centered = torch.where(valid[..., None], filled - mean, torch.zeros(()))
-    norms = centered.norm(dim=2, keepdim=True).clamp(min=1e-12)
-    return centered / norms, valid
+
+def _valid(sims: Tensor, values: Tensor) -> Tensor:
+    return torch.isfinite(values) & torch.isfinite(sims).all(dim=2)
+
+
+def centered_profiles(sims: Tensor, mean: Tensor) -> Tensor:
+    """``[n, V]`` similarity rows minus the layer's mean profile, scaled to unit length
+    (a row exactly at the mean stays zero)."""
+    centered = sims.float() - mean
+    return centered / centered.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def clarity(profiles: Tensor) -> float | None:
@@ -137,22 +146,35 @@ def unit_character(
     Returns:
         One ``{"clarity": float | None, "groups": [...]}`` per unit.
     """
-    profiles, valid = centered_profiles(sims, values)
+    mean = mean_profile(sims, values)
     size = min_group_size(int(values.shape[1]))
     out: list[dict[str, Any]] = []
     for row in range(values.shape[0]):
         if bool(dead[row]):
             out.append({"clarity": None, "groups": None})
             continue
-        keep = valid[row]
-        mine = profiles[row][keep]
+        # one unit at a time: a [k, V] block, never a second [U, k, V] array
+        keep = _valid(sims[row : row + 1], values[row : row + 1])[0]
+        raw = sims[row][keep]
+        mine = centered_profiles(raw, mean)
         out.append(
             {
                 "clarity": clarity(mine),
-                "groups": exemplar_groups(mine, sims[row][keep], concepts, size),
+                "groups": exemplar_groups(mine, raw, concepts, size),
             }
         )
     return out
+
+
+def mark_redundancy(neurons: list[Any]) -> None:
+    """Set each neuron's ``redundancy`` from the layer's current labels (again after a
+    describer re-ranks them)."""
+    tops = [
+        None if n.dead or n.unexplained or not n.concepts else str(n.concepts[0][0])
+        for n in neurons
+    ]
+    for neuron, count in zip(neurons, redundancy(tops), strict=True):
+        neuron.redundancy = count
 
 
 def redundancy(top_concepts: list[str | None]) -> list[int | None]:
