@@ -149,3 +149,23 @@ def test_report_compares_and_asks(labeled, tmp_path, capsys):
     assert "id='compare'" in text and "id='ask'" in text and '"query":' in text
     code, _, _ = run(["report", str(folder), "--html", str(page)], capsys)
     assert "id='ask'" not in page.read_text(encoding="utf-8")
+
+
+def test_untrusted_concepts_are_escaped_in_the_compare_tab(tmp_path):
+    from neurolabel import write_html_report
+    from neurolabel.plugin_core.reporting.comparison import comparison_html
+
+    evil = "<img src=x onerror=alert(1)>"
+    units = [NeuronExplanation("fc", 0, [[evil, 1.0]], groups=[[evil, 3, 0.5]])]
+    result = LabelingResult({"name": "m"}, {"fc": {"units": 1}}, {"fc": units})
+
+    def encode(texts):
+        return torch.ones(len(texts), 2) / 2**0.5
+
+    comparison = compare_results(result, result, encode)
+    fragment = comparison_html(comparison, "<b>other</b>")
+    assert evil not in fragment and "&lt;img src=x" in fragment and "<b>" not in fragment
+    page = write_html_report(
+        result, tmp_path / "r.html", comparison=(comparison, "<b>other</b>")
+    ).read_text(encoding="utf-8")
+    assert evil not in page and "<b>other</b>" not in page
