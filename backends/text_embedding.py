@@ -335,6 +335,9 @@ class TextScorer:
         True
     """
 
+    #: Tells the labeler this scorer cannot label (it refuses it before any work).
+    texts_only = True
+
     def __init__(self, embedder: TextEmbedder, name: str) -> None:
         self.embedder = embedder
         self.name = name

@@ -169,3 +169,14 @@ def test_untrusted_concepts_are_escaped_in_the_compare_tab(tmp_path):
         result, tmp_path / "r.html", comparison=(comparison, "<b>other</b>")
     ).read_text(encoding="utf-8")
     assert evil not in page and "<b>other</b>" not in page
+
+
+def test_the_text_scorer_cannot_label():
+    from neurolabel.plugin_core.errors import NeurolabelError
+
+    labeler = NeuronLabeler(
+        Planted(), ["units"], scorer="text", vocabulary=VOCABULARY, device="cpu",
+        progress=False, preprocessing=SMALL,
+    )  # fmt: skip
+    with pytest.raises(NeurolabelError, match="embeds texts only"):
+        labeler.run(colored_squares(3))

@@ -278,6 +278,11 @@ class NeuronLabeler:
             raise NeurolabelError(
                 f"Scorer {scorer!r} has neither encode_images/encode_texts nor score_images{hint}"
             )
+        if getattr(scorer, "texts_only", False):
+            raise NeurolabelError(
+                f"'{scorer.name}' embeds texts only (for find, compare and ablation's text=): "
+                "label with an image scorer such as classifier or open_clip:MODEL"
+            )
         if isinstance(spec, str):  # reports and queries in this process reuse it
             self.ctx.extra.setdefault("scorers", {})[spec] = scorer
         return scorer
