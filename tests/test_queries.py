@@ -9,6 +9,7 @@ import torch
 from cli_runner import run
 from PIL import Image
 from test_unit_character import SMALL, Planted, colored_squares
+from torch import nn
 
 from neurolabel import NeuronLabeler
 from neurolabel.plugin_core.data.result import LabelingResult, NeuronExplanation
@@ -180,3 +181,26 @@ def test_the_text_scorer_cannot_label():
     )  # fmt: skip
     with pytest.raises(NeurolabelError, match="embeds texts only"):
         labeler.run(colored_squares(3))
+
+
+def test_an_image_query_over_layers_of_different_map_sizes(tmp_path):
+    from neurolabel.plugin_core.pipeline.image_query import units_on_image
+
+    net = Planted()
+    net.pooled = nn.AvgPool2d(4)  # a second layer with 8x8 maps beside the 32x32 ones
+
+    def forward(x):
+        return net.pooled(net.units(net.detect(x))).mean(dim=(2, 3))
+
+    net.forward = forward
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    result = NeuronLabeler(
+        net, ["units", "pooled"], scorer="color", vocabulary=VOCABULARY, top_k=5,
+        device="cpu", progress=False, context=ctx, preprocessing=SMALL,
+    ).run(colored_squares(30))  # fmt: skip
+    image = Image.new("RGB", (64, 64), (120, 120, 120))
+    image.paste((40, 40, 235), (32, 8, 60, 36))
+    image.save(tmp_path / "blue.png")
+    firing = units_on_image(result, tmp_path / "blue.png", ctx, top=8)
+    assert {unit.layer for unit in firing} == {"units", "pooled"}
+    assert all(unit.box is not None for unit in firing)

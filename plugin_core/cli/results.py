@@ -135,10 +135,23 @@ def _html_extras(
         if ask:
             extras["query"] = ask_table(result, ctx)
         if other is not None:
-            comparison = compare_results(result, other, scorer.encode_texts)
+            comparison = compare_results(
+                result, other, scorer.encode_texts, unexplained=_unlabeled(result, other)
+            )
             comparison["text"] = spec
             extras["comparison"] = (comparison, str(other_path))
     return extras
+
+
+def _unlabeled(*results: Any) -> bool:
+    """True when a result has no significant label: the report then compares every live
+    unit by its best-ranked concept (``compare --unexplained``), and says so."""
+    return any(
+        not any(
+            not n.dead and not n.unexplained and n.concepts for ns in r.neurons.values() for n in ns
+        )
+        for r in results
+    )
 
 
 def _print_comparison(
@@ -151,7 +164,9 @@ def _print_comparison(
     ctx = build_context(device)
     with err_console.status("Comparing"):
         scorer, spec = resolve_text_side(result, ctx)
-        comparison = compare_results(result, other, scorer.encode_texts)
+        comparison = compare_results(
+            result, other, scorer.encode_texts, unexplained=_unlabeled(result, other)
+        )
     comparison["text"] = spec
     if as_json:
         print(json.dumps(comparison, indent=1))

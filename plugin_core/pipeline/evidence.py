@@ -91,6 +91,8 @@ class Evidence:
     #: How an image's activation map became the number images are ranked by (and the
     #: sample's activations): ``max`` or ``mean``.
     activation: str = "max"
+    #: Whether the scorer embeds texts (``find`` and ``compare`` then use its text side).
+    scorer_embeds_texts: bool = False
     #: Null distributions of the label test, per layer and exemplar count: they depend only
     #: on the sample, so every aggregation of this evidence reuses them.
     significance_nulls: dict[str, dict[int, Tensor]] = field(default_factory=dict, repr=False)

@@ -115,16 +115,19 @@ def units_on_image(
             )
     found.sort(key=lambda item: -item[0].z)
     chosen = found[: max(0, top)]
-    spatial = [(i, m, t) for i, (_, m, t) in enumerate(chosen) if m is not None]
-    if spatial:
-        settings = PatchSettings(
-            threshold=str(result.settings.get("threshold") or "quantile"),
-            min_size=float(result.settings.get("min_patch_size") or 0.25),
-        )
-        maps = torch.stack([m for _, m, _ in spatial if m is not None])
-        boxes = input_boxes(
-            maps, torch.tensor([t for _, _, t in spatial]), loaded.preprocessing, settings
-        )
-        for (i, _, _), box in zip(spatial, boxes, strict=True):
+    settings = PatchSettings(
+        threshold=str(result.settings.get("threshold") or "quantile"),
+        min_size=float(result.settings.get("min_patch_size") or 0.25),
+    )
+    # Layers differ in map size (7x7, 14x14...): boxes are cut one map size at a time.
+    by_size: dict[tuple[int, ...], list[tuple[int, torch.Tensor, float]]] = {}
+    for i, (_, unit_map, threshold) in enumerate(chosen):
+        if unit_map is not None:
+            by_size.setdefault(tuple(unit_map.shape), []).append((i, unit_map, threshold))
+    for group in by_size.values():
+        maps = torch.stack([m for _, m, _ in group])
+        thresholds = torch.tensor([t for _, _, t in group])
+        boxes = input_boxes(maps, thresholds, loaded.preprocessing, settings)
+        for (i, _, _), box in zip(group, boxes, strict=True):
             chosen[i][0].box = list(image_box(box, loaded.preprocessing, picture.size))
     return [unit for unit, _, _ in chosen]

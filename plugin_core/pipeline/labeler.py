@@ -595,6 +595,7 @@ class NeuronLabeler:
         return Evidence(
             source=source,
             scorer_name=getattr(scorer, "name", type(scorer).__name__),
+            scorer_embeds_texts=callable(getattr(scorer, "encode_texts", None)),
             vocabulary=vocabulary,
             layers=layers,
             requests=requests,
@@ -799,6 +800,7 @@ class NeuronLabeler:
             summarizer=_name(self.summarize_spec),
         ).to_dict()
         resolved["sample_size"] = len(evidence.sample_ids) or None
+        resolved["scorer_embeds_texts"] = evidence.scorer_embeds_texts
         resolved["scoring"] = evidence.plan.to_dict() if evidence.plan else None
         record: dict[str, Any] = {"layers": self.layers}
         for key, value in resolved.items():

@@ -346,6 +346,8 @@ def resolve_text_side(
         the packaged sentence embedder).
     """
     spec = text or (result.settings.get("scorer") if result is not None else None)
+    if not text and result is not None and result.settings.get("scorer_embeds_texts") is False:
+        spec = None  # recorded at labeling: no need to load the scorer to learn it
     if isinstance(spec, str) and spec.strip():
         # A scorer this process already built (the labeler's) is reused, not loaded again.
         built = ctx.extra.get("scorers", {}).get(spec)

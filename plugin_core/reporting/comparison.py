@@ -17,12 +17,24 @@ def _summary_line(comparison: dict[str, Any]) -> str:
     def share(value: float | None) -> str:
         return "—" if value is None else f"{round(100 * value)} %"
 
+    counted = "live units" if f.get("unexplained_counted") else "units with a significant label"
     return (
-        f"A: {f['concepts_a']} concepts on {f['labeled_units_a']} labeled units, "
+        f"A: {f['concepts_a']} concepts on {f['labeled_units_a']} {counted}, "
         f"{share(f['shared_share_a'])} shared · B: {f['concepts_b']} concepts on "
-        f"{f['labeled_units_b']} labeled units, {share(f['shared_share_b'])} shared · "
+        f"{f['labeled_units_b']} {counted}, {share(f['shared_share_b'])} shared · "
         f"synonyms: text cosine ≥ {f['synonym']} ({comparison.get('text', '?')})"
-        + (" · unexplained units counted" if f.get("unexplained_counted") else "")
+    )
+
+
+def empty_hint(comparison: dict[str, Any]) -> str | None:
+    """What to do when a side has nothing to compare (no significant label), or None."""
+    f = comparison["figures"]
+    if f.get("unexplained_counted") or (f["labeled_units_a"] and f["labeled_units_b"]):
+        return None
+    sides = [s for s, key in (("A", "labeled_units_a"), ("B", "labeled_units_b")) if not f[key]]
+    return (
+        f"No unit of {' nor '.join(sides)} has a significant label (all are unexplained or "
+        "dead): add --unexplained to compare every live unit by its best-ranked concept."
     )
 
 
@@ -44,6 +56,9 @@ def comparison_tables(
         Text(f"A = {name_a}\nB = {name_b}", style="bold"),
         Text(_summary_line(comparison), style="dim"),
     ]
+    hint = empty_hint(comparison)
+    if hint:
+        return [*out, Text(hint, style="yellow")]
     shared = Table(title="concepts in both")
     for column in ("concept in A", "in B", "units A", "units B", "cosine"):
         shared.add_column(
@@ -68,6 +83,8 @@ def comparison_tables(
         more = len(comparison[key]) - rows
         if more > 0:
             table.caption = f"{more} more"
+        elif not comparison[key]:
+            table.caption = "none"
         out.append(table)
     pairs = Table(title="best-matching unit pairs")
     for column in ("A unit", "B unit", "concept", "cosine"):
@@ -108,9 +125,11 @@ def comparison_html(comparison: dict[str, Any], name_b: str, rows: int = 50) -> 
         )
         return f"<div class='tablewrap'><table><tr>{cells}</tr>{lines}</table></div>"
 
+    hint = empty_hint(comparison)
     parts = [
         f"<p class='note'>B = {escape(name_b)}</p>",
         f"<p class='note'>{escape(_summary_line(comparison))}</p>",
+        f"<p class='warning'>{escape(hint)}</p>" if hint else "",
         "<h3>Concepts in both</h3>",
         table(
             ["concept in A", "in B", "units A", "units B", "cosine"],

@@ -602,8 +602,9 @@ def _character_filters() -> str:
 def _ask_section(default: str) -> str:
     return (
         f"<section id='ask'{_hidden('ask', default)}><div class='panel'><h2>Ask the labels</h2>"
-        "<p class='note'>Ranks every labeled unit by how well its explanation (ranked "
-        "concepts and exemplar-group labels) matches your words, with the embeddings stored "
+        "<p class='note'>Ranks every live unit (an unexplained one by its candidates) by "
+        "how well its explanation (ranked concepts and exemplar-group labels) matches your "
+        "words, with the embeddings stored "
         "in this page (no network): words outside its table are ignored. Approximate; "
         '<code>neurolabel find RESULT "QUERY"</code> is exact.</p>'
         "<div class='toolbar'><input type='search' class='ask' placeholder='e.g. striped "
