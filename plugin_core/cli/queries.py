@@ -159,10 +159,13 @@ def _print_firing(rows: list[dict[str, Any]], image: Path) -> None:
         )
     for row in rows:
         box = row["box"]
+        label = row["label"]
+        if row.get("candidate") and label != row["candidate"]:  # unexplained: its candidate
+            label = f"{label} {row['candidate']}?"
         table.add_row(
             RichText(row["layer"]),
             str(row["unit"]),
-            RichText(row["label"]),
+            RichText(label, style="dim" if label != row["label"] else ""),
             f"{row['z']:.2f}",
             f"{row['activation']:.4g}",
             "whole image" if box is None else ", ".join(map(str, box)),

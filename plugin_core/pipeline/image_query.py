@@ -36,6 +36,7 @@ class FiringUnit:
         activation: Its activation on the image (spatial max on maps).
         box: Where it fired, ``[x0, y0, x1, y1]`` in image pixels (None on vector layers).
         p_value: Its label's p-value (None: untested).
+        candidate: Its best-ranked concept (what an unexplained unit's label would be).
     """
 
     layer: str
@@ -45,6 +46,7 @@ class FiringUnit:
     activation: float
     box: list[int] | None
     p_value: float | None
+    candidate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +110,8 @@ def units_on_image(
                         round(value, 6),
                         None,
                         neuron.p_value,
-                    ),  # fmt: skip
+                        str(neuron.concepts[0][0]),
+                    ),
                     unit_map if unit_map.ndim == 2 else None,
                     float(threshold) if threshold is not None else value,
                 )
