@@ -88,7 +88,7 @@ def find(
         return
     assert query is not None
     with err_console.status("Embedding the query"):
-        encode, spec = _text_side(result, ctx, text)
+        encode, spec = text_side_of(result, ctx, text)
         matches = result.find(query, encode, layer=layer, top=top)
     rows = [m.to_dict() for m in matches]
     seconds = round(time.perf_counter() - started, 3)
@@ -119,7 +119,7 @@ def _save_patches(image: Path, firing: list[Any], folder: Path) -> list[Path]:
     return paths
 
 
-def _text_side(result: Any, ctx: Any, text: str | None) -> tuple[Any, str]:
+def text_side_of(result: Any, ctx: Any, text: str | None) -> tuple[Any, str]:
     """The text embedder (``encode_texts``) and the spec it came from."""
     from ..plugins.resolve import resolve_text_side
 
@@ -203,28 +203,43 @@ def compare(
 ) -> None:
     """Compare two results: concepts in both and in one only, best unit pairs, coverage."""
     from ..data.result import LabelingResult
-    from ..data.unit_search import compare_results
     from ..plugins.resolve import build_context
 
     a, b = LabelingResult.load(result_a), LabelingResult.load(result_b)
     ctx = build_context(device)
     with err_console.status("Comparing"):
-        encode, spec = _text_side(a, ctx, text)
-        comparison = compare_results(
+        comparison = comparison_of(
             a,
             b,
-            encode,
+            text_side_of(a, ctx, text),
             layer_a=layer_a,
             layer_b=layer_b,
             synonym=synonym,
             pairs=top,
             unexplained=unexplained,
         )
+    show_comparison(comparison, result_a, result_b, as_json, rows=top)
+
+
+def comparison_of(a: Any, b: Any, text_side: tuple[Any, str], **options: Any) -> dict[str, Any]:
+    """``compare_results`` of two results with ``(encode_texts, spec)``, the spec recorded
+    (``compare``, ``report --compare``)."""
+    from ..data.unit_search import compare_results
+
+    encode, spec = text_side
+    comparison = compare_results(a, b, encode, **options)
     comparison["text"] = spec
+    return comparison
+
+
+def show_comparison(
+    comparison: dict[str, Any], path_a: Path, path_b: Path, as_json: bool, rows: int = 15
+) -> None:
+    """Print a comparison: JSON, or the terminal tables."""
     if as_json:
         print(json.dumps(comparison, indent=1))
         return
     from ..reporting.comparison import comparison_tables
 
-    for table in comparison_tables(comparison, str(result_a), str(result_b), rows=top):
+    for table in comparison_tables(comparison, str(path_a), str(path_b), rows=rows):
         console.print(table)

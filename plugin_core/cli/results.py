@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from .console import AsJson, Device, console, err_console
+from .queries import comparison_of, show_comparison, text_side_of
 
 
 def report(
@@ -121,58 +122,46 @@ def report(
 def _html_extras(
     result: Any, other: Any, other_path: Path | None, ask: bool, device: str
 ) -> dict[str, Any]:
-    """The Ask tab's word table and the Compare tab, for write_html_report."""
+    """The Ask tab's word table and the Compare tab, for write_html_report (the text side
+    resolved once for both)."""
     if other is None and not ask:
         return {}
-    from ..data.unit_search import compare_results
     from ..plugins.resolve import build_context, resolve_text_side
-    from ..reporting.query_table import ask_table
+    from ..reporting.query_table import query_table
 
     ctx = build_context(device)
     extras: dict[str, Any] = {}
-    with err_console.status("Embedding the concepts for the Ask tab"):
+    with err_console.status("Embedding the concepts for the report"):
         scorer, spec = resolve_text_side(result, ctx)
         if ask:
-            extras["query"] = ask_table(result, ctx)
+            extras["query"] = query_table(result, scorer)
         if other is not None:
-            comparison = compare_results(
-                result, other, scorer.encode_texts, unexplained=_unlabeled(result, other)
-            )
-            comparison["text"] = spec
+            comparison = _comparison(result, other, (scorer.encode_texts, spec))
             extras["comparison"] = (comparison, str(other_path))
     return extras
 
 
-def _unlabeled(*results: Any) -> bool:
-    """True when a result has no significant label: the report then compares every live
-    unit by its best-ranked concept (``compare --unexplained``), and says so."""
-    return any(
+def _comparison(result: Any, other: Any, text_side: tuple[Any, str]) -> dict[str, Any]:
+    """``report --compare``: every live unit counts when a result has no significant label
+    (as ``compare --unexplained``), and the summary says so."""
+    unlabeled = any(
         not any(
             not n.dead and not n.unexplained and n.concepts for ns in r.neurons.values() for n in ns
         )
-        for r in results
+        for r in (result, other)
     )
+    return comparison_of(result, other, text_side, unexplained=unlabeled)
 
 
 def _print_comparison(
     result: Any, other: Any, path: Path, other_path: Path, device: str, as_json: bool
 ) -> None:
-    from ..data.unit_search import compare_results
-    from ..plugins.resolve import build_context, resolve_text_side
-    from ..reporting.comparison import comparison_tables
+    from ..plugins.resolve import build_context
 
     ctx = build_context(device)
     with err_console.status("Comparing"):
-        scorer, spec = resolve_text_side(result, ctx)
-        comparison = compare_results(
-            result, other, scorer.encode_texts, unexplained=_unlabeled(result, other)
-        )
-    comparison["text"] = spec
-    if as_json:
-        print(json.dumps(comparison, indent=1))
-        return
-    for table in comparison_tables(comparison, str(path), str(other_path)):
-        console.print(table)
+        comparison = _comparison(result, other, text_side_of(result, ctx, None))
+    show_comparison(comparison, path, other_path, as_json)
 
 
 def evaluate(

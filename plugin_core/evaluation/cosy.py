@@ -39,13 +39,7 @@ from ..errors import NeurolabelError
 from ..plugins.context import ResolveContext
 from ..plugins.resolve import load_result_model
 from ..plugins.spec import Spec
-from .faithfulness import (
-    collect_held_out,
-    disjoint_images,
-    labeled_neurons,
-    random_concepts,
-    result_extractor,
-)
+from .faithfulness import disjoint_images, labeled_neurons, random_concepts, read_held_out
 from .metrics import mean_activation_difference, separation_auc, top_count
 
 _OPTIONS = frozenset(
@@ -215,21 +209,18 @@ class CosyEvaluator:
         if classes is None:
             scorer = context.registries.scorers.resolve(self._scorer_spec(result), context)
         loaded = load_result_model(result, context, self.model, hint="pass cosy?model=SPEC")
-        units = {layer: [n.unit for n in ns] for layer, ns in neurons.items()}
-        extractor = result_extractor(result, context)
-        with extractor.open(loaded, list(units)) as read:
-            held = collect_held_out(
-                source,
-                kept,
-                loaded,
-                read,
-                units,
-                scorer,
-                vocabulary,
-                device=context.device,
-                reduce=str(result.settings.get("activation", "max")),
-                batch_size=self.batch_size,
-            )
+        held = read_held_out(
+            result,
+            context,
+            loaded,
+            neurons,
+            source,
+            kept,
+            scorer,
+            vocabulary,
+            reduce=str(result.settings.get("activation", "max")),
+            batch_size=self.batch_size,
+        )
         files = [Path(name).name for name in held.images]
 
         def concept_images(concept: str | None) -> Tensor:

@@ -176,6 +176,37 @@ def disjoint_images(
     return kept, [str(source.paths[i]) for i in dropped]
 
 
+def read_held_out(
+    result: LabelingResult,
+    context: ResolveContext,
+    loaded: LoadedModel,
+    neurons: dict[str, list[NeuronExplanation]],
+    source: FolderSource | PathListSource,
+    indices: Sequence[int],
+    scorer: EmbeddingScorer | ConceptScorer,
+    vocabulary: Vocabulary,
+    *,
+    reduce: str,
+    batch_size: int,
+) -> HeldOut:
+    """:func:`collect_held_out` of ``neurons``' units, read through the result's own
+    extractor and unit map (what faithfulness and CoSy both do)."""
+    units = {layer: [n.unit for n in ns] for layer, ns in neurons.items()}
+    with result_extractor(result, context).open(loaded, list(units)) as read:
+        return collect_held_out(
+            source,
+            indices,
+            loaded,
+            read,
+            units,
+            scorer,
+            vocabulary,
+            device=context.device,
+            reduce=reduce,
+            batch_size=batch_size,
+        )
+
+
 def collect_held_out(
     source: FolderSource | PathListSource,
     indices: Sequence[int],
@@ -426,9 +457,6 @@ class FaithfulnessEvaluator:
         seen = [str(c) for neuron in result for c, _ in neuron.concepts]
         return Vocabulary.build(seen, source="result"), f"concepts of the result ({reason})", True
 
-    def _extractor(self, result: LabelingResult, context: ResolveContext) -> Any:
-        return result_extractor(result, context)
-
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, result: LabelingResult, context: ResolveContext) -> dict[str, Any]:
         """Measure faithfulness; see the class docstring for what is reported.
@@ -475,21 +503,18 @@ class FaithfulnessEvaluator:
         needed += [c for rows in randoms.values() for row in rows for c in row if c]
         vocabulary = Vocabulary.build(needed, categories=pool.categories, source="faithfulness")
 
-        units = {layer: [n.unit for n in ns] for layer, ns in neurons.items()}
-        extractor = self._extractor(result, context)
-        with extractor.open(loaded, list(units)) as read:
-            held = collect_held_out(
-                source,
-                kept,
-                loaded,
-                read,
-                units,
-                scorer,
-                vocabulary,
-                device=context.device,
-                reduce=self.activation or str(result.settings.get("activation", "max")),
-                batch_size=self.batch_size,
-            )
+        held = read_held_out(
+            result,
+            context,
+            loaded,
+            neurons,
+            source,
+            kept,
+            scorer,
+            vocabulary,
+            reduce=self.activation or str(result.settings.get("activation", "max")),
+            batch_size=self.batch_size,
+        )
         count = len(held.images)
         n_fit = self._check_count(count)
         order = torch.randperm(count, generator=torch.Generator().manual_seed(self.seed))

@@ -26,27 +26,30 @@ def unit_writes(unit_map: UnitMap, layer: str, channels: int) -> tuple[str, Tens
     Raises:
         NeurolabelError: The map has neither (an SAE file without a decoder weight).
     """
-    check_writes_back(unit_map, layer)
     unit_map.units(layer, channels)  # checks the map fits, and lets it read the layer
     groups = getattr(unit_map, "channel_groups", None)
     if callable(groups):
         return "groups", groups(layer).float()
-    return "decoder", unit_map.decoder(layer).float()  # type: ignore[attr-defined]
+    return "decoder", _decoder(unit_map, layer).float()
 
 
 def check_writes_back(unit_map: UnitMap, layer: str) -> None:
     """Raise unless ``unit_map``'s units can be ablated and attributed to (they have a
     decoder or are groups of channels); see :func:`unit_writes`."""
-    if callable(getattr(unit_map, "channel_groups", None)):
-        return
+    if not callable(getattr(unit_map, "channel_groups", None)):
+        _decoder(unit_map, layer)
+
+
+def _decoder(unit_map: UnitMap, layer: str) -> Tensor:
     decoder = getattr(unit_map, "decoder", None)
-    if callable(decoder) and decoder(layer) is not None:
-        return
-    raise NeurolabelError(
-        f"The units of '{unit_map.name}' do not say how they write into layer '{layer}' "
-        "(no decoder, e.g. an SAE file without its decoder weight W_dec): they cannot be "
-        "ablated or attributed to; give the decoder, or evaluate with faithfulness or cosy"
-    )
+    found = decoder(layer) if callable(decoder) else None
+    if found is None:
+        raise NeurolabelError(
+            f"The units of '{unit_map.name}' do not say how they write into layer '{layer}' "
+            "(no decoder, e.g. an SAE file without its decoder weight W_dec): they cannot be "
+            "ablated or attributed to; give the decoder, or evaluate with faithfulness or cosy"
+        )
+    return found
 
 
 def remove_units(unit_map: UnitMap, layer: str, output: Tensor, mask: Tensor) -> Tensor:
