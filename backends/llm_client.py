@@ -345,12 +345,17 @@ class LLMClient:
         """One request (cached): see :meth:`complete_many`."""
         return self.complete_many([request], what)[0]
 
-    def complete_many(self, requests: Sequence[ChatRequest], what: str) -> list[Answer]:
+    def complete_many(
+        self, requests: Sequence[ChatRequest], what: str, rounds: int = 1, growth: int = 0
+    ) -> list[Answer]:
         """Answer every request: from the cache, else from the model, concurrently.
 
         Args:
             requests: The requests, in order.
             what: What the run is for, shown in the estimate (``"LLM vocabulary"``).
+            rounds: How many rounds like these follow, this one included (the estimate
+                counts them all).
+            growth: Prompt tokens each later round adds per request (see :meth:`estimate`).
 
         Returns:
             The answers, in the order of ``requests``.
@@ -366,7 +371,7 @@ class LLMClient:
             return [a for a in answers if a is not None]
         self._check_key()
         if len(todo) > self.settings.ask_above:
-            message = self.estimate([requests[i] for i in todo], what)
+            message = self.estimate([requests[i] for i in todo], what, rounds, growth)
             if self.confirm is None:
                 log.info("%s", message)
             elif not self.confirm(message):
@@ -494,20 +499,9 @@ class LLMClient:
             text = text[:300] + "..."
         return f"{type(exc).__name__}: {scrub_secrets(text, extra)}"
 
-    def estimate(self, requests: Sequence[ChatRequest], what: str) -> str:
-        """A one-paragraph estimate of the requests, tokens and cost of a run.
-
-        Prompt tokens are counted with litellm's tokenizer; answers are counted at their
-        limit (``max_tokens``), so the cost is an upper bound. Prices come from litellm's
-        local cost map (``LITELLM_LOCAL_MODEL_COST_MAP=True`` keeps it offline).
-
-        Args:
-            requests: The requests about to be sent.
-            what: What the run is for.
-
-        Returns:
-            The message shown before asking for confirmation.
-        """
+    def cost_bound(self, requests: Sequence[ChatRequest]) -> tuple[int, int, float | None]:
+        """``(prompt tokens, answer tokens at most, dollars at most or None)`` of sending
+        ``requests`` (cached ones included: filter them first to price a run)."""
         litellm = _import_litellm()
         model = self.settings.model
         prompt = 0
@@ -517,13 +511,44 @@ class LLMClient:
             except Exception:  # no tokenizer for this model: about 4 characters a token
                 prompt += len(json.dumps(request.messages)) // 4
         completion = self.settings.max_tokens * len(requests)
+        return prompt, completion, self._price(prompt, completion)
+
+    def _price(self, prompt: int, completion: int) -> float | None:
+        """Dollars of ``prompt`` and ``completion`` tokens (None: litellm has no price)."""
         try:
-            low, high = litellm.cost_per_token(
-                model=model, prompt_tokens=prompt, completion_tokens=completion
+            low, high = _import_litellm().cost_per_token(
+                model=self.settings.model, prompt_tokens=prompt, completion_tokens=completion
             )
-            total: float | None = low + high
+            return float(low + high)
         except Exception:
-            total = None
+            return None
+
+    def estimate(
+        self, requests: Sequence[ChatRequest], what: str, rounds: int = 1, growth: int = 0
+    ) -> str:
+        """A one-paragraph estimate of the requests, tokens and cost of a run.
+
+        Prompt tokens are counted with litellm's tokenizer; answers are counted at their
+        limit (``max_tokens``), so the cost is an upper bound. Prices come from litellm's
+        local cost map (``LITELLM_LOCAL_MODEL_COST_MAP=True`` keeps it offline).
+
+        Args:
+            requests: The requests about to be sent.
+            what: What the run is for.
+            rounds: Rounds of requests like these, this one included: round ``j`` (from 0)
+                is counted at this round's size plus ``j * growth`` prompt tokens a request.
+            growth: Prompt tokens a request gains per round (a verification round shows the
+                earlier candidates' scores).
+
+        Returns:
+            The message shown before asking for confirmation.
+        """
+        model = self.settings.model
+        prompt, completion, total = self.cost_bound(requests)
+        if rounds > 1:
+            prompt = rounds * prompt + growth * len(requests) * rounds * (rounds - 1) // 2
+            completion *= rounds
+            total = self._price(prompt, completion)
         if self.settings.local:
             cost = "none (a local server)"
         elif not total:  # unmapped, or listed without a price (litellm then answers 0)
@@ -531,8 +556,11 @@ class LLMClient:
         else:
             cost = f"at most ${total:.2f}" if total >= 0.01 else f"at most ${total:.4f}"
         where = "a local server" if self.settings.local else "a remote service"
+        count = f"{len(requests)} request(s)"
+        if rounds > 1:
+            count += f" a round, at most {rounds * len(requests)} in {rounds} rounds"
         return (
-            f"{what}: {len(requests)} request(s) to {model} on {where}, about {prompt} prompt "
+            f"{what}: {count} to {model} on {where}, about {prompt} prompt "
             f"tokens and at most {completion} answer tokens; estimated cost {cost}."
         )
 

@@ -43,10 +43,17 @@ __all__ = ["LiteLLMDescriber", "compose_grid", "data_url", "register_scorers"]
 log = logging.getLogger("neurolabel.llm")
 
 MODES = ("free", "constrained")
-_OPTIONS = CLIENT_OPTIONS | {"mode", "patches", "candidates", "labels", "weight", "cell"}
+_OPTIONS = CLIENT_OPTIONS | {
+    "mode", "patches", "candidates", "labels", "weight", "cell", "verify", "propose", "vision",
+    "budget",
+}  # fmt: skip
 _GAP = 6
 _BACKGROUND = (128, 128, 128)
 _MAX_LABEL_WORDS = 5
+#: A proposed description is asked for in 1 to 4 words; longer text is prose, not one.
+_MAX_PROPOSED_WORDS = 4
+#: Prompt tokens one earlier candidate adds to a verification round (its line of scores).
+FEEDBACK_TOKENS = 30
 
 
 def compose_grid(patches: Sequence[Image.Image], cell: int = 192) -> Image.Image:
@@ -116,7 +123,16 @@ class LiteLLMDescriber:
         if self.mode == "free":
             self.num_candidates = 0
         self.weight = float(spec.option_float("weight", 0.5) or 0.0)
+        # verify=ROUNDS: propose, test on the evidence, refine (pipeline/verification.py)
+        self.propose_rounds = spec.option_int("verify", 0) or 0
+        self.num_proposed = spec.option_int("propose", 5) or 0
+        self.vision = spec.option_bool("vision", True)
+        # dollars (upper-bound estimates of uncached requests) after which refining stops
+        self.budget = float(spec.option_float("budget", 0.0) or 0.0)
+        self.spent = 0.0
         problems = []
+        if self.propose_rounds < 0 or (self.propose_rounds and self.num_proposed < 1):
+            problems.append("verify must be a number of rounds and propose at least 1")
         if self.num_patches < 1 or self.num_labels < 1:
             problems.append("patches and labels must be at least 1")
         if self.cell < 32:
@@ -187,6 +203,95 @@ class LiteLLMDescriber:
         labels = labels[: self.num_labels]
         return [(label, 1 - rank / len(labels)) for rank, label in enumerate(labels)]
 
+    def propose_prompt(self, item: Any, count: int) -> str:
+        """The question of one verification round (the scores of earlier candidates, never
+        an image's label)."""
+        which = f"neuron {item.unit} of layer '{item.layer}'"
+        seen = (
+            f"The {count} image patches in this grid (strongest first) are the regions that "
+            f"most strongly activate {which} of an image-recognition network. "
+            if count
+            else f"{which[0].upper()}{which[1:]} of an image-recognition network is being "
+            "described (no image is shown). "
+        )
+        captions = list(getattr(item, "captions", ()))[: self.num_patches]
+        if not count and captions:
+            seen += (
+                f"Its {len(captions)} most strongly activating image regions, strongest first, "
+                f"each in the words that fit it best: {'; '.join(captions)}. "
+            )
+        concepts = ", ".join(item.concepts[:10])
+        ask = (
+            f"A concept scorer ranks these concepts first for it: {concepts}. "
+            f"Propose {self.num_proposed} short descriptions (1 to 4 words) of what it "
+            "responds to, best first."
+        )
+        if item.tested:
+            lines = "\n".join(
+                f"- {c.text}: score = {_shown(c.score)} (r = {_shown(c.heldout_r)}, "
+                f"z = {_shown(c.exemplar_z)})"
+                for c in sorted(item.tested, key=lambda c: -(c.score or -1e9))
+            )
+            ask = (
+                "Descriptions proposed so far and how they tested, best first (r: correlation "
+                "with the neuron on images it was not explained from; z: how much more its "
+                "strongest patches match than those of other neurons; score: both "
+                f"combined):\n{lines}\nPropose {self.num_proposed} "
+                "new descriptions (1 to 4 words) that could score higher: more specific, more "
+                "general, or another aspect of the best ones. Do not repeat any."
+            )
+        return seen + ask + ' Answer with JSON only: {"candidates": ["first", "second"]}.'
+
+    def round_cost(self, fresh: Sequence[ChatRequest]) -> float:
+        """Upper-bound dollars of sending ``fresh`` (0 for a local server or an unpriced
+        model: then only the rounds bound the work)."""
+        if not fresh or self.settings.local:
+            return 0.0
+        return self.client.cost_bound(fresh)[2] or 0.0
+
+    def propose(self, requests: Sequence[Any]) -> list[list[str]] | None:
+        """One round of candidates per unit (cached, concurrent, retried); None when the
+        round would pass ``budget`` (refining stops there)."""
+        chats = []
+        for item in requests:
+            patches = item.load_patches()[: self.num_patches] if self.vision else []
+            content: list[dict[str, Any]] = [
+                {"type": "text", "text": self.propose_prompt(item, len(patches))}
+            ]
+            if patches:
+                url = data_url(compose_grid(patches, self.cell))
+                content.append({"type": "image_url", "image_url": {"url": url}})
+            chats.append(ChatRequest([{"role": "user", "content": content}], json=True))
+        round_number = requests[0].round if requests else 1
+        cost = self.round_cost([c for c in chats if self.client.cached(c) is None])
+        if self.budget and round_number > 1 and self.spent + cost > self.budget:
+            log.warning(
+                "%s: round %d would pass the budget of $%.2f (spent at most $%.2f): "
+                "refining stops", self.name, round_number, self.budget, self.spent,
+            )  # fmt: skip
+            return None
+        self.spent += cost
+        rounds_left = self.propose_rounds - round_number
+        what = f"verified descriptions, round {round_number} of {self.propose_rounds}"
+        # The estimate before round 1 counts every round: later prompts list the earlier
+        # candidates with their scores (about FEEDBACK_TOKENS each).
+        answers = self.client.complete_many(
+            chats,
+            what,
+            rounds=1 + rounds_left if round_number == 1 else 1,
+            growth=FEEDBACK_TOKENS * self.num_proposed,
+        )
+        out = []
+        for answer in answers:
+            items, _ = labelled_items(answer.content, keys=("candidates", "labels", "concepts"))
+            texts = []
+            for raw, _tag in items:
+                text = normalize_concept(str(raw)).strip(" .;:\"'")
+                if text and len(text.split()) <= _MAX_PROPOSED_WORDS and text not in texts:
+                    texts.append(text)
+            out.append(texts[: self.num_proposed])
+        return out
+
     def describe(self, requests: Sequence[DescribeRequest]) -> list[list[tuple[str, float]]]:
         """Ask the model about every neuron (cached, concurrent, retried).
 
@@ -209,6 +314,10 @@ class LiteLLMDescriber:
         if empty:
             log.warning("%s gave no usable label for %d of %d neurons", self.name, empty, len(out))
         return out
+
+
+def _shown(value: float | None) -> str:
+    return "untested" if value is None else f"{value:.2f}"
 
 
 def _factory(spec: Spec, ctx: Any) -> LiteLLMDescriber:

@@ -136,7 +136,7 @@ def test_sample_statistics_by_concept_chunks_and_row_subsets_match_direct_ones(m
 
     exemplar_sims = torch.randn(4, 3, 30, generator=g)
     valid = torch.tensor([[True, True, False], [True, False, False], [True] * 3, [False] * 3])
-    mean, std = aggregation._population_moments(exemplar_sims, valid, sample, rows)
+    mean, std = aggregation.population_moments(exemplar_sims, valid, sample, rows)
     population = torch.cat([exemplar_sims[valid], sims[rows]]).double()
     assert torch.allclose(mean.double(), population.mean(dim=0), atol=1e-6)
     assert torch.allclose(std.double(), population.std(dim=0), atol=1e-5)

@@ -56,7 +56,7 @@ def test_explain_report_evaluate(folder, tmp_path, capsys):
     code, stdout, _ = run(["report", str(out), "--layer", "fc"], capsys)
     assert code == 0 and "blue" in stdout and "features.1" not in stdout
     code, stdout, _ = run(["report", str(out / "result.json"), "--json"], capsys)
-    assert json.loads(stdout)["schema_version"] == "1.4"
+    assert json.loads(stdout)["schema_version"] == "1.5"
     truth = tmp_path / "truth.csv"
     truth.write_text("layer,unit,label\nfc,0,red\nfc,1,black\n")
     code, stdout, _ = run(

@@ -168,7 +168,7 @@ def test_cli_report_views(saved, capsys):
     assert data["layer"] == "fc" and data["unit"] == 3 and "patch_file" in data["exemplars"][0]
     code, out, _ = run(["report", str(saved / "result.json"), "--json", "--layer", "fc"], capsys)
     data = json.loads(out)
-    assert list(data["neurons"]) == ["fc"] and data["schema_version"] == "1.4"
+    assert list(data["neurons"]) == ["fc"] and data["schema_version"] == "1.5"
 
 
 def test_cli_report_html_with_json_keeps_stdout_clean(saved, tmp_path, capsys):

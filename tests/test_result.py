@@ -40,7 +40,7 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.explanation("layer4", 1).description == "(dead)"
     patch = loaded.explanation("layer4", 0).exemplars[0].patch
     assert patch and (tmp_path / "out" / patch).is_file()
-    assert json.loads(path.read_text())["schema_version"] == "1.4"
+    assert json.loads(path.read_text())["schema_version"] == "1.5"
     rows = list(csv.reader((tmp_path / "out" / "descriptions.csv").open()))
     assert rows == [
         ["layer", "unit", "description", "similarity", "p_value"],

@@ -163,7 +163,9 @@ def explain(
         str | None,
         typer.Option(
             help="Chat VLM naming each neuron from its patches, fused with the scorer's "
-            "ranking: litellm:MODEL[?mode=constrained&candidates=20&weight=0.5]",
+            "ranking: litellm:MODEL[?mode=constrained&candidates=20&weight=0.5]; with "
+            "?verify=ROUNDS[&propose=5&budget=USD&vision=false] it proposes descriptions that "
+            "are tested on held-out images and refined (docs/verified_descriptions.md)",
             metavar="SPEC",
         ),
     ] = None,
@@ -227,6 +229,15 @@ def explain(
             metavar="SHARE",
         ),
     ] = None,
+    verify_split: Annotated[
+        float,
+        typer.Option(
+            help="With a verifying describer (litellm:MODEL?verify=ROUNDS): share of the "
+            "probing images set aside to test its candidate descriptions on (the exemplars "
+            "never come from them)",
+            metavar="SHARE",
+        ),
+    ] = DEFAULTS.verify_split,
     significance: Annotated[
         float,
         typer.Option(
@@ -330,6 +341,7 @@ def explain(
             checkpoint_every=checkpoint_every,
             resume=resume,
             holdout=holdout,
+            verify_split=verify_split,
             source_pattern=source_pattern,
             significance=significance,
             units_from=units_from,

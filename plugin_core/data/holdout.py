@@ -45,6 +45,8 @@ class SubsetSource(ImageSource):
         self.part = part
         #: What :func:`split_holdout` recorded about the other part (probing parts only).
         self.holdout: dict[str, Any] | None = None
+        #: What :func:`split_verification` recorded about the verification split.
+        self.verification: dict[str, Any] | None = None
         # Files the parent rejected before reading belong to the probing side's report only.
         self.skipped_upfront = list(parent.skipped_upfront) if part == "probe" else []
 
@@ -203,9 +205,56 @@ def check_holdout(fraction: float) -> None:
 
 def holdout_entry(source: ImageSource) -> dict[str, Any]:
     """``{"holdout": record}`` for a probing part made by :func:`split_holdout`, else ``{}``
-    (merged into ``result.dataset``)."""
-    record = getattr(source, "holdout", None)
-    return {"holdout": record} if record else {}
+    (merged into ``result.dataset``); ``"verification"`` too after :func:`split_verification`."""
+    out = {}
+    for part in ("holdout", "verification"):
+        record = getattr(source, part, None)
+        if record:
+            out[part] = record
+    return out
+
+
+def split_verification(
+    source: ImageSource, fraction: float, seed: int = 0, groups: Sequence[int] | None = None
+) -> tuple[SubsetSource, SubsetSource]:
+    """Set the verification split of verified descriptions aside: ``(probing, verification)``.
+
+    Called after :func:`split_holdout` (on its probing part), so the evaluation holdout and
+    the verification split are disjoint: the candidates of a verified description are tested
+    on images that neither the exemplar search nor the report's own figures use. The
+    probing part keeps the evaluation holdout's record.
+
+    Args:
+        source: The probing images (after any evaluation holdout).
+        fraction: Share set aside for verification, in ``(0, 1)``.
+        seed: Random seed of the split.
+        groups: The source of each image: whole sources go to one side.
+
+    Returns:
+        The probing part (``verification`` attribute: the split's record) and the split.
+
+    Examples:
+        >>> from neurolabel.plugin_core.data.images import as_image_source
+        >>> full = as_image_source([Image.new("RGB", (4, 4)) for _ in range(10)])
+        >>> probe, held = split_holdout(full, 0.2)
+        >>> probe2, verify = split_verification(probe, 0.25)
+        >>> len(probe2), len(verify), probe2.holdout["count"], probe2.verification["count"]
+        (6, 2, 2, 2)
+        >>> names = lambda part: {part.name(i) for i in range(len(part))}
+        >>> names(verify) & names(held)
+        set()
+    """
+    evaluation = getattr(source, "holdout", None)
+    try:
+        probing, verification = split_holdout(source, fraction, seed, groups)
+    except NeurolabelError as exc:
+        raise NeurolabelError(
+            f"verify_split={fraction} of {len(source)} probing image(s): {exc}. Verified "
+            "descriptions test their candidates on images set aside from the probing set"
+        ) from exc
+    probing.verification = probing.holdout
+    probing.holdout = evaluation
+    return probing, verification
 
 
 def holdout_record(held: SubsetSource, fraction: float, seed: int) -> dict[str, Any]:

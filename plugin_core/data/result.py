@@ -21,7 +21,7 @@ from .result_files import ROOT_KEY, loaded_root, stored_root
 if TYPE_CHECKING:
     from PIL import Image
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 RESULT_FILE = "result.json"
 CSV_FILE = "descriptions.csv"
 #: The description of a unit whose best concept is not significant.
@@ -84,6 +84,10 @@ class NeuronExplanation:
             similarity], ...]``, largest first (see
             :mod:`~neurolabel.plugin_core.pipeline.unit_character`).
         redundancy: How many other labeled units of the layer share its top concept.
+        verified: The verified description (``--describer 'litellm:MODEL?verify=N'``): the
+            winner (then the :attr:`description`) with its score, held-out r, exemplar z
+            and similarity, the verification split's size, the rounds and the rejected
+            candidates ``[text, round, r, z, score]``; None when not verified.
     """
 
     layer: str
@@ -101,6 +105,7 @@ class NeuronExplanation:
     clarity: float | None = None
     groups: list[list[Any]] | None = None
     redundancy: int | None = None
+    verified: dict[str, Any] | None = None
 
     @property
     def polysemanticity(self) -> int | None:
@@ -110,18 +115,27 @@ class NeuronExplanation:
 
     @property
     def description(self) -> str:
-        """The top concept; ``(dead)`` for dead neurons, ``(unexplained)`` for neurons no
-        concept fits better than chance."""
+        """The verified description when there is one, else the top concept; ``(dead)`` for
+        dead neurons, ``(unexplained)`` for neurons no concept fits better than chance."""
         if self.dead:
             return "(dead)"
         if self.unexplained:
             return UNEXPLAINED
+        tested = (self.verified or {}).get("description")
+        if tested:
+            return str(tested)
         return str(self.concepts[0][0]) if self.concepts else ""
 
     @property
     def score(self) -> float | None:
-        """Score of the top concept (None when dead, unlabeled or stored as ``null``)."""
-        if self.dead or not self.concepts or self.concepts[0][1] is None:
+        """Score of the description: a verified one's test score, else the top concept's
+        (None when dead, unlabeled or stored as ``null``)."""
+        if self.dead:
+            return None
+        if self.verified and self.verified.get("description") and not self.unexplained:
+            value = self.verified.get("score")
+            return None if value is None else float(value)
+        if not self.concepts or self.concepts[0][1] is None:
             return None
         return float(self.concepts[0][1])
 
@@ -739,7 +753,18 @@ def _read_neuron(value: Any, where: _Where, layer: str | None) -> NeuronExplanat
         clarity=_number(data.get("clarity"), _at(where, "clarity")),
         groups=groups,
         redundancy=None if redundant is None else _index(redundant, _at(where, "redundancy")),
+        verified=_verified(data.get("verified"), _at(where, "verified")),
     )
+
+
+def _verified(value: Any, where: _Where) -> dict[str, Any] | None:
+    """A verified description's record: open content, its description a string."""
+    if value is None:
+        return None
+    record = _free_form(value, where)
+    if "description" in record:
+        _text(record["description"], _at(where, "description"))
+    return record
 
 
 def _group(value: Any, where: _Where) -> list[Any]:

@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import Tensor
 
 from ..data.holdout import PathListSource, held_out_source
-from ..data.images import FolderSource, ImageLoadError, SkippedInput
+from ..data.images import FolderSource
 from ..data.result import LabelingResult, NeuronExplanation
 from ..data.result_files import ResultFiles
-from ..data.vocabulary import Vocabulary, normalize_concept
-from ..errors import EmptyInputError, LayerNotFoundError, NeurolabelError
-from ..pipeline.topk import per_image_activation
+from ..data.vocabulary import Vocabulary
+from ..errors import LayerNotFoundError, NeurolabelError
+from ..pipeline.held_out_images import HeldOut, collect_held_out, where_images
 from ..pipeline.unit_mapping import result_extractor
 from ..plugins.context import ResolveContext
 from ..plugins.contracts import ConceptScorer, EmbeddingScorer, LoadedModel
@@ -78,36 +76,6 @@ _OPTIONS = frozenset(
 )
 
 
-@dataclass
-class HeldOut:
-    """What the held-out images gave: activations and concept presence, row-aligned.
-
-    Args:
-        acts: Per layer, ``[N, U]`` activations of the evaluated units (column order of
-            ``units``).
-        units: Per layer, the evaluated units.
-        presence: ``[N, V]`` presence scores of ``concepts``.
-        concepts: The scored concepts (columns of ``presence``).
-        images: Descriptions (paths) of the ``N`` images used.
-        skipped: Inputs left out, with the reason.
-    """
-
-    acts: dict[str, Tensor]
-    units: dict[str, list[int]]
-    presence: Tensor
-    concepts: list[str]
-    images: list[str]
-    skipped: list[SkippedInput]
-    _index: dict[str, int] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._index = {c: i for i, c in enumerate(self.concepts)}
-
-    def column(self, concept: str) -> int:
-        """Column of ``concept`` in :attr:`presence`."""
-        return self._index[normalize_concept(concept)]
-
-
 def labeled_neurons(result: LabelingResult, layer: str) -> list[NeuronExplanation]:
     """The neurons of ``layer`` that have an explanation (not dead, at least one concept)."""
     return [n for n in result.neurons[layer] if not n.dead and n.concepts]
@@ -123,11 +91,6 @@ def exemplar_paths(result: LabelingResult) -> set[Path]:
             if path is not None:
                 paths.add(path.resolve())
     return paths
-
-
-def _where(source: FolderSource | PathListSource) -> str:
-    """The held-out images, in words, for messages."""
-    return str(source.root) if source.root is not None else str(source)
 
 
 def disjoint_images(
@@ -157,7 +120,7 @@ def disjoint_images(
     probing = result.dataset.get("fingerprint")
     if probing and probing == source.fingerprint():
         raise NeurolabelError(
-            f"The held-out folder {_where(source)} is the probing set of this result (same "
+            f"The held-out folder {where_images(source)} is the probing set of this result (same "
             f"fingerprint): {evaluator} must be measured on images the labeler never saw; "
             "give a disjoint folder"
         )
@@ -169,8 +132,8 @@ def disjoint_images(
     if dropped and overlap == "error":
         names = [str(source.paths[i]) for i in dropped[:3]]
         raise NeurolabelError(
-            f"{len(dropped)} held-out image(s) in {_where(source)} are exemplars of the result "
-            f"(e.g. {', '.join(names)}): {evaluator} must be measured on images the labeler "
+            f"{len(dropped)} held-out image(s) in {where_images(source)} are exemplars of the "
+            f"result (e.g. {', '.join(names)}): {evaluator} must be measured on images the labeler "
             f"never saw; give a disjoint folder or pass {evaluator}?overlap=drop"
         )
     return kept, [str(source.paths[i]) for i in dropped]
@@ -205,91 +168,6 @@ def read_held_out(
             reduce=reduce,
             batch_size=batch_size,
         )
-
-
-def collect_held_out(
-    source: FolderSource | PathListSource,
-    indices: Sequence[int],
-    loaded: LoadedModel,
-    read: Any,
-    units: dict[str, list[int]],
-    scorer: EmbeddingScorer | ConceptScorer,
-    vocabulary: Vocabulary,
-    *,
-    device: torch.device,
-    reduce: str = "max",
-    batch_size: int = 32,
-) -> HeldOut:
-    """Read the held-out images once: per-image activations and concept presence.
-
-    Args:
-        source: The held-out folder.
-        indices: Which of its images to use.
-        loaded: The target model.
-        read: An open activation reader (``Extractor.open(...)``'s value) for the layers.
-        units: Per layer, the units to keep.
-        scorer: Embedding scorer (cosine image-text) or concept scorer (``score_images``,
-            then its ``calibrate`` if it has one, as the labeler does).
-        vocabulary: The concepts to score.
-        device: Where the model runs.
-        reduce: ``max`` or ``mean`` over a unit's map, as the labeler ranked images.
-        batch_size: Images per forward pass and per scorer call.
-
-    Returns:
-        The :class:`HeldOut` figures of the readable images.
-    """
-    skipped = list(source.skipped_upfront)
-    text = None
-    if isinstance(scorer, EmbeddingScorer):
-        text = scorer.encode_texts(list(vocabulary.concepts)).float().cpu()
-    acts: dict[str, list[Tensor]] = {layer: [] for layer in units}
-    presence: list[Tensor] = []
-    used: list[str] = []
-    pending: list[Image.Image] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        batch = torch.stack([loaded.preprocessing(image) for image in pending]).to(device)
-        with torch.inference_mode():  # activations never need gradients
-            outputs = read(batch)
-        for layer, chosen in units.items():
-            per_image = per_image_activation(outputs[layer], reduce)
-            index = torch.tensor(chosen, dtype=torch.long, device=per_image.device)
-            acts[layer].append(per_image[:, index].float().cpu())
-        if text is not None:
-            embedded = scorer.encode_images(pending).float().cpu()  # type: ignore[union-attr]
-            presence.append(embedded @ text.T)
-        else:
-            presence.append(scorer.score_images(pending, vocabulary).float().cpu())  # type: ignore[union-attr]
-        pending.clear()
-
-    for index in indices:
-        try:
-            image = source.load(index)
-        except ImageLoadError as exc:
-            skipped.append(SkippedInput(source.describe(index), str(exc) or "unreadable"))
-            continue
-        pending.append(image)
-        used.append(source.describe(index))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    if not used:
-        first = f"; first problem: {skipped[0].item}: {skipped[0].reason}" if skipped else ""
-        raise EmptyInputError(f"None of the held-out images in {_where(source)} is readable{first}")
-    scores = torch.cat(presence)
-    calibrate = getattr(scorer, "calibrate", None)
-    if callable(calibrate):
-        scores = calibrate(scores, vocabulary).float()
-    return HeldOut(
-        acts={layer: torch.cat(chunks) for layer, chunks in acts.items()},
-        units=units,
-        presence=scores,
-        concepts=list(vocabulary.concepts),
-        images=used,
-        skipped=skipped,
-    )
 
 
 def random_concepts(

@@ -264,12 +264,28 @@ def sample_correlation_z(sample: ImageSample, rows: Tensor | None = None) -> Ten
     return (torch.atanh(r.clamp(-0.9999, 0.9999)) * math.sqrt(count - 3)).float()
 
 
-def _population_moments(
+def population_moments(
     sims: Tensor, valid: Tensor, sample: ImageSample | None, rows: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Mean and standard deviation ``[V]`` of each concept over the valid exemplar patches
     and the sampled whole images (only ``rows`` of them, when given), accumulated in chunks
-    (no copy of ``sims`` or of the sample's similarities)."""
+    (no copy of ``sims`` or of the sample's similarities).
+
+    Args:
+        sims: ``[C, k, V]`` exemplar similarities.
+        valid: ``[C, k]`` which exemplars exist.
+        sample: Whole-image statistics (None: the exemplars alone).
+        rows: Only these sampled images.
+
+    Returns:
+        ``(mean [V], std [V])``; the spread is floored at ``1e-6``.
+
+    Examples:
+        >>> sims = torch.tensor([[[0.0], [2.0]]])
+        >>> mean, std = population_moments(sims, torch.ones(1, 2, dtype=torch.bool), None)
+        >>> float(mean[0]), round(float(std[0]), 4)
+        (1.0, 1.4142)
+    """
     total = torch.zeros(sims.shape[-1], dtype=torch.float64)
     squares = torch.zeros_like(total)
     count = 0
@@ -290,7 +306,7 @@ def _population_moments(
     return mean.to(sims.dtype), variance.sqrt().to(sims.dtype).clamp(min=1e-6)
 
 
-def _exemplar_scores(
+def exemplar_evidence(
     sims: Tensor,
     acts: Tensor,
     sample: ImageSample | None,
@@ -301,13 +317,29 @@ def _exemplar_scores(
     sample_rows: Tensor | None = None,
 ) -> Tensor:
     """Steps 1-4 of :func:`contrast`: the exemplar evidence, standardized across neurons
-    when there are at least ``min_neurons`` of them (``sample_rows``: only these sampled
-    images count)."""
+    when there are at least ``min_neurons`` of them (verified descriptions test candidates
+    with it too).
+
+    Args:
+        sims: ``[C, k, V]`` exemplar similarities (NaN where an exemplar is missing).
+        acts: ``[C, k]`` exemplar activations (``-inf`` = missing).
+        sample: Whole-image statistics; its images join the concept standardization.
+        sharpness, power, min_neurons, spread_floor: As in :func:`contrast`.
+        sample_rows: Only these sampled images count.
+
+    Returns:
+        ``[C, V]`` scores: z-scores across the neurons when standardized.
+
+    Examples:
+        >>> sims = torch.tensor([[[0.9, 0.1]], [[0.1, 0.9]]])
+        >>> exemplar_evidence(sims, torch.ones(2, 1), None).argmax(dim=1).tolist()
+        [0, 1]
+    """
     # The population a concept is standardized against: every exemplar patch, plus whole
     # images of the probing set when sampled, so the statistics do not depend only on the
     # units chosen for explanation (three cat units alone would make "cat" look ordinary).
     valid = _valid(acts)
-    mean, std = _population_moments(sims, valid, sample, sample_rows)
+    mean, std = population_moments(sims, valid, sample, sample_rows)
     weights = activation_weights(acts, sharpness=sharpness)
     # In chunks of neurons: [C, k, V] temporaries of a large layer and vocabulary (500 logit
     # units x 100 exemplars x 20000 words) would need several gigabytes each.
@@ -409,7 +441,7 @@ def validate_correlation_weight(
             fold_acts = acts.masked_fill(out, -math.inf)
         # Row indices, not copies of the sampled images' scores.
         train_rows, held_rows = train.nonzero().squeeze(1), part
-        exemplar_z = _exemplar_scores(sims, fold_acts, sample, sample_rows=train_rows, **options)
+        exemplar_z = exemplar_evidence(sims, fold_acts, sample, sample_rows=train_rows, **options)
         correlation_z = sample_correlation_z(sample, train_rows)
         held_acts = sample.acts[held_rows]
         for index, weight in enumerate(grid):
@@ -560,7 +592,7 @@ def contrast(
         "min_neurons": min_neurons,
         "spread_floor": spread_floor,
     }
-    scores = _exemplar_scores(sims, acts, sample, **options)
+    scores = exemplar_evidence(sims, acts, sample, **options)
     if scores.shape[0] >= min_neurons:
         if sample is not None and sample.acts.shape[0] >= min_sample:
             weight = _correlation_weight(correlation, sims, acts, sample, groups, details, options)

@@ -81,7 +81,7 @@ def combine_rankings(
     return [[c, fused[c]] for c in order]
 
 
-class _PatchLoader:
+class PatchLoader:
     """Cuts exemplar patches from the probing images, keeping a few decoded images."""
 
     def __init__(self, evidence: Evidence) -> None:
@@ -131,7 +131,7 @@ def describe_neurons(
         describer: The describer.
         num_concepts: Concepts kept per neuron.
     """
-    loader = _PatchLoader(evidence)
+    loader = PatchLoader(evidence)
     live = [n for layer in neurons.values() for n in layer if not n.dead]
     requests = [
         DescribeRequest(

@@ -17,6 +17,7 @@ from torch import Tensor
 from ..data.images import ImageSource, SkippedInput
 from ..data.vocabulary import Vocabulary
 from ..errors import NeurolabelError
+from .held_out_images import VerificationImages
 from .image_sample import ImageSample
 from .patch_scoring import PatchScores
 from .patches import Box
@@ -96,6 +97,8 @@ class Evidence:
     #: Null distributions of the label test, per layer and exemplar count: they depend only
     #: on the sample, so every aggregation of this evidence reuses them.
     significance_nulls: dict[str, dict[int, Tensor]] = field(default_factory=dict, repr=False)
+    #: The verification split read once (verified descriptions only), else None.
+    verification: VerificationImages | None = None
 
     def layer(self, name: str) -> ExplainedLayer:
         for layer in self.layers:

@@ -22,7 +22,7 @@ from warnings import warn
 import torch
 from torch import Tensor, nn
 
-from ..data.holdout import holdout_entry, split_holdout
+from ..data.holdout import holdout_entry, split_holdout, split_verification
 from ..data.image_groups import source_groups
 from ..data.images import ImageSource, SkippedInput, as_image_source
 from ..data.layer_patterns import expand_layer_patterns, layer_names
@@ -68,6 +68,12 @@ from .significance import MIN_SAMPLE, SignificanceSettings
 from .topk import TopKState
 from .unit_character import mark_redundancy
 from .unit_mapping import MappedExtractor, fit_unit_map, mapped_extractor
+from .verification import (
+    apply_verified,
+    patch_loader,
+    read_verification_images,
+    verify_neurons,
+)
 
 _VERSIONED = ("neurolabel", "torch", "torchvision", "timm", "open_clip_torch", "pillow", "numpy")
 
@@ -287,6 +293,16 @@ class NeuronLabeler:
             self.ctx.extra.setdefault("scorers", {})[spec] = scorer
         return scorer
 
+    def _text_side(self) -> Any:
+        """The scorer's ``encode_texts`` (verification embeds candidates with it)."""
+        encode = getattr(self.scorer(), "encode_texts", None)
+        if not callable(encode):
+            raise NeurolabelError(
+                "Verifying descriptions needs a scorer that embeds texts (open_clip, "
+                "classifier): the candidates are tested as concepts of that scorer"
+            )
+        return encode
+
     def describer(self) -> Describer | None:
         """The describer, resolved on first use (None when none was given)."""
         if self._describer is None and self.describer_spec is not None:
@@ -505,8 +521,16 @@ class NeuronLabeler:
             source = split_holdout(source, holdout, self.settings.holdout_seed, groups)[0]
         scorer = self.scorer()
         # Resolved now, so a mistake in a describer or summarizer spec fails before the pass.
-        self.describer()
+        verifying = bool(getattr(self.describer(), "propose_rounds", None))
         self.summarizer()
+        verification = None
+        if verifying:  # its candidates are tested on images the exemplar search never sees
+            self._text_side()
+            pattern = self.settings.source_pattern
+            groups = source_groups(source, pattern) if pattern else None
+            source, verification = split_verification(
+                source, self.settings.verify_split, self.settings.holdout_seed, groups
+            )
         if isinstance(self.vocabulary_spec, str):  # llm: vocabularies seed from the classes
             self.ctx.extra["class_names"] = self.loaded.class_names
         # Rank 0 builds the vocabulary and shares it: an llm: vocabulary asks its model once.
@@ -579,6 +603,20 @@ class NeuronLabeler:
             )
             release_freed_memory()
             stages["scoring"] = time.perf_counter() - clock
+            held = None
+            if verification is not None:
+                clock = time.perf_counter()
+                held = read_verification_images(
+                    verification,
+                    self.loaded,
+                    self._extractor(),
+                    {layer.name: list(layer.units) for layer in layers},
+                    scorer,
+                    device=self.ctx.device,
+                    reduce=self.settings.activation,
+                    batch_size=self.settings.batch_size,
+                )
+                stages["verification_images"] = time.perf_counter() - clock
             if sims.sees_no_difference():
                 cautions.append(
                     f"The scorer '{getattr(scorer, 'name', type(scorer).__name__)}' gave every "
@@ -610,6 +648,7 @@ class NeuronLabeler:
             warnings=cautions,
             unseen_concepts=unseen,
             activation=self.settings.activation,
+            verification=held,
         )
 
     def explain(self, evidence: Evidence, aggregation: str | None = None) -> LabelingResult:
@@ -667,7 +706,19 @@ class NeuronLabeler:
             release_freed_memory()  # one layer's temporaries must not add to the next one's
         # Paid model requests once per run, on the rank that writes the result.
         first = distributed.rank_and_world()[0] == 0
-        if describer is not None and first:
+        verifying = bool(getattr(describer, "propose_rounds", None))
+        if describer is not None and first and verifying:
+            verify_neurons(
+                neurons,
+                evidence,
+                describer,
+                self._text_side(),
+                patch_loader(evidence, describer.num_patches),
+                evidence.verification,
+            )
+            for layer_neurons in neurons.values():
+                apply_verified(layer_neurons)
+        elif describer is not None and first:
             describe_neurons(neurons, evidence, describer, self.settings.num_concepts)
             for layer_neurons in neurons.values():  # the describer may change top labels
                 mark_redundancy(layer_neurons)

@@ -51,6 +51,7 @@ _NOT_RECORDED = frozenset(
         "resume",
         "holdout",
         "holdout_seed",
+        "verify_split",
     }
 )
 
@@ -118,7 +119,11 @@ class LabelingSettings:
         holdout: Share of the images (0-1) set aside before labeling, chosen at random with
             ``holdout_seed``; the result records them (``dataset["holdout"]``) and the
             ``faithfulness`` evaluator uses them when given no folder.
-        holdout_seed: Seed of the holdout split.
+        holdout_seed: Seed of the holdout split (and of the verification split).
+        verify_split: Share of the probing images (after the holdout) set aside when the
+            describer verifies its descriptions (``litellm:MODEL?verify=ROUNDS``): the
+            candidates are tested on them, the exemplar search never sees them, and the
+            result records them (``dataset["verification"]``).
         units_from: What a unit is: ``channels`` (default), ``sae:PATH`` (a sparse
             autoencoder's latents), ``directions:PATH`` (projections on a ``[U, C]``
             matrix), ``directions:pca?k=N`` (the layer's principal directions), ``heads``
@@ -171,6 +176,7 @@ class LabelingSettings:
     resume: bool = False
     holdout: float | None = None
     holdout_seed: int = 0
+    verify_split: float = 0.2
     significance: float | None = 0.05
     units_from: str = "channels"
 
@@ -204,6 +210,11 @@ class LabelingSettings:
             raise InvalidSettingError(
                 f"significance={self.significance}: give the level of the label test, above 0 "
                 "and at most 1 (e.g. 0.05; 1 keeps every label with its p-value)"
+            )
+        if not 0 < self.verify_split < 1:
+            raise InvalidSettingError(
+                f"verify_split={self.verify_split}: give the share of the probing images on "
+                "which verified descriptions are tested, between 0 and 1 (e.g. 0.2)"
             )
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise InvalidSettingError(

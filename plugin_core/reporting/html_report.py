@@ -34,6 +34,7 @@ from .tables import (
     scoped_figures,
 )
 from .tables import tabulate as tabulate_figures
+from .terminal import verified_phrase
 from .thumbnails import THUMBNAIL_SIZE, ExemplarImages, ImageTable, SourceImages
 from .unit_map_text import shown_settings, unit_map_line
 
@@ -486,6 +487,7 @@ class _Builder:
             "cl": _num(neuron.clarity),
             "g": [[str(c), int(n)] for c, n, _ in neuron.groups] if neuron.groups else None,
             "r": neuron.redundancy,
+            "ver": verified_phrase(neuron) or None,
             "max": _num(neuron.stats.get("max")) if neuron.stats else None,
             "ex": items,
             "ev": [

@@ -180,6 +180,40 @@ def layer_summary_table(summary: LayerSummary) -> Table:
     return table
 
 
+def verified_phrase(neuron: NeuronExplanation) -> str:
+    """How a verified description was tested ('' when it was not).
+
+    Examples:
+        >>> n = NeuronExplanation("fc", 0, [["red", 0.3]], verified={
+        ...     "description": "red", "score": 3.1, "heldout_r": 0.31, "exemplar_z": 1.2,
+        ...     "images": 100, "rounds": 2, "rejected": [["blue", 1, 0.1, 0.2, 0.9]] * 7})
+        >>> print(verified_phrase(n).replace("; ", ";\\n"))
+        verified 'red': r = 0.31 on 100 held-out images, exemplar z = 1.2, score 3.1;
+        beat 7 other candidates in 2 rounds
+    """
+    record = neuron.verified
+    if not record:
+        return ""
+
+    def shown(key: str) -> str:
+        value = record.get(key)
+        return "—" if value is None else format_value(value)
+
+    others = len(record.get("rejected") or [])
+    rounds = record.get("rounds")
+    text = (
+        f"verified '{record.get('description')}': r = {shown('heldout_r')} on "
+        f"{record.get('images')} held-out images, exemplar z = {shown('exemplar_z')}, "
+        f"score {shown('score')}; beat {others} other candidate{'s' if others != 1 else ''} "
+        f"in {rounds} round{'s' if rounds != 1 else ''}"
+    )
+    if record.get("stopped"):
+        text += f" (stopped: {record['stopped']})"
+    if record.get("saw_images") is False:
+        text += " (the model saw no image: candidates from the ranked concepts)"
+    return text
+
+
 def character_phrase(neuron: NeuronExplanation) -> str:
     """A unit's clarity, exemplar groups and redundancy in words ('' when not measured).
 
@@ -518,6 +552,9 @@ def neuron_report(
     character = character_phrase(neuron)
     if character:
         parts.append(Text(character))
+    tested = verified_phrase(neuron)
+    if tested:
+        parts.append(Text(tested))
     facts = [f"{k} {format_value(v)}" for k, v in neuron.stats.items()]
     if facts:
         parts.append(Text("activation over the probing images: " + ", ".join(facts), style="dim"))

@@ -108,6 +108,7 @@
         .join(", "));
     }
     if (n.r) meta.push(n.r + " other unit" + (n.r > 1 ? "s share" : " shares") + " its label");
+    if (n.ver) meta.push(n.ver);
     if (n.vlm && n.vlm.length) meta.push("describer: " + n.vlm.join(", "));
     if (n.max !== null && n.max !== undefined) meta.push("max activation " + fmt(n.max));
     if (meta.length) c.appendChild(el("div", "note", meta.join(" \u00b7 ")));
