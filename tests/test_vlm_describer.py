@@ -330,3 +330,37 @@ def test_a_describer_given_as_the_scorer_is_pointed_to_describer(folder, ctx):
     )
     with pytest.raises(NeurolabelError, match="is a describer: pass it as describer="):
         labeler.run(folder)
+
+
+def test_fused_rankings_keep_each_p_value_with_its_concept(tmp_path):
+    from test_unit_character import SMALL, Planted, colored_squares
+    from test_verification import RGBScorer
+
+    def labeler(**options):
+        return NeuronLabeler(
+            Planted(),
+            ["units"],
+            scorer=RGBScorer(),
+            vocabulary=["red", "green", "blue", "gray", "yellow"],
+            top_k=8,
+            sample_size=60,
+            device="cpu",
+            progress=False,
+            context=build_context("cpu", cache_dir=tmp_path / "cache"),
+            preprocessing=SMALL,
+            **options,
+        )
+
+    images = colored_squares(90)
+    plain = labeler().run(images)
+    # the describer puts a free label first and a concept the scorer ranks low second
+    with ChatServer(lambda body: json.dumps({"labels": ["scarlet thing", "blue"]})) as server:
+        fused = labeler(describer=describer_spec(server, "weight=0.9")).run(images)
+    before = plain.explanation("units", 0)
+    after = fused.explanation("units", 0)
+    assert {c for c, _ in after.concepts[:2]} == {"scarlet thing", "blue"}
+    assert "blue" not in [c for c, _ in before.concepts[:2]]  # the ranking did change
+    tested = dict(zip((c for c, _ in before.concepts), before.p_values, strict=True))
+    assert len(tested) > 2 and all(p is not None for p in tested.values())
+    for concept, p in zip((c for c, _ in after.concepts), after.p_values, strict=True):
+        assert p == tested.get(concept)  # None for the free label: it was never tested

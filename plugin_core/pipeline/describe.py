@@ -152,7 +152,12 @@ def describe_neurons(
     for neuron, answer in zip(live, answers, strict=True):
         neuron.described = [[str(label), float(conf)] for label, conf in answer]
         fused = combine_rankings(neuron.concepts, neuron.described, describer.weight)
+        tested = dict(
+            zip((str(c) for c, _ in neuron.concepts), neuron.p_values or [], strict=False)
+        )
         neuron.concepts = fused[:num_concepts]
+        if neuron.p_values is not None:  # each p-value stays with its concept (None: untested)
+            neuron.p_values = [tested.get(str(c)) for c, _ in neuron.concepts]
         if neuron.layer not in sims_of:
             sims, values, _ = evidence.layer_tensors(neuron.layer)
             rows = {u: r for r, u in enumerate(evidence.layer(neuron.layer).units)}
