@@ -131,8 +131,13 @@ class LiteLLMDescriber:
         self.budget = float(spec.option_float("budget", 0.0) or 0.0)
         self.spent = 0.0
         problems = []
-        if self.propose_rounds < 0 or (self.propose_rounds and self.num_proposed < 1):
-            problems.append("verify must be a number of rounds and propose at least 1")
+        if self.propose_rounds < 0:
+            problems.append("verify must be a number of rounds (0 = off), e.g. verify=2")
+        if self.propose_rounds and self.num_proposed < 1:
+            problems.append(
+                f"propose={self.num_proposed}: give the candidates asked for per unit and "
+                "round, at least 1 (default 5)"
+            )
         if self.num_patches < 1 or self.num_labels < 1:
             problems.append("patches and labels must be at least 1")
         if self.cell < 32:

@@ -145,7 +145,9 @@ def main() -> None:
         for name in sets[next(iter(sets))]:
             hits = counted = 0
             for unit, by_text in scored.items():
-                pool = [names[unit], *sets[unit][name]]
+                # what the server can propose: a candidate has at most 4 words (the run's
+                # scorer label also competes, and may be longer: it is left out here)
+                pool = [t for t in (names[unit], *sets[unit][name]) if len(t.split()) <= 4]
                 values = {t: by_text[t][which] for t in pool if t in by_text}
                 if names[unit] not in values:
                     continue

@@ -12,10 +12,11 @@ from llm_server import ChatServer, user_text
 from test_unit_character import SMALL, Planted, colored_squares
 
 from neurolabel import LabelingResult, NeuronLabeler
-from neurolabel.plugin_core.errors import InvalidSettingError
+from neurolabel.plugin_core.errors import InvalidSettingError, NeurolabelError
 from neurolabel.plugin_core.pipeline.settings import LabelingSettings
 from neurolabel.plugin_core.pipeline.verification import combined_score, fisher_z
 from neurolabel.plugin_core.plugins.resolve import build_context
+from neurolabel.plugin_core.reporting.terminal import verified_phrase
 
 #: Texts the tiny scorer below can embed: color words on the RGB axes.
 WORDS = {
@@ -108,6 +109,8 @@ def test_candidates_are_tested_refined_and_the_best_score_wins(tmp_path):
     for _, _, r, z, score in tested:  # both tests, combined by Stouffer's method
         assert score == combined_score(z, fisher_z(r, 18))
     assert record["score"] == max(c[4] for c in tested)
+    scorers_own = [c for c in tested if c[1] == 0]  # the scorer's label competed as round 0
+    assert [c[0] for c in scorers_own] == [red.concepts[0][0]]
     rejected = {c[0]: c for c in record["rejected"]}
     # blue on the red unit fails both tests; the off-target round-1 guesses score lower
     assert rejected["blue"][2] < 0 and rejected["blue"][3] < 0 and rejected["blue"][1] == 2
@@ -183,3 +186,33 @@ def test_text_only_models_and_the_evaluation_holdout_stay_apart(tmp_path):
 def test_a_verification_split_outside_zero_to_one_is_refused():
     with pytest.raises(InvalidSettingError, match="verify_split=1.5"):
         LabelingSettings(verify_split=1.5)
+
+
+def test_poor_proposals_never_replace_a_better_scorer_label(tmp_path):
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    with ChatServer(lambda body: json.dumps({"candidates": ["gray", "yellow"]})) as server:
+        result = run(server, ctx, rounds=1)
+    red = result.explanation("units", 0)
+    assert red.verified["kept"] == "scorer" and red.description == red.concepts[0][0] == "red"
+    assert {c[0] for c in red.verified["rejected"]} == {"gray", "yellow"}
+    assert "no proposed candidate tested better than the scorer's label" in verified_phrase(red)
+
+
+def test_a_scorer_without_a_text_side_and_a_stray_split_are_refused(tmp_path, capsys):
+    from cli_runner import run as run_cli
+    from test_vlm_describer import cli_args, describer_spec
+
+    with ChatServer(proposer) as server:
+        spec = describer_spec(server, "verify=2")
+        with pytest.raises(NeurolabelError, match="'color' does not.*classifier:packaged"):
+            NeuronLabeler(
+                Planted(), ["units"], scorer="color", describer=spec, context=build_context("cpu")
+            ).gather_evidence(colored_squares(30))
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i, image in enumerate(colored_squares(4)):
+        image.save(images / f"{i}.png")
+    code, _, err = run_cli([*cli_args(images, tmp_path / "out"), "--verify-split", "0.3"], capsys)
+    assert code == 2 and "--verify-split 0.3 sets images aside for verified descriptions" in (
+        " ".join(err.split())
+    )

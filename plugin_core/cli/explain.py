@@ -230,14 +230,14 @@ def explain(
         ),
     ] = None,
     verify_split: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="With a verifying describer (litellm:MODEL?verify=ROUNDS): share of the "
             "probing images set aside to test its candidate descriptions on (the exemplars "
             "never come from them)",
             metavar="SHARE",
         ),
-    ] = DEFAULTS.verify_split,
+    ] = None,
     significance: Annotated[
         float,
         typer.Option(
@@ -311,13 +311,19 @@ def explain(
             from ..plugins.resolve import resolve_describer
 
             chosen_describer = resolve_describer(describer, ctx)
-            if getattr(chosen_describer, "remote", False):
-                err_console.print(
-                    "[yellow]Note:[/yellow] the exemplar patches of every explained neuron will "
-                    f"be sent to the remote model of '{escape(chosen_describer.name)}'; a local "
-                    "model (api_base on localhost, or ollama/...) keeps them on this machine.",
-                    highlight=False,
-                )
+        if verify_split is not None and not getattr(chosen_describer, "propose_rounds", 0):
+            raise NeurolabelError(
+                f"--verify-split {verify_split} sets images aside for verified descriptions "
+                "only: add a verifying describer (--describer 'litellm:MODEL?verify=2') or "
+                "drop the option"
+            )
+        if chosen_describer is not None and getattr(chosen_describer, "remote", False):
+            err_console.print(
+                "[yellow]Note:[/yellow] the exemplar patches of every explained neuron will "
+                f"be sent to the remote model of '{escape(chosen_describer.name)}'; a local "
+                "model (api_base on localhost, or ollama/...) keeps them on this machine.",
+                highlight=False,
+            )
         settings = LabelingSettings(
             scorer=scorer,
             vocabulary=vocab,
@@ -341,7 +347,7 @@ def explain(
             checkpoint_every=checkpoint_every,
             resume=resume,
             holdout=holdout,
-            verify_split=verify_split,
+            verify_split=DEFAULTS.verify_split if verify_split is None else verify_split,
             source_pattern=source_pattern,
             significance=significance,
             units_from=units_from,

@@ -315,6 +315,7 @@ def exemplar_evidence(
     min_neurons: int = 16,
     spread_floor: float = 0.3,
     sample_rows: Tensor | None = None,
+    typical_spread: float | None = None,
 ) -> Tensor:
     """Steps 1-4 of :func:`contrast`: the exemplar evidence, standardized across neurons
     when there are at least ``min_neurons`` of them (verified descriptions test candidates
@@ -326,6 +327,9 @@ def exemplar_evidence(
         sample: Whole-image statistics; its images join the concept standardization.
         sharpness, power, min_neurons, spread_floor: As in :func:`contrast`.
         sample_rows: Only these sampled images count.
+        typical_spread: The spread the floor scales (default: the median over these
+            concepts); give a fixed one to score a few concepts on the scale of a vocabulary
+            (:func:`typical_spread` of its scores), whatever else is scored with them.
 
     Returns:
         ``[C, V]`` scores: z-scores across the neurons when standardized.
@@ -351,11 +355,23 @@ def exemplar_evidence(
         spread = scores.std(dim=0, keepdim=True)
         # A concept seen in one neuron only has a tiny spread: without the floor every such
         # concept would get the same maximal z-score, whatever its evidence.
-        floor = spread_floor * spread.median() ** 2
+        typical = spread.median() if typical_spread is None else torch.tensor(typical_spread)
+        floor = spread_floor * typical**2
         scores = (scores - scores.mean(dim=0, keepdim=True)) / (spread**2 + floor).sqrt().clamp(
             min=1e-6
         )
     return scores
+
+
+def typical_spread(scores: Tensor) -> float:
+    """The median over concepts of their spread across neurons: what
+    :func:`exemplar_evidence`'s floor scales, from unstandardized ``[C, V]`` scores.
+
+    Examples:
+        >>> typical_spread(torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+        0.0
+    """
+    return float(scores.std(dim=0).median())
 
 
 def _stouffer(exemplar_z: Tensor, correlation_z: Tensor, weight: float) -> Tensor:

@@ -295,11 +295,14 @@ class NeuronLabeler:
 
     def _text_side(self) -> Any:
         """The scorer's ``encode_texts`` (verification embeds candidates with it)."""
-        encode = getattr(self.scorer(), "encode_texts", None)
+        scorer = self.scorer()
+        encode = getattr(scorer, "encode_texts", None)
         if not callable(encode):
+            name = shorten(str(getattr(scorer, "name", type(scorer).__name__)))
             raise NeurolabelError(
-                "Verifying descriptions needs a scorer that embeds texts (open_clip, "
-                "classifier): the candidates are tested as concepts of that scorer"
+                f"Verifying descriptions needs a scorer that embeds texts, and '{name}' does "
+                "not: the candidates are tested as concepts of the scorer. Use open_clip:MODEL, "
+                "or offline --scorer classifier:packaged:efficientnet_lite1 (ConSE)"
             )
         return encode
 

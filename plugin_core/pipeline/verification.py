@@ -35,7 +35,12 @@ import torch
 from torch import Tensor
 
 from ..errors import NeurolabelError
-from .aggregation import activation_weights, exemplar_evidence, population_moments
+from .aggregation import (
+    activation_weights,
+    exemplar_evidence,
+    population_moments,
+    typical_spread,
+)
 from .evidence import Evidence
 from .held_out_images import VerificationImages, collect_held_out
 from .image_sample import ImageSample
@@ -138,7 +143,13 @@ class CandidateTester:
         self.encode = encode_texts
         self.units = list(evidence.layer(layer).units)
         self.captions = _captions(sims, values, sample, list(evidence.vocabulary.concepts))
-        del sims
+        # Candidates are standardized on the vocabulary's scale, so a z does not depend on
+        # which other candidates were tested with it (each round, each unit's batch).
+        raw = exemplar_evidence(
+            sims, values, sample, sharpness=SHARPNESS, power=POWER, min_neurons=len(sims) + 1
+        )
+        self.typical_spread = typical_spread(raw)
+        del sims, raw
         self.rows = {u: r for r, u in enumerate(self.units)}
         self.sample = sample
         self.values = values
@@ -179,7 +190,13 @@ class CandidateTester:
             concept_embeddings=embedded,
         )
         scores = exemplar_evidence(
-            sims, self.values, sample, sharpness=SHARPNESS, power=POWER, min_neurons=MIN_UNITS
+            sims,
+            self.values,
+            sample,
+            sharpness=SHARPNESS,
+            power=POWER,
+            min_neurons=MIN_UNITS,
+            typical_spread=self.typical_spread,
         )
         if len(self.units) >= MIN_UNITS:
             return scores  # standardized across the layer's units
@@ -291,8 +308,12 @@ def verify_neurons(
         for name in {n.layer for n in live}
     }
     tested: dict[tuple[str, int], list[Candidate]] = {(n.layer, n.unit): [] for n in live}
+    # The scorer's own label competes (as round 0): a proposal replaces it only by testing
+    # better, so a run of poor guesses cannot make a unit's description worse.
+    scorers_label = _test_all(testers, [(n, [str(n.concepts[0][0])]) for n in live], 0)
     rounds = int(proposer.propose_rounds)
     stopped: str | None = None
+    answered = 0
     for round_number in range(1, rounds + 1):
         requests = [
             ProposeRequest(
@@ -315,23 +336,25 @@ def verify_neurons(
                 f"The proposer answered {len(answers)} of {len(requests)} units in round "
                 f"{round_number}"
             )
-        fresh: dict[str, list[tuple[Any, list[str]]]] = {}
+        answered += 1
+        fresh = []
         for neuron, texts in zip(live, answers, strict=True):
-            seen = {c.text for c in tested[(neuron.layer, neuron.unit)]}
+            key = (neuron.layer, neuron.unit)
+            seen = {c.text for c in [*tested[key], *scorers_label[key]]}
             new = [t for t in dict.fromkeys(texts) if t and t not in seen]
             if new:
-                fresh.setdefault(neuron.layer, []).append((neuron, new))
-        for layer, items in fresh.items():
-            results = testers[layer].test_many([(n.unit, texts) for n, texts in items])
-            for (neuron, _), candidates in zip(items, results, strict=True):
-                for candidate in candidates:
-                    candidate.round = round_number
-                tested[(neuron.layer, neuron.unit)].extend(candidates)
+                fresh.append((neuron, new))
+        for key, candidates in _test_all(testers, fresh, round_number).items():
+            tested[key].extend(candidates)
     for neuron in live:
-        history = tested[(neuron.layer, neuron.unit)]
-        if not history:
+        key = (neuron.layer, neuron.unit)
+        history = tested[key]
+        if not history:  # nothing usable was proposed: the unit is not verified
             continue
-        ranked = sorted(history, key=lambda c: -(c.score if c.score is not None else -1e9))
+        ranked = sorted(
+            [*history, *scorers_label[key]],
+            key=lambda c: -(c.score if c.score is not None else -1e9),
+        )
         winner = ranked[0]
         neuron.verified = {
             "description": winner.text,
@@ -340,12 +363,30 @@ def verify_neurons(
             "exemplar_z": winner.exemplar_z,
             "images": testers[neuron.layer].images,
             "similarity": testers[neuron.layer].similarity(neuron.unit, winner.text),
-            "rounds": max(c.round for c in history),
+            "rounds": answered,
+            **({"kept": "scorer"} if winner.round == 0 else {}),
             "rejected": [c.to_list() for c in ranked[1:]],
             "proposer": getattr(proposer, "name", None),
             "saw_images": bool(getattr(proposer, "vision", True)),
             **({"stopped": stopped} if stopped else {}),
         }
+
+
+def _test_all(
+    testers: dict[str, CandidateTester], items: list[tuple[Any, list[str]]], round_number: int
+) -> dict[tuple[str, int], list[Candidate]]:
+    """Test each ``(neuron, texts)``, one batch per layer; candidates by ``(layer, unit)``."""
+    by_layer: dict[str, list[tuple[Any, list[str]]]] = {}
+    for neuron, texts in items:
+        by_layer.setdefault(neuron.layer, []).append((neuron, texts))
+    out: dict[tuple[str, int], list[Candidate]] = {}
+    for layer, group in by_layer.items():
+        results = testers[layer].test_many([(n.unit, texts) for n, texts in group])
+        for (neuron, _), candidates in zip(group, results, strict=True):
+            for candidate in candidates:
+                candidate.round = round_number
+            out[(neuron.layer, neuron.unit)] = candidates
+    return out
 
 
 def patch_loader(evidence: Evidence, count: int) -> Any:

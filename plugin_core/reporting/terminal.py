@@ -82,8 +82,9 @@ def result_table(
             # An unexplained unit has no label: its best-ranked concepts are candidates.
             if neuron.unexplained:
                 runners = "candidates: " + ", ".join(c for c, _ in top)
-            else:
-                runners = ", ".join(c for c, _ in top[1:])
+            else:  # a verified description may come from anywhere in the ranking, or outside
+                others = [c for c, _ in top if c != neuron.description]
+                runners = ", ".join(others[: max(len(top) - 1, 0)])
             # An unexplained unit has no label, so no label score: its candidates are listed.
             score = "" if neuron.score is None or neuron.unexplained else f"{neuron.score:.3g}"
             peak = neuron.stats.get("max")
@@ -122,6 +123,12 @@ def _how_to_read(result: LabelingResult, layer: str | None) -> str:
         "similarity of the description with the unit's exemplar patches"
     ]
     neurons = [n for name, ns in result.neurons.items() if layer in (None, name) for n in ns]
+    if any(n.verified and not n.unexplained for n in neurons):
+        notes.append(
+            "a verified description's score is its test score instead (exemplar and held-out "
+            "z combined; docs/verified_descriptions.md), and its p is the unit's label test "
+            "(whether any concept of the vocabulary fits better than chance)"
+        )
     if any(n.dead for n in neurons):
         notes.append("(dead): the unit's activation never varied over the probing images")
     if any(n.p_value is not None for n in neurons):
@@ -201,12 +208,20 @@ def verified_phrase(neuron: NeuronExplanation) -> str:
 
     others = len(record.get("rejected") or [])
     rounds = record.get("rounds")
+    if neuron.unexplained:
+        return (
+            f"{others + 1} candidate description{'s' if others else ''} tested in {rounds} "
+            f"round{'s' if rounds != 1 else ''}; the best, '{record.get('description')}' "
+            f"(score {shown('score')}), is not a label: no concept passed the label test"
+        )
     text = (
         f"verified '{record.get('description')}': r = {shown('heldout_r')} on "
         f"{record.get('images')} held-out images, exemplar z = {shown('exemplar_z')}, "
         f"score {shown('score')}; beat {others} other candidate{'s' if others != 1 else ''} "
         f"in {rounds} round{'s' if rounds != 1 else ''}"
     )
+    if record.get("kept") == "scorer":
+        text += " (no proposed candidate tested better than the scorer's label)"
     if record.get("stopped"):
         text += f" (stopped: {record['stopped']})"
     if record.get("saw_images") is False:
