@@ -232,13 +232,19 @@ class LiteLLMDescriber:
             "responds to, best first."
         )
         if item.tested:
-            lines = "\n".join(
-                f"- {c.text}: score = {_shown(c.score)} (r = {_shown(c.heldout_r)}, "
-                f"z = {_shown(c.exemplar_z)})"
-                for c in sorted(item.tested, key=lambda c: -(c.score or -1e9))
-            )
+
+            def line(c: Any) -> str:
+                source = " (the scorer's label)" if c.round == 0 else ""
+                return (
+                    f"- {c.text}{source}: score = {_shown(c.score)} (r = {_shown(c.heldout_r)}, "
+                    f"z = {_shown(c.exemplar_z)})"
+                )
+
+            ranked = sorted(item.tested, key=lambda c: -(c.score or -1e9))
+            lines = "\n".join(line(c) for c in ranked)
             ask = (
-                "Descriptions proposed so far and how they tested, best first (r: correlation "
+                f"A concept scorer ranks these concepts first for it: {concepts}. "
+                "Descriptions tested so far, best first (r: correlation "
                 "with the neuron on images it was not explained from; z: how much more its "
                 "strongest patches match than those of other neurons; score: both "
                 f"combined):\n{lines}\nPropose {self.num_proposed} "
@@ -279,12 +285,13 @@ class LiteLLMDescriber:
         rounds_left = self.propose_rounds - round_number
         what = f"verified descriptions, round {round_number} of {self.propose_rounds}"
         # The estimate before round 1 counts every round: later prompts list the earlier
-        # candidates with their scores (about FEEDBACK_TOKENS each).
+        # candidates with their scores (about FEEDBACK_TOKENS each) and, once, the scorer's
+        # label and concepts (counted as two more candidates a round, an upper bound).
         answers = self.client.complete_many(
             chats,
             what,
             rounds=1 + rounds_left if round_number == 1 else 1,
-            growth=FEEDBACK_TOKENS * self.num_proposed,
+            growth=FEEDBACK_TOKENS * (self.num_proposed + 2),
         )
         out = []
         for answer in answers:

@@ -24,7 +24,10 @@ combination of exemplar z and held-out z: what ``verify=ROUNDS`` reports), exemp
 and held-out r alone. The split is set aside before the exemplar search, so the loop's
 exemplars come from fewer images than a run without verification; the last figure,
 ``exemplar_z_without_split``, picks by exemplar z on a run that keeps every image for the
-exemplar search (no held-out test is then possible).
+exemplar search (no held-out test is then possible). ``in_a_run`` judges what a run
+reports: every distractor proposed at once, the scorer's own label competing (round 0) —
+how often the reported description is the true class, against the scorer's label alone,
+and how many descriptions the loop changed, to and from the true class.
 """
 
 from __future__ import annotations
@@ -176,12 +179,20 @@ def main() -> None:
                 verify_split=split,
             ).run(args.images)
         scored: dict[int, dict[str, tuple]] = {}
+        in_run: list[tuple[str, str, str]] = []  # (true name, description, scorer's label)
         for neuron in result.neurons["classifier"]:
             record = neuron.verified
             if record:
                 rows = [[record["description"], 1, record["heldout_r"], record["exemplar_z"],
                          record["score"]], *record["rejected"]]  # fmt: skip
                 scored[neuron.unit] = {r[0]: (r[4], r[3], r[2]) for r in rows}
+                label = (
+                    record["description"]
+                    if record.get("kept")
+                    else next(r[0] for r in record["rejected"] if r[1] == 0)
+                )
+                in_run.append((names[neuron.unit], record["description"], label))
+        n = max(len(in_run), 1)
         held_names = {Path(p).name.split("_")[0] for p in result.dataset["verification"]["images"]}
         report["splits"][str(split)] = {
             "units": len(scored),
@@ -191,6 +202,13 @@ def main() -> None:
             "loop_picks_true_class": accuracy(scored, 0),
             "exemplar_z_picks_true_class": accuracy(scored, 1),
             "heldout_r_picks_true_class": accuracy(scored, 2),
+            "in_a_run": {  # every distractor proposed at once, the scorer's label competing
+                "description_is_true_class": round(sum(t == d for t, d, _ in in_run) / n, 4),
+                "scorer_label_is_true_class": round(sum(t == b for t, _, b in in_run) / n, 4),
+                "descriptions_changed": sum(d != b for _, d, b in in_run),
+                "changed_to_the_true_class": sum(d != b and d == t for t, d, b in in_run),
+                "changed_from_the_true_class": sum(d != b and b == t for t, d, b in in_run),
+            },
             "seconds": round(time.perf_counter() - started, 1),
         }
     # exemplar z with every image in the exemplar search (a run without verification)

@@ -54,10 +54,11 @@ def proposer(body) -> str:
     proposes the scorer's first concept and a synonym."""
     text = user_text(body)
     ranked = re.search(r"ranks these concepts first for it: ([^.]+)\.", text)
-    if "how they tested" not in text:
+    if "tested so far" not in text:
         concepts = ranked.group(1).split(", ") if ranked else ["gray"]
         return json.dumps({"candidates": [concepts[-1], "yellow"]})
     assert "r = " in text and "z = " in text  # the scores are fed back
+    assert "(the scorer's label)" in text  # with the score to beat
     return json.dumps({"candidates": ["red", "crimson", "blue"]})
 
 

@@ -76,7 +76,8 @@ class ProposeRequest:
         unit: Unit index.
         load_patches: The unit's exemplar patches, strongest first.
         concepts: The scorer's ranked concepts for it.
-        tested: The candidates of earlier rounds with their scores (empty in round 1).
+        tested: The candidates of earlier rounds with their scores, the scorer's label
+            (round 0) first (empty in round 1).
         round: 1-based round number.
         captions: Each exemplar, strongest first, in the scorer's words (what a text-only
             model is told instead of seeing the grid).
@@ -321,7 +322,10 @@ def verify_neurons(
                 n.unit,
                 load_patches(n.layer, n.unit),
                 tuple(str(c) for c, _ in n.concepts),
-                list(tested[(n.layer, n.unit)]),
+                # from round 2 on, with the scorer's label: the score to beat
+                [*scorers_label[(n.layer, n.unit)], *tested[(n.layer, n.unit)]]
+                if round_number > 1
+                else [],
                 round_number,
                 testers[n.layer].caption(n.unit),
             )
