@@ -72,12 +72,16 @@ def run(server, ctx, rounds=2, extra="", **options):
         f"litellm:openai/whatever?api_base={server.url}&retries=1&backoff=0.01"
         f"&verify={rounds}&propose=3{extra}"
     )
+    return planted_labeler(ctx, describer=spec, **options).run(colored_squares(90))
+
+
+def planted_labeler(ctx, **options):
+    """The planted red/either/blue units, seen by :class:`RGBScorer` (with a label test)."""
     return NeuronLabeler(
         Planted(),
         ["units"],
         scorer=RGBScorer(),
         vocabulary=["red", "green", "blue", "gray", "yellow"],
-        describer=spec,
         top_k=8,
         sample_size=60,
         device="cpu",
@@ -85,7 +89,7 @@ def run(server, ctx, rounds=2, extra="", **options):
         context=ctx,
         preprocessing=SMALL,
         **options,
-    ).run(colored_squares(90))
+    )
 
 
 def test_candidates_are_tested_refined_and_the_best_score_wins(tmp_path):

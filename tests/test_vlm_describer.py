@@ -333,23 +333,11 @@ def test_a_describer_given_as_the_scorer_is_pointed_to_describer(folder, ctx):
 
 
 def test_fused_rankings_keep_each_p_value_with_its_concept(tmp_path):
-    from test_unit_character import SMALL, Planted, colored_squares
-    from test_verification import RGBScorer
+    from test_unit_character import colored_squares
+    from test_verification import planted_labeler
 
     def labeler(**options):
-        return NeuronLabeler(
-            Planted(),
-            ["units"],
-            scorer=RGBScorer(),
-            vocabulary=["red", "green", "blue", "gray", "yellow"],
-            top_k=8,
-            sample_size=60,
-            device="cpu",
-            progress=False,
-            context=build_context("cpu", cache_dir=tmp_path / "cache"),
-            preprocessing=SMALL,
-            **options,
-        )
+        return planted_labeler(build_context("cpu", cache_dir=tmp_path / "cache"), **options)
 
     images = colored_squares(90)
     plain = labeler().run(images)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -106,6 +107,23 @@ class Evidence:
                 return layer
         raise NeurolabelError(f"No layer '{name}' in this evidence")
 
+    def exemplar_slots(self, name: str) -> tuple[list[int], list[int], list[Any]]:
+        """``(rows, ranks, keys)`` of the layer's scored exemplar slots: the row of the unit
+        (its position among the explained units), the exemplar's rank and its patch's key
+        in :attr:`scores`; slots without a scored patch are left out."""
+        layer = self.layer(name)
+        rows: list[int] = []
+        ranks: list[int] = []
+        keys: list[Any] = []
+        for row, unit in enumerate(layer.units):
+            for rank in range(layer.state.values.shape[1]):
+                key = self.requests.key_of.get((name, unit, rank))
+                if key is not None:
+                    rows.append(row)
+                    ranks.append(rank)
+                    keys.append(key)
+        return rows, ranks, keys
+
     def layer_tensors(
         self, name: str, with_sample: bool = False, every_unit: bool = False
     ) -> tuple[Tensor, Tensor, ImageSample | None]:
@@ -120,19 +138,12 @@ class Evidence:
         units = torch.tensor(layer.units, dtype=torch.long)
         values = layer.state.values[units].clone()
         sims = torch.full((len(layer.units), k, len(self.vocabulary)), float("nan"))
-        slots: list[tuple[int, int]] = []
-        keys = []
-        for row, unit in enumerate(layer.units):
-            for rank in range(k):
-                key = self.requests.key_of.get((name, unit, rank))
-                if key is None:
-                    values[row, rank] = float("-inf")
-                else:
-                    slots.append((row, rank))
-                    keys.append(key)
+        rows, ranks, keys = self.exemplar_slots(name)
+        scored = torch.zeros_like(values, dtype=torch.bool)
+        scored[rows, ranks] = True
+        values[~scored] = float("-inf")
         if keys:  # one product for the whole layer
-            rows, ranks = zip(*slots, strict=True)
-            sims[list(rows), list(ranks)] = self.scores.rows_for(keys)
+            sims[rows, ranks] = self.scores.rows_for(keys)
         sample = None
         if with_sample:
             whole_images: list[tuple[int, Box | None]] = [

@@ -416,6 +416,12 @@ class NeuronLabeler:
         samples = {layer: outputs[layer].sample_acts[layer] for layer in self.layers}
         return states, first.skipped, samples, first.sample_ids
 
+    def _split_groups(self, source: ImageSource) -> list[int] | None:
+        """The source of every image, so a split keeps a photo's crops on one side (None
+        without a source pattern)."""
+        pattern = self.settings.source_pattern
+        return source_groups(source, pattern) if pattern else None
+
     def _source_groups(self, source: ImageSource) -> tuple[Tensor | None, str]:
         """The source of every image and a digest of the grouping, when a source pattern
         asks for one exemplar per source (else ``(None, "")``)."""
@@ -519,8 +525,7 @@ class NeuronLabeler:
         source = as_image_source(images)
         holdout = self.settings.holdout
         if holdout is not None:  # label with the rest; the result records the held-out part
-            pattern = self.settings.source_pattern
-            groups = source_groups(source, pattern) if pattern else None
+            groups = self._split_groups(source)
             source = split_holdout(source, holdout, self.settings.holdout_seed, groups)[0]
         scorer = self.scorer()
         # Resolved now, so a mistake in a describer or summarizer spec fails before the pass.
@@ -529,10 +534,11 @@ class NeuronLabeler:
         verification = None
         if verifying:  # its candidates are tested on images the exemplar search never sees
             self._text_side()
-            pattern = self.settings.source_pattern
-            groups = source_groups(source, pattern) if pattern else None
             source, verification = split_verification(
-                source, self.settings.verify_split, self.settings.holdout_seed, groups
+                source,
+                self.settings.verify_split,
+                self.settings.holdout_seed,
+                self._split_groups(source),
             )
         if isinstance(self.vocabulary_spec, str):  # llm: vocabularies seed from the classes
             self.ctx.extra["class_names"] = self.loaded.class_names

@@ -157,20 +157,12 @@ class CandidateTester:
         self.held_acts = None if held is None else held.acts[layer].float()
         self.held_embeddings = None if held is None else held.embeddings.float()
         # Every explained unit's exemplar patch embeddings, NaN where a slot is empty.
-        k = values.shape[1]
         dim = sample.image_embeddings.shape[1]
-        self.patches = torch.full((len(self.units), k, dim), float("nan"))
-        slots, keys = [], []
-        for row, unit in enumerate(self.units):
-            for rank in range(k):
-                key = evidence.requests.key_of.get((layer, unit, rank))
-                if key is not None:
-                    slots.append((row, rank))
-                    keys.append(key)
+        self.patches = torch.full((*values.shape, dim), float("nan"))
+        rows, ranks, keys = evidence.exemplar_slots(layer)
         found = evidence.scores.embeddings_for(keys) if keys else None
         if found is not None:
-            rows, ranks = zip(*slots, strict=True)
-            self.patches[list(rows), list(ranks)] = found.float()
+            self.patches[rows, ranks] = found.float()
 
     def caption(self, unit: int) -> tuple[str, ...]:
         """Each exemplar of ``unit``, strongest first, in the scorer's words."""
