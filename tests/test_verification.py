@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +222,33 @@ def test_a_scorer_without_a_text_side_and_a_stray_split_are_refused(tmp_path, ca
     assert code == 2 and "--verify-split 0.3 sets images aside for verified descriptions" in (
         " ".join(err.split())
     )
+
+
+def test_an_unreadable_verification_image_is_skipped_and_reported(tmp_path):
+    from neurolabel.plugin_core.data.holdout import split_verification
+    from neurolabel.plugin_core.data.images import as_image_source
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, image in enumerate(colored_squares(60)):
+        image.save(folder / f"{i:02d}.png")
+    (folder / "zz_broken.png").write_bytes(b"not a png at all")
+    source = as_image_source(folder)
+    # the seed whose verification split holds the broken file
+    seed = next(
+        s
+        for s in range(20)
+        if any("zz_broken" in v.describe(i) for v in [split_verification(source, 0.3, s)[1]]
+               for i in range(len(v)))
+    )  # fmt: skip
+    ctx = build_context("cpu", cache_dir=tmp_path / "cache")
+    with ChatServer(proposer) as server:
+        spec = f"litellm:openai/x?api_base={server.url}&retries=1&verify=1&propose=3"
+        result = planted_labeler(ctx, describer=spec, verify_split=0.3, holdout_seed=seed).run(
+            folder
+        )
+    split = result.dataset["verification"]
+    assert [Path(s["item"]).name for s in split["skipped"]] == ["zz_broken.png"]
+    assert "zz_broken" not in str(result.dataset["skipped"])
+    record = result.explanation("units", 0).verified
+    assert record["images"] == split["count"] - 1  # tested on the readable ones

@@ -166,10 +166,10 @@ class VerificationImages:
             of the evidence's units).
         embeddings: ``[N, D]`` the scorer's image embeddings.
         images: The ``N`` images' names.
-        skipped: How many verification images could not be read.
+        skipped: The verification images that could not be read, with the reason.
     """
 
     acts: dict[str, Tensor]
     embeddings: Tensor
     images: list[str]
-    skipped: int = 0
+    skipped: list[SkippedInput] = field(default_factory=list)

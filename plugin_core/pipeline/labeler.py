@@ -626,6 +626,10 @@ class NeuronLabeler:
                     batch_size=self.settings.batch_size,
                 )
                 stages["verification_images"] = time.perf_counter() - clock
+                record = getattr(source, "verification", None)
+                if held.skipped and record is not None:
+                    # reported with the split, as the probing part's are in dataset.skipped
+                    record["skipped"] = [vars(s) for s in held.skipped]
             if sims.sees_no_difference():
                 cautions.append(
                     f"The scorer '{getattr(scorer, 'name', type(scorer).__name__)}' gave every "

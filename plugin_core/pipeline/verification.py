@@ -450,5 +450,4 @@ def read_verification_images(
             batch_size=batch_size,
         )
     assert held.embeddings is not None
-    skipped = len(held.skipped) - len(getattr(source, "skipped_upfront", []))
-    return VerificationImages(held.acts, held.embeddings, held.images, skipped)
+    return VerificationImages(held.acts, held.embeddings, held.images, held.skipped)
